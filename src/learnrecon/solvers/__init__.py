@@ -1,0 +1,3 @@
+"""Classical reconstruction methods, each a plain function ``solver(y, op, **params) -> x``."""
+
+__all__: list[str] = []
