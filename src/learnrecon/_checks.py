@@ -17,9 +17,7 @@ from learnrecon.errors import DeviceError, DTypeError, NonFiniteError, ShapeErro
 def check_tensor(x: object, name: str = "input") -> torch.Tensor:
     """Return ``x`` if it is a floating or complex tensor; raise a clear error otherwise."""
     if not isinstance(x, torch.Tensor):
-        raise DTypeError(
-            f"{name} must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor(...)"
-        )
+        raise DTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor(...)")
     if not (x.is_floating_point() or x.is_complex()):
         raise DTypeError(
             f"{name} has dtype {x.dtype} but learnrecon needs a floating dtype; "
@@ -61,8 +59,7 @@ def check_finite(x: torch.Tensor, name: str = "input") -> torch.Tensor:
         n_nan = int(torch.isnan(x).sum())
         n_inf = int(torch.isinf(x).sum())
         raise NonFiniteError(
-            f"{name} contains {n_nan} NaN and {n_inf} Inf values; "
-            "clean or mask the data before reconstructing"
+            f"{name} contains {n_nan} NaN and {n_inf} Inf values; clean or mask the data before reconstructing"
         )
     return x
 

@@ -250,7 +250,9 @@ class Adjoint(LinearOperator):
     """The adjoint A* of an operator; its adjoint is the original operator."""
 
     def __init__(self, op: LinearOperator) -> None:
-        super().__init__(op.range_shape, op.domain_shape, domain_complex=op.range_complex, range_complex=op.domain_complex)
+        super().__init__(
+            op.range_shape, op.domain_shape, domain_complex=op.range_complex, range_complex=op.domain_complex
+        )
         self.op = op
 
     @property
@@ -338,7 +340,9 @@ class Scaled(LinearOperator):
             raise ParameterError(f"cannot scale the real operator {op.name} by the complex number {scalar}")
         if not math.isfinite(abs(scalar)):
             raise ParameterError(f"cannot scale {op.name} by the non-finite number {scalar}")
-        super().__init__(op.domain_shape, op.range_shape, domain_complex=op.domain_complex, range_complex=op.range_complex)
+        super().__init__(
+            op.domain_shape, op.range_shape, domain_complex=op.domain_complex, range_complex=op.range_complex
+        )
         self.op = op
         self.scalar = scalar
 

@@ -19,6 +19,10 @@ class Identity(LinearOperator):
     def __init__(self, shape: Sequence[int], *, complex: bool = False) -> None:  # noqa: A002
         super().__init__(shape, shape, domain_complex=complex, range_complex=complex)
 
+    def config(self) -> dict:
+        """Constructor arguments, for :func:`learnrecon.operators.registry.build_operator`."""
+        return {"type": "Identity", "shape": list(self.domain_shape), "complex": self.domain_complex}
+
     def _forward(self, x):
         return x.clone()
 

@@ -1,0 +1,115 @@
+"""The ``learnrecon`` command line: it parses arguments, builds objects and calls the library.
+
+Errors in the input (a learnrecon error, a missing optional extra) are printed as one line on
+stderr and give exit status 1, without a traceback; an interrupted run exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import learnrecon
+from learnrecon.errors import LearnreconError
+
+__all__ = ["main", "build_parser"]
+
+NOT_YET = ("train", "evaluate", "benchmark", "report")
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate a data set (phantoms -> forward operator -> noise) into an HDF5 file",
+        description="Simulate truth/measurement pairs and write them, with labels and the geometry, to HDF5.",
+    )
+    p.add_argument("--phantom", choices=["ellipses", "shepp-logan", "file"], default="ellipses")
+    p.add_argument("--truth", help="images to simulate from with --phantom file (.npy, .npz, .dcm or a DICOM folder)")
+    p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
+    p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
+    p.add_argument("--supersample", type=int, default=1, help="render ellipses k times finer and average (default 1)")
+    p.add_argument("--geometry", choices=["parallel", "fan", "denoise"], default="parallel")
+    p.add_argument("--angles", type=int, default=30, help="number of projection angles (default 30)")
+    p.add_argument("--detectors", type=int, default=None, help="detector pixels (default: cover the image diagonal)")
+    p.add_argument("--extent", type=float, default=None, help="physical image width (default: size, pixel size 1)")
+    p.add_argument("--source-distance", type=float, default=None, help="fan beam: source to rotation centre")
+    p.add_argument("--detector-distance", type=float, default=None, help="fan beam: rotation centre to detector")
+    p.add_argument("--noise", default="relative:0.05", help="none | relative:F | gaussian:S | poisson:N0[:MU_MAX]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_simulate)
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    from learnrecon.data.files import check_output_path
+    from learnrecon.data.simulate import make_phantoms, parse_noise, simulate
+    from learnrecon.errors import ParameterError
+    from learnrecon.operators.registry import make_operator
+
+    for name in ("n", "size", "angles", "supersample"):
+        if getattr(args, name) < 1:
+            raise ParameterError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    check_output_path(args.out, args.overwrite)  # fail before any heavy work
+    noise = parse_noise(args.noise)
+    op = make_operator(
+        args.geometry,
+        args.size,
+        n_angles=args.angles,
+        n_detectors=args.detectors,
+        image_extent=args.extent,
+        source_distance=args.source_distance,
+        detector_distance=args.detector_distance,
+    )
+    x, labels, info = make_phantoms(args.phantom, args.n, args.size, args.seed, args.supersample, args.truth)
+    path = simulate(args.out, op, x, labels, noise, args.seed, info, args.overwrite, progress=not args.quiet)
+    print(f"wrote {x.shape[0]} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}) to {path}")
+    return 0
+
+
+def _not_available(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        print(f"learnrecon {name}: not available yet in version {learnrecon.__version__}", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="learnrecon",
+        description="Learned and classical reconstruction for inverse imaging problems (y = A x + e).",
+    )
+    parser.add_argument("--version", action="version", version=f"learnrecon {learnrecon.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_simulate(sub)
+    for name in NOT_YET:
+        p = sub.add_parser(name, help=f"{name} (not available yet)", add_help=True)
+        p.set_defaults(run=_not_available(name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``learnrecon`` console script; returns the exit status."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    if extra and args.command not in NOT_YET:
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    try:
+        return args.run(args)
+    except (LearnreconError, ImportError) as err:
+        print(f"learnrecon {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"learnrecon {args.command}: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Data sets pairing truth and measurements: HDF5 files, simulation, and readers for users' images."""
+
+from learnrecon.data.hdf5 import ReconstructionDataset, Sample, load
+from learnrecon.data.readers import read_images
+from learnrecon.data.simulate import NoiseSpec, make_phantoms, parse_noise, simulate
+
+__all__ = [
+    "NoiseSpec",
+    "ReconstructionDataset",
+    "Sample",
+    "load",
+    "make_phantoms",
+    "parse_noise",
+    "read_images",
+    "simulate",
+]

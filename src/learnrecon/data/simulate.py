@@ -1,0 +1,164 @@
+"""Simulate a data set: phantoms (or users' images) -> forward operator -> noise -> HDF5 file.
+
+Each sample ``i`` gets its noise from a generator seeded by ``(seed, i)``, and the phantoms are
+reproducible per image too, so the same arguments give the same file on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import torch
+from tqdm.auto import tqdm
+
+import learnrecon
+from learnrecon import noise as noise_models
+from learnrecon import phantoms
+from learnrecon.data.files import atomic_path
+from learnrecon.data.hdf5 import FORMAT, FORMAT_VERSION
+from learnrecon.data.readers import read_images
+from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.operators.base import LinearOperator
+from learnrecon.operators.registry import operator_config
+
+__all__ = ["NoiseSpec", "parse_noise", "make_phantoms", "simulate", "sample_generator"]
+
+#: LoDoPaB-CT's maximal attenuation (1/m), used when a Poisson spec names no μ_max.
+LODOPAB_MU_MAX = 81.35858
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A noise model: ``kind`` in {"none", "relative", "gaussian", "poisson"} and its parameters."""
+
+    kind: str
+    value: float = 0.0
+    mu_max: float = LODOPAB_MU_MAX
+
+    def __str__(self) -> str:
+        if self.kind == "none":
+            return "none"
+        if self.kind == "poisson":
+            return f"poisson:{self.value:g}:{self.mu_max:g}"
+        return f"{self.kind}:{self.value:g}"
+
+    def apply(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Return noisy data for clean data ``y`` (one sample or a batch)."""
+        if self.kind == "none":
+            return y
+        if self.kind == "relative":
+            return noise_models.gaussian(y, relative=self.value, generator=generator)
+        if self.kind == "gaussian":
+            return noise_models.gaussian(y, sigma=self.value, generator=generator)
+        return noise_models.poisson_prelog(y, photons=self.value, mu_max=self.mu_max, generator=generator)
+
+
+def parse_noise(spec: str) -> NoiseSpec:
+    """Parse ``none``, ``relative:0.05`` (σ = 0.05·mean|y|), ``gaussian:0.1`` (absolute σ) or
+    ``poisson:4096[:81.35858]`` (photons per detector pixel, optional μ_max; post-log data as in LoDoPaB)."""
+    usage = "use none, relative:<fraction>, gaussian:<sigma> or poisson:<photons>[:<mu_max>]"
+    parts = spec.strip().lower().split(":")
+    kind = parts[0]
+    if kind == "none" and len(parts) == 1:
+        return NoiseSpec("none")
+    if kind not in ("relative", "gaussian", "poisson") or len(parts) < 2 or (len(parts) > 2 and kind != "poisson"):
+        raise ParameterError(f"cannot parse noise spec {spec!r}; {usage}")
+    try:
+        values = [float(p) for p in parts[1:]]
+    except ValueError as err:
+        raise ParameterError(f"noise spec {spec!r} has a non-numeric value; {usage}") from err
+    if len(values) > 2 or any(not v >= 0 for v in values) or any(v == float("inf") for v in values):
+        raise ParameterError(f"noise spec {spec!r} needs finite non-negative values; {usage}")
+    if kind == "poisson" and values[0] == 0:
+        raise ParameterError("poisson noise needs a positive photon count")
+    return NoiseSpec(kind, *values)
+
+
+def sample_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
+    """A CPU generator that depends only on ``(seed, index, stream)``."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + index) * 7 + stream)
+
+
+def make_phantoms(
+    kind: str, n: int, size: int, seed: int = 0, supersample: int = 1, truth: str | Path | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """Ground truth ``(n, 1, size, size)`` float32, labels ``(n, size, size)`` or None, and a description.
+
+    ``kind`` is "ellipses" (random ellipses as in Adler & Öktem), "shepp-logan" (n copies of the
+    modified phantom) or "file" (images read from ``truth``; ``n`` and ``size`` then only select and check).
+    """
+    if kind == "ellipses":
+        x, labels = phantoms.random_ellipses(n, size, seed=seed, supersample=supersample, return_labels=True)
+        return x.float(), labels, {"kind": kind, "n": n, "size": size, "seed": seed, "supersample": supersample}
+    if kind == "shepp-logan":
+        x = phantoms.shepp_logan(size).float().expand(n, 1, size, size).clone()
+        labels = phantoms.shepp_logan_labels(size).expand(n, size, size).clone()
+        return x, labels, {"kind": kind, "n": n, "size": size}
+    if kind == "file":
+        if truth is None:
+            raise ParameterError("--phantom file needs --truth PATH (a .npy, .npz, .dcm file or a DICOM folder)")
+        x = read_images(truth)[:n]
+        if x.shape[-2:] != (size, size):
+            raise ShapeError(
+                f"images in {truth} are {tuple(x.shape[-2:])} but --size is {size}; pass --size {x.shape[-1]}"
+                if x.shape[-1] == x.shape[-2]
+                else f"images in {truth} are {tuple(x.shape[-2:])}; only square images are supported"
+            )
+        return x, None, {"kind": kind, "path": str(truth), "n": int(x.shape[0])}
+    raise ParameterError(f"unknown phantom {kind!r}; choose ellipses, shepp-logan or file")
+
+
+def simulate(
+    out: str | Path,
+    op: LinearOperator,
+    x: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    noise: NoiseSpec | str = "none",
+    seed: int = 0,
+    phantom_info: dict | None = None,
+    overwrite: bool = False,
+    chunk_size: int = 64,
+    progress: bool = True,
+) -> Path:
+    """Compute ``y_i = noise(op(x_i))`` for every image and write truth, data and labels to ``out`` (HDF5).
+
+    Args:
+        out: output file; refused if it exists unless ``overwrite``; written atomically.
+        op: the forward operator, storable with :func:`operator_config`; its domain must be ``x``'s ``(H, W)``.
+        x: ground truth ``(n, 1, H, W)``.
+        labels: optional ``(n, H, W)`` integer labels.
+        noise: a :class:`NoiseSpec` or its string form (see :func:`parse_noise`).
+        seed: seeds the noise of sample ``i`` through :func:`sample_generator`.
+    """
+    noise = parse_noise(noise) if isinstance(noise, str) else noise
+    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != op.domain_shape:
+        raise ShapeError(
+            f"truth has shape {tuple(x.shape)} but the operator needs (n, 1, {op.domain_shape[0]}, "
+            f"{op.domain_shape[1]}) images"
+        )
+    attrs = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "operator": json.dumps(operator_config(op)),
+        "phantom": json.dumps(phantom_info or {}),
+        "noise": str(noise),
+        "seed": seed,
+        "learnrecon_version": learnrecon.__version__,
+    }
+    n = x.shape[0]
+    with atomic_path(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(attrs)
+        f.create_dataset("x", data=x.numpy().astype("float32"), chunks=(1, *x.shape[1:]))
+        if labels is not None:
+            f.create_dataset("labels", data=labels.numpy().astype("int16"), chunks=(1, *labels.shape[1:]))
+        y_set = f.create_dataset("y", shape=(n, 1, *op.range_shape), dtype="float32", chunks=(1, 1, *op.range_shape))
+        for start in tqdm(range(0, n, chunk_size), desc="simulating", unit="chunk", disable=not progress):
+            stop = min(n, start + chunk_size)
+            with torch.no_grad():
+                clean = op(x[start:stop])
+            noisy = [noise.apply(clean[i], sample_generator(seed, start + i)) for i in range(stop - start)]
+            y_set[start:stop] = torch.stack(noisy).numpy()
+    return Path(out)

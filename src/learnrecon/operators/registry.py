@@ -1,0 +1,84 @@
+"""Operators to and from JSON-serialisable configs, so a data set can rebuild its forward model.
+
+A storable operator implements ``config() -> dict`` returning its constructor arguments plus a
+``"type"`` key naming its class; :func:`build_operator` inverts it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+from learnrecon.errors import ParameterError
+from learnrecon.operators.base import LinearOperator
+
+__all__ = ["OPERATOR_TYPES", "build_operator", "make_operator", "operator_config"]
+
+#: Class name -> module that defines it (imported lazily so that reading a config is cheap).
+OPERATOR_TYPES: dict[str, str] = {
+    "Identity": "learnrecon.operators.basic",
+    "ParallelBeam2D": "learnrecon.operators.tomography",
+    "FanBeam2D": "learnrecon.operators.tomography",
+}
+
+
+def operator_config(op: LinearOperator) -> dict[str, Any]:
+    """The JSON-serialisable config of ``op`` (raises :class:`ParameterError` if it cannot be stored)."""
+    config = getattr(op, "config", None)
+    if config is None or type(op).__name__ not in OPERATOR_TYPES:
+        storable = ", ".join(sorted(OPERATOR_TYPES))
+        raise ParameterError(f"{op.name} cannot be stored in a data file; storable operators: {storable}")
+    cfg = config()
+    json.dumps(cfg)  # fail here, not half-way through writing a file
+    return cfg
+
+
+def build_operator(cfg: dict[str, Any]) -> LinearOperator:
+    """Rebuild an operator from :func:`operator_config` output."""
+    cfg = dict(cfg)
+    kind = cfg.pop("type", None)
+    if kind not in OPERATOR_TYPES:
+        raise ParameterError(
+            f"unknown operator type {kind!r} in config; known types: {', '.join(sorted(OPERATOR_TYPES))}"
+        )
+    cls = getattr(importlib.import_module(OPERATOR_TYPES[kind]), kind)
+    try:
+        return cls(**cfg)
+    except TypeError as err:
+        raise ParameterError(f"invalid config for {kind}: {err}") from err
+
+
+def make_operator(
+    geometry: str,
+    size: int,
+    n_angles: int = 30,
+    n_detectors: int | None = None,
+    image_extent: float | None = None,
+    source_distance: float | None = None,
+    detector_distance: float | None = None,
+) -> LinearOperator:
+    """Build a forward operator by name for an image of ``size × size`` pixels.
+
+    ``geometry``: "parallel" (:class:`ParallelBeam2D`), "fan" (:class:`FanBeam2D`; distances default
+    to 2× and 1× the image extent from the rotation centre) or "denoise" (:class:`Identity`).
+    """
+    from learnrecon.operators.basic import Identity
+
+    if geometry == "denoise":
+        return Identity((size, size))
+    from learnrecon.operators.tomography import FanBeam2D, ParallelBeam2D
+
+    extent = float(size) if image_extent is None else float(image_extent)
+    if geometry == "parallel":
+        return ParallelBeam2D(size, n_angles, n_detectors=n_detectors, image_extent=extent)
+    if geometry == "fan":
+        return FanBeam2D(
+            size,
+            n_angles,
+            n_detectors=n_detectors if n_detectors is not None else 2 * size + 1,
+            source_distance=2.0 * extent if source_distance is None else source_distance,
+            detector_distance=extent if detector_distance is None else detector_distance,
+            image_extent=extent,
+        )
+    raise ParameterError(f"unknown geometry {geometry!r}; choose parallel, fan or denoise")
