@@ -1,0 +1,148 @@
+"""Phantoms: the modified Shepp–Logan head and random ellipses, with segmentation labels.
+
+Coordinates: the image covers [−1, 1]²; column ``j`` is at x = −1 + (2j + 1)/W (left to right) and row
+``i`` at y = 1 − (2i + 1)/H (top to bottom), so ``plt.imshow(image)`` shows the phantom upright. An
+ellipse (value v, half-axes a, b, centre (x0, y0), rotation φ counter-clockwise) adds v where
+((x−x0)cos φ + (y−y0)sin φ)²/a² + (−(x−x0)sin φ + (y−y0)cos φ)²/b² ≤ 1.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from learnrecon.errors import ParameterError
+
+__all__ = ["ellipses_image", "random_ellipses", "shepp_logan", "shepp_logan_labels", "ELLIPSE_CLASSES"]
+
+# value, a, b, x0, y0, phi (degrees): Toft's modified Shepp–Logan (intensities span [0, 1]).
+_SHEPP_LOGAN = (
+    (1.0, 0.69, 0.92, 0.0, 0.0, 0.0),
+    (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
+    (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0),
+    (-0.2, 0.16, 0.41, -0.22, 0.0, 18.0),
+    (0.1, 0.21, 0.25, 0.0, 0.35, 0.0),
+    (0.1, 0.046, 0.046, 0.0, 0.1, 0.0),
+    (0.1, 0.046, 0.046, 0.0, -0.1, 0.0),
+    (0.1, 0.046, 0.023, -0.08, -0.605, 0.0),
+    (0.1, 0.023, 0.023, 0.0, -0.606, 0.0),
+    (0.1, 0.023, 0.046, 0.06, -0.605, 0.0),
+)
+_SHEPP_LOGAN_ORIGINAL_VALUES = (2.0, -0.98, -0.02, -0.02, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01)
+#: Label of each Shepp–Logan ellipse: 1 skull, 2 brain, 3 ventricles, 4 small structures (0 is outside).
+_SHEPP_LOGAN_CLASSES = (1, 2, 3, 3, 4, 4, 4, 4, 4, 4)
+
+#: Random-ellipse label classes: 0 background, 1 where the topmost ellipse is denser (v > 0), 2 lighter (v < 0).
+ELLIPSE_CLASSES = {0: "background", 1: "positive ellipse", 2: "negative ellipse"}
+
+
+def _shape(size: int | tuple[int, int]) -> tuple[int, int]:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1:
+        raise ParameterError(f"image size must be positive, got {size}")
+    return int(h), int(w)
+
+
+def ellipses_image(
+    params: torch.Tensor, size: int | tuple[int, int], dtype: torch.dtype = torch.float64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Render ellipses ``params`` (E, 6) = (value, a, b, x0, y0, φ in radians) on an (H, W) grid.
+
+    Returns the image (sum of the values of the ellipses covering each pixel centre) and the index of
+    the topmost (last) covering ellipse, −1 where none covers.
+    """
+    h, w = _shape(size)
+    p = params.to(torch.float64)
+    xs = -1 + (2 * torch.arange(w, dtype=torch.float64) + 1) / w
+    ys = 1 - (2 * torch.arange(h, dtype=torch.float64) + 1) / h
+    dx = xs[None, None, :] - p[:, 3, None, None]
+    dy = ys[None, :, None] - p[:, 4, None, None]
+    cos, sin = torch.cos(p[:, 5])[:, None, None], torch.sin(p[:, 5])[:, None, None]
+    u = (dx * cos + dy * sin) / p[:, 1, None, None]
+    v = (-dx * sin + dy * cos) / p[:, 2, None, None]
+    inside = (u * u + v * v) <= 1  # (E, H, W)
+    image = (inside * p[:, 0, None, None]).sum(dim=0)
+    order = torch.arange(1, p.shape[0] + 1)[:, None, None]
+    top = (inside * order).amax(dim=0) - 1 if p.shape[0] else torch.full((h, w), -1)
+    return image.to(dtype), top
+
+
+def _shepp_logan_params(modified: bool) -> torch.Tensor:
+    p = torch.tensor(_SHEPP_LOGAN, dtype=torch.float64)
+    if not modified:
+        p[:, 0] = torch.tensor(_SHEPP_LOGAN_ORIGINAL_VALUES, dtype=torch.float64)
+    p[:, 5] = torch.deg2rad(p[:, 5])
+    return p
+
+
+def shepp_logan(size: int | tuple[int, int], modified: bool = True, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The Shepp–Logan head phantom ``(H, W)``; ``modified`` (Toft) has intensities in [0, 1].
+
+    The original phantom (``modified=False``) has values in [0, 2] with low contrast inside.
+    """
+    image, _ = ellipses_image(_shepp_logan_params(modified), size, dtype)
+    return image.clamp_min(0) if modified else image
+
+
+def shepp_logan_labels(size: int | tuple[int, int]) -> torch.Tensor:
+    """Segmentation ``(H, W)`` int64: 0 outside, 1 skull, 2 brain, 3 ventricles, 4 small structures."""
+    _, top = ellipses_image(_shepp_logan_params(True), size)
+    classes = torch.tensor((0, *_SHEPP_LOGAN_CLASSES))
+    return classes[top + 1]
+
+
+def _random_ellipse_params(rng: np.random.Generator, mean_ellipses: float) -> torch.Tensor:
+    """Parameters as in Adler & Öktem's ``random_phantom`` (learned primal-dual code, ODL coordinates):
+    value (U − ½)·Exp(0.4), half-axes 0.2·Exp(1), centre uniform in [−1, 1]², angle uniform in [0, 2π)."""
+    n = rng.poisson(mean_ellipses)
+    values = (rng.random(n) - 0.5) * rng.exponential(0.4, n)
+    a = rng.exponential(1.0, n) * 0.2
+    b = rng.exponential(1.0, n) * 0.2
+    x0 = 2 * rng.random(n) - 1
+    y0 = 2 * rng.random(n) - 1
+    phi = rng.random(n) * 2 * math.pi
+    return torch.from_numpy(np.stack([values, a, b, x0, y0, phi], axis=1))
+
+
+def random_ellipses(
+    n: int,
+    size: int | tuple[int, int],
+    mean_ellipses: float = 50,
+    seed: int = 0,
+    supersample: int = 1,
+    dtype: torch.dtype = torch.float32,
+    return_labels: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Random-ellipse phantoms ``(n, 1, H, W)`` as in the LGD/LPD setup, each scaled to [0, 1].
+
+    Image ``i`` draws Poisson(``mean_ellipses``) ellipses from ``numpy.random.default_rng([seed, i])``,
+    so it does not depend on ``n``. The sum of ellipses is min–max scaled to [0, 1] (a constant image
+    becomes 0). With ``supersample=k`` the image is rendered on a k-times finer grid and averaged over
+    k×k blocks (partial-volume effect, against the inverse crime).
+
+    With ``return_labels`` also returns labels ``(n, H, W)`` int64 from :data:`ELLIPSE_CLASSES`: the sign
+    of the topmost ellipse at the pixel centre (0 where no ellipse covers it).
+    """
+    if n < 0 or supersample < 1 or mean_ellipses < 0:
+        raise ParameterError(
+            f"need n >= 0, supersample >= 1 and mean_ellipses >= 0, got n={n}, supersample={supersample}, "
+            f"mean_ellipses={mean_ellipses}"
+        )
+    h, w = _shape(size)
+    k = int(supersample)
+    images = torch.empty(n, 1, h, w, dtype=dtype)
+    labels = torch.empty(n, h, w, dtype=torch.int64)
+    for i in range(n):
+        params = _random_ellipse_params(np.random.default_rng([seed, i]), mean_ellipses)
+        fine, top = ellipses_image(params, (k * h, k * w))
+        image = F.avg_pool2d(fine[None, None], k)[0, 0] if k > 1 else fine
+        low, high = image.min(), image.max()
+        images[i, 0] = ((image - low) / (high - low) if high > low else torch.zeros_like(image)).to(dtype)
+        if return_labels:
+            top = top[k // 2 :: k, k // 2 :: k]
+            sign_class = torch.where(params[:, 0] >= 0, 1, 2)
+            labels[i] = torch.cat([torch.zeros(1, dtype=torch.int64), sign_class])[top + 1]
+    return (images, labels) if return_labels else images
