@@ -2,13 +2,20 @@
 
 from learnrecon.operators.base import Adjoint, Composition, LinearOperator, Scaled, Sum
 from learnrecon.operators.basic import Identity, MatrixOperator
+from learnrecon.operators.gradient import FiniteDifference2D
+from learnrecon.operators.tomography import FanBeam2D, ParallelBeam2D, RayTransform2D, subset
 
 __all__ = [
     "Adjoint",
     "Composition",
+    "FanBeam2D",
+    "FiniteDifference2D",
     "Identity",
     "LinearOperator",
     "MatrixOperator",
+    "ParallelBeam2D",
+    "RayTransform2D",
     "Scaled",
     "Sum",
+    "subset",
 ]

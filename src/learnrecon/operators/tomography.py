@@ -1,0 +1,347 @@
+"""2-D ray transforms (parallel and fan beam, flat detector) with exact adjoints, and angle subsets.
+
+Geometry (units are the caller's: pixel size ``h = image_extent / W``): the image is centred at the
+origin, row 0 at the top (see :mod:`learnrecon.operators._joseph`). At angle θ the detector axis is
+``u = (cos θ, sin θ)`` and the rays travel along ``r = (sin θ, −cos θ)``; detector cell ``k`` of ``D``
+is at ``s_k = (k − (D − 1)/2)·Δs`` along ``u``. This is ASTRA's 'parallel' / 'fanflat' convention.
+
+* Parallel beam: ray ``k`` is the line ``s_k u + t r``.
+* Fan beam: the source sits at ``−R_s r`` and the detector centre at ``R_d r`` (``R_s`` = source_distance,
+  ``R_d`` = detector_distance, both from the rotation centre); ray ``k`` joins the source to ``R_d r + s_k u``.
+
+The operator is the matrix of Joseph's line integrals (ASTRA's 'linear' projector), built once per
+dtype and device, vectorised in chunks of rays, and stored as CSR together with its transpose, so
+forward and adjoint are each one sparse-dense product and the adjoint is exact.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from learnrecon.errors import ParameterError
+from learnrecon.operators._joseph import joseph_csr
+from learnrecon.operators.base import LinearOperator
+
+__all__ = ["FanBeam2D", "ParallelBeam2D", "RayTransform2D", "subset"]
+
+#: Dtypes the sparse product runs in; other float dtypes (float16, bfloat16) are computed in float32.
+_NATIVE = (torch.float32, torch.float64)
+
+
+def _image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:
+    shape = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ParameterError(f"image_size must be a positive int or (H, W), got {image_size}")
+    return shape
+
+
+def _angles(n_angles: int | None, angles, full_turn: float) -> torch.Tensor:
+    if angles is None:
+        if n_angles is None or int(n_angles) < 1:
+            raise ParameterError(f"n_angles must be a positive integer, got {n_angles}")
+        return torch.arange(int(n_angles), dtype=torch.float64) * (full_turn / int(n_angles))
+    angles = torch.as_tensor(angles, dtype=torch.float64).reshape(-1)
+    if angles.numel() == 0 or not bool(torch.isfinite(angles).all()):
+        raise ParameterError("angles must be a non-empty sequence of finite numbers (radians)")
+    if n_angles is not None and int(n_angles) != angles.numel():
+        raise ParameterError(f"n_angles={n_angles} but {angles.numel()} angles were given; pass one of them")
+    return angles
+
+
+def _positive(name: str, value: float) -> float:
+    value = float(value)
+    if not (value > 0 and math.isfinite(value)):
+        raise ParameterError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+class RayTransform2D(LinearOperator):
+    """Common machinery of 2-D ray transforms: geometry, cached sparse matrices, subsets.
+
+    Subclasses define :meth:`rays` (a point and a unit direction per detector cell) and the pixel to
+    detector map used by filtered backprojection.
+    """
+
+    #: The angular range one full data set covers (π for parallel beam, 2π for fan beam).
+    full_turn = math.pi
+
+    def __init__(self, image_size, angles: torch.Tensor, n_detectors: int, image_extent, detector_spacing) -> None:
+        self.image_shape = _image_shape(image_size)
+        H, W = self.image_shape
+        if int(n_detectors) < 1:
+            raise ParameterError(f"n_detectors must be a positive integer, got {n_detectors}")
+        self.angles = angles
+        self.n_detectors = int(n_detectors)
+        self.image_extent = _positive("image_extent", W if image_extent is None else image_extent)
+        self.pixel_size = self.image_extent / W
+        self.detector_spacing = _positive(
+            "detector_spacing", self._default_spacing() if detector_spacing is None else detector_spacing
+        )
+        super().__init__(self.image_shape, (angles.numel(), self.n_detectors))
+
+    @staticmethod
+    def default_detectors(image_shape: tuple[int, int]) -> int:
+        """The odd number of pixel-sized cells that covers the image diagonal (183 for 128²)."""
+        n = math.ceil(math.hypot(*image_shape) - 1e-9)
+        return n + 1 - n % 2
+
+    @property
+    def image_radius(self) -> float:
+        """Half the image diagonal: every ray that meets the image passes this close to the origin."""
+        H, W = self.image_shape
+        return 0.5 * self.pixel_size * math.hypot(H, W)
+
+    def detector_positions(self) -> torch.Tensor:
+        """Centres s_k of the detector cells along the detector axis, (D,) float64."""
+        k = torch.arange(self.n_detectors, dtype=torch.float64)
+        return (k - (self.n_detectors - 1) / 2) * self.detector_spacing
+
+    def _default_spacing(self) -> float:
+        return self.pixel_size
+
+    def rays(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A point on and the unit direction of every ray, each (n_angles·D, 2) float64, angle-major."""
+        raise NotImplementedError
+
+    def angle_weights(self) -> torch.Tensor:
+        """Quadrature weights Δθ of the angles over :attr:`full_turn` (π/n for n uniform parallel angles)."""
+        n = self.angles.numel()
+        if n == 1:
+            return torch.full((1,), self.full_turn, dtype=torch.float64)
+        theta = torch.remainder(self.angles, self.full_turn)
+        order = torch.argsort(theta)
+        sorted_theta = theta[order]
+        gaps = torch.diff(sorted_theta, append=sorted_theta[:1] + self.full_turn)
+        weights = torch.empty(n, dtype=torch.float64)
+        weights[order] = 0.5 * (gaps + torch.roll(gaps, 1))
+        return weights
+
+    # ------------------------------------------------------------------ sparse matrices
+    def _matrices(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        def build():
+            p0, r = self.rays()
+            crow, col, val = joseph_csr(p0, r, self.image_shape, self.pixel_size, dtype)
+            size = (self.range_shape[0] * self.range_shape[1], self.image_shape[0] * self.image_shape[1])
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                forward = torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False).to(device)
+                csc = forward.to_sparse_csc()
+                adjoint = torch.sparse_csr_tensor(
+                    csc.ccol_indices(), csc.row_indices(), csc.values(), size=(size[1], size[0]), check_invariants=False
+                )
+            return forward, adjoint
+
+        return self._cached(("matrix", dtype, device), build)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the cached system matrices (all dtypes and devices built so far)."""
+        total = 0
+        for key, value in self._cache.items():
+            if key[0] == "matrix":
+                for m in value:
+                    total += sum(t.numel() * t.element_size() for t in (m.crow_indices(), m.col_indices(), m.values()))
+        return total
+
+    def _product(self, matrix_index: int, x: torch.Tensor, in_shape, out_shape) -> torch.Tensor:
+        work = x.dtype if x.dtype in _NATIVE else torch.float32
+        matrix = self._matrices(work, x.device)[matrix_index]
+        batch = x.shape[: x.ndim - 2]
+        flat = x.reshape(-1, in_shape[0] * in_shape[1]).to(work)
+        out = torch.sparse.mm(matrix, flat.transpose(0, 1).contiguous())
+        return out.transpose(0, 1).reshape(*batch, *out_shape).to(x.dtype)
+
+    def _forward(self, x):
+        return self._product(0, x, self.image_shape, self.range_shape)
+
+    def _adjoint(self, y):
+        return self._product(1, y, self.range_shape, self.image_shape)
+
+    # ------------------------------------------------------------------ subsets
+    def _with_angles(self, angles: torch.Tensor) -> RayTransform2D:
+        raise NotImplementedError
+
+    def __getitem__(self, index) -> RayTransform2D:
+        """The operator restricted to the angles ``index`` (int, slice, sequence, int or bool tensor)."""
+        picked = torch.arange(self.angles.numel())[index].reshape(-1)
+        if picked.numel() == 0:
+            raise ParameterError(f"angle index {index!r} selects no angles")
+        key = ("subset", tuple(picked.tolist()))
+        return self._cached(key, lambda: self._with_angles(self.angles[picked]))
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.name}(image {self.image_shape}, {self.angles.numel()} angles, {self.n_detectors} detectors, "
+            f"pixel {self.pixel_size:g}, detector spacing {self.detector_spacing:g})"
+        )
+
+
+class ParallelBeam2D(RayTransform2D):
+    """Parallel-beam line-integral transform of (*batch, H, W) images to (*batch, n_angles, n_detectors).
+
+    Args:
+        image_size: int or (H, W).
+        n_angles: number of angles uniform in [0, π) (or None when ``angles`` is given).
+        n_detectors: detector cells (default: odd count covering the image diagonal, 183 for 128²).
+        angles: explicit angles in radians (overrides the uniform default).
+        image_extent: physical width of the image (default W: pixel size 1).
+        detector_spacing: detector cell width (default: the pixel size).
+    """
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int],
+        n_angles: int | None = None,
+        n_detectors: int | None = None,
+        angles=None,
+        image_extent: float | None = None,
+        detector_spacing: float | None = None,
+    ) -> None:
+        shape = _image_shape(image_size)
+        super().__init__(
+            shape,
+            _angles(n_angles, angles, math.pi),
+            self.default_detectors(shape) if n_detectors is None else n_detectors,
+            image_extent,
+            detector_spacing,
+        )
+
+    def rays(self):
+        cos, sin = torch.cos(self.angles)[:, None], torch.sin(self.angles)[:, None]
+        s = self.detector_positions()[None]
+        p0 = torch.stack([s * cos, s * sin], dim=-1).reshape(-1, 2)
+        shape = (self.angles.numel(), self.n_detectors)
+        r = torch.stack([sin.expand(shape), -cos.expand(shape)], dim=-1).reshape(-1, 2)
+        return p0, r
+
+    def pixel_detector_map(self, angles: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
+        """Fractional detector index of each pixel centre (x, y) at each angle, (A, P), and unit weights."""
+        s = x[None] * torch.cos(angles)[:, None] + y[None] * torch.sin(angles)[:, None]
+        return s / self.detector_spacing + (self.n_detectors - 1) / 2, None
+
+    def _with_angles(self, angles):
+        return ParallelBeam2D(
+            self.image_shape, None, self.n_detectors, angles, self.image_extent, self.detector_spacing
+        )
+
+    def config(self) -> dict:
+        """Constructor arguments, for :func:`learnrecon.operators.registry.build_operator`."""
+        return {
+            "type": "ParallelBeam2D",
+            "image_size": list(self.image_shape),
+            "n_detectors": self.n_detectors,
+            "angles": self.angles.tolist(),
+            "image_extent": self.image_extent,
+            "detector_spacing": self.detector_spacing,
+        }
+
+
+class FanBeam2D(RayTransform2D):
+    """Fan-beam line-integral transform with a flat detector, (*batch, H, W) → (*batch, n_angles, n_detectors).
+
+    Args:
+        image_size: int or (H, W).
+        n_angles: number of source angles uniform in [0, 2π) (or None when ``angles`` is given).
+        n_detectors: detector cells.
+        source_distance: R_s, source to rotation centre; the source must lie outside the image.
+        detector_distance: R_d ≥ 0, rotation centre to detector.
+        angles: explicit angles in radians.
+        image_extent: physical width of the image (default W: pixel size 1).
+        detector_spacing: detector cell width (default: the detector just covers the image's fan).
+    """
+
+    full_turn = 2 * math.pi
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int],
+        n_angles: int | None,
+        n_detectors: int,
+        source_distance: float,
+        detector_distance: float,
+        angles=None,
+        image_extent: float | None = None,
+        detector_spacing: float | None = None,
+    ) -> None:
+        self.source_distance = _positive("source_distance", source_distance)
+        self.detector_distance = float(detector_distance)
+        if not (self.detector_distance >= 0 and math.isfinite(self.detector_distance)):
+            raise ParameterError(f"detector_distance must be a finite number >= 0, got {detector_distance}")
+        shape = _image_shape(image_size)
+        extent = _positive("image_extent", shape[1] if image_extent is None else image_extent)
+        radius = 0.5 * extent / shape[1] * math.hypot(*shape)
+        if self.source_distance <= radius:
+            raise ParameterError(
+                f"source_distance {self.source_distance:g} puts the source inside the image (radius "
+                f"{radius:g}); use a source_distance larger than the image half-diagonal"
+            )
+        super().__init__(shape, _angles(n_angles, angles, 2 * math.pi), n_detectors, extent, detector_spacing)
+
+    def _default_spacing(self) -> float:
+        # The fan of the image's circumscribed circle, magnified onto the detector, split into the cells.
+        half_angle = math.asin(self.image_radius / self.source_distance)
+        half_width = (self.source_distance + self.detector_distance) * math.tan(half_angle)
+        return 2 * half_width / self.n_detectors
+
+    @property
+    def magnification(self) -> float:
+        """(R_s + R_d) / R_s: detector coordinates over coordinates at the rotation centre."""
+        return (self.source_distance + self.detector_distance) / self.source_distance
+
+    def rays(self):
+        cos, sin = torch.cos(self.angles)[:, None], torch.sin(self.angles)[:, None]
+        s = self.detector_positions()[None]
+        source = torch.stack([-self.source_distance * sin, self.source_distance * cos], dim=-1)  # (A, 1, 2)
+        cell = torch.stack(
+            [self.detector_distance * sin + s * cos, -self.detector_distance * cos + s * sin], dim=-1
+        )  # (A, D, 2)
+        direction = cell - source
+        direction = direction / direction.norm(dim=-1, keepdim=True)
+        return source.expand_as(cell).reshape(-1, 2), direction.reshape(-1, 2)
+
+    def pixel_detector_map(self, angles: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
+        """Fractional detector index of each pixel centre at each angle (A, P), and the FBP weight 1/U².
+
+        U = L / R_s with L = R_s + x sin θ − y cos θ the pixel's distance from the source along the
+        central ray; the pixel projects to s = (R_s + R_d)(x cos θ + y sin θ) / L on the detector.
+        """
+        cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
+        depth = self.source_distance + x[None] * sin - y[None] * cos
+        s = (self.source_distance + self.detector_distance) * (x[None] * cos + y[None] * sin) / depth
+        return s / self.detector_spacing + (self.n_detectors - 1) / 2, (self.source_distance / depth) ** 2
+
+    def _with_angles(self, angles):
+        return FanBeam2D(
+            self.image_shape,
+            None,
+            self.n_detectors,
+            self.source_distance,
+            self.detector_distance,
+            angles,
+            self.image_extent,
+            self.detector_spacing,
+        )
+
+    def config(self) -> dict:
+        """Constructor arguments, for :func:`learnrecon.operators.registry.build_operator`."""
+        return {
+            "type": "FanBeam2D",
+            "image_size": list(self.image_shape),
+            "n_angles": None,
+            "n_detectors": self.n_detectors,
+            "source_distance": self.source_distance,
+            "detector_distance": self.detector_distance,
+            "angles": self.angles.tolist(),
+            "image_extent": self.image_extent,
+            "detector_spacing": self.detector_spacing,
+        }
+
+
+def subset(op: RayTransform2D, angle_indices) -> RayTransform2D:
+    """``op`` restricted to the angles ``angle_indices``; the same as ``op[angle_indices]``."""
+    if not isinstance(op, RayTransform2D):
+        raise ParameterError(f"only ray transforms can be restricted to angle subsets, got {op.name}")
+    return op[angle_indices]
