@@ -15,7 +15,7 @@ from learnrecon.errors import LearnreconError
 
 __all__ = ["main", "build_parser"]
 
-NOT_YET = ("train", "evaluate", "benchmark", "report")
+NOT_YET = ("train", "evaluate", "report")
 
 
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
@@ -69,6 +69,32 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_benchmark(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="run a reference benchmark and write its report (tables, figures, JSON)",
+        description="Simulate the preset's data, tune the classical baselines on validation data, evaluate every "
+        "method on Shepp-Logan and held-out ellipses, and write report.md, results.json and figures.",
+    )
+    p.add_argument("--preset", default="quick", help="quick (default, minutes on a laptop CPU) or smoke (seconds)")
+    p.add_argument("--out", default=None, help="output folder (default results/<preset>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_run_benchmark)
+
+
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from learnrecon.benchmark import get_preset, run_benchmark
+    from learnrecon.benchmark.runner import results_table
+
+    preset = get_preset(args.preset)
+    out = args.out or f"results/{preset.name}"
+    summary = run_benchmark(preset, out, overwrite=args.overwrite, progress=not args.quiet)
+    print(results_table(summary))
+    print(f"report written to {out}/report.md")
+    return 0
+
+
 def _not_available(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"learnrecon {name}: not available yet in version {learnrecon.__version__}", file=sys.stderr)
@@ -86,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"learnrecon {learnrecon.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_simulate(sub)
+    _add_benchmark(sub)
     for name in NOT_YET:
         p = sub.add_parser(name, help=f"{name} (not available yet)", add_help=True)
         p.set_defaults(run=_not_available(name))

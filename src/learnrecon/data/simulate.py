@@ -24,7 +24,7 @@ from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import operator_config
 
-__all__ = ["NoiseSpec", "parse_noise", "make_phantoms", "simulate", "sample_generator"]
+__all__ = ["NoiseSpec", "make_phantoms", "measure", "parse_noise", "sample_generator", "simulate"]
 
 #: LoDoPaB-CT's maximal attenuation (1/m), used when a Poisson spec names no μ_max.
 LODOPAB_MU_MAX = 81.35858
@@ -42,8 +42,8 @@ class NoiseSpec:
         if self.kind == "none":
             return "none"
         if self.kind == "poisson":
-            return f"poisson:{self.value:g}:{self.mu_max:g}"
-        return f"{self.kind}:{self.value:g}"
+            return f"poisson:{self.value!r}:{self.mu_max!r}"
+        return f"{self.kind}:{self.value!r}"
 
     def apply(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Return noisy data for clean data ``y`` (one sample or a batch)."""
@@ -157,8 +157,17 @@ def simulate(
         y_set = f.create_dataset("y", shape=(n, 1, *op.range_shape), dtype="float32", chunks=(1, 1, *op.range_shape))
         for start in tqdm(range(0, n, chunk_size), desc="simulating", unit="chunk", disable=not progress):
             stop = min(n, start + chunk_size)
-            with torch.no_grad():
-                clean = op(x[start:stop])
-            noisy = [noise.apply(clean[i], sample_generator(seed, start + i)) for i in range(stop - start)]
-            y_set[start:stop] = torch.stack(noisy).numpy()
+            y_set[start:stop] = measure(op, x[start:stop], noise, seed, start).numpy()
     return Path(out)
+
+
+def measure(op: LinearOperator, x: torch.Tensor, noise: NoiseSpec | str, seed: int, start: int = 0) -> torch.Tensor:
+    """Noisy measurements ``noise(op(x_i))`` of a batch ``x`` ``(n, 1, H, W)`` whose first item is sample ``start``.
+
+    Sample ``start + i`` draws its noise from :func:`sample_generator` ``(seed, start + i)``, so the result
+    does not depend on how a data set is split into batches.
+    """
+    noise = parse_noise(noise) if isinstance(noise, str) else noise
+    with torch.no_grad():
+        clean = op(x)
+    return torch.stack([noise.apply(clean[i], sample_generator(seed, start + i)) for i in range(x.shape[0])])

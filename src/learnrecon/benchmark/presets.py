@@ -1,0 +1,69 @@
+"""Benchmark presets: the geometry, noise, data sizes and method settings of each reference comparison."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from learnrecon.errors import ParameterError
+
+__all__ = ["PRESETS", "Preset", "get_preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One benchmark setup (REFERENCES.md, "LGD/LPD ellipses" unless stated).
+
+    Attributes:
+        name: preset name used on the command line.
+        description: one line for the report.
+        image_size: image side in pixels (the image covers [-size/2, size/2]², pixel size 1).
+        n_angles: parallel-beam angles, uniform in [0, π).
+        n_detectors: detector pixels (183 covers the diagonal of a 128² image).
+        noise: noise spec (see :func:`learnrecon.data.parse_noise`).
+        n_validation: ellipse images used to tune the classical methods' parameters.
+        n_test: held-out ellipse images evaluated (Shepp–Logan is always evaluated too).
+        fbp_filter: the FBP filter.
+        tv_lambdas: the coarse log-grid searched for the TV weight (refined around the best value).
+        tv_iterations: PDHG iterations for TV.
+        seed: base seed; validation data use ``seed + 1``, test data ``seed + 2``.
+    """
+
+    name: str
+    description: str
+    image_size: int = 128
+    n_angles: int = 30
+    n_detectors: int = 183
+    noise: str = "relative:0.05"
+    n_validation: int = 4
+    n_test: int = 100
+    fbp_filter: str = "hann"
+    tv_lambdas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0)
+    tv_iterations: int = 1000
+    seed: int = 0
+
+
+PRESETS: dict[str, Preset] = {
+    "quick": Preset(
+        "quick",
+        "LGD/LPD ellipses setup: 128², 30 angles, 183 detectors, 5% relative Gaussian noise; test on Shepp–Logan "
+        "and 100 held-out ellipses",
+    ),
+    "smoke": Preset(
+        "smoke",
+        "a seconds-long check of the pipeline: 64², 20 angles, 5% noise, 4 test ellipses",
+        image_size=64,
+        n_angles=20,
+        n_detectors=91,
+        n_validation=2,
+        n_test=4,
+        tv_lambdas=(0.3, 3.0),
+        tv_iterations=100,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name`` (raises :class:`ParameterError` listing the known presets)."""
+    if name not in PRESETS:
+        raise ParameterError(f"unknown benchmark preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]
