@@ -1,0 +1,154 @@
+"""The command line: help, version, simulate end to end, the smoke benchmark, and clean errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import learnrecon
+from learnrecon.cli import main
+from learnrecon.data import load
+
+
+def run_cli(*args):
+    """Run the console entry point in a subprocess: (exit status, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "learnrecon.cli", *args], capture_output=True, text=True)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("simulate", "benchmark", "train", "evaluate"):
+        assert command in out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert learnrecon.__version__ in capsys.readouterr().out
+
+
+def test_unavailable_command_exits_nonzero(capsys):
+    assert main(["train", "--config", "x.yaml"]) == 2
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_simulate_writes_a_loadable_data_set(tmp_path):
+    out = tmp_path / "ellipses.h5"
+    status = main(
+        [
+            "simulate",
+            "--n",
+            "3",
+            "--size",
+            "32",
+            "--angles",
+            "10",
+            "--noise",
+            "relative:0.05",
+            "--seed",
+            "4",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert status == 0
+    ds = load(out)
+    sample = ds[0]
+    assert len(ds) == 3 and sample.x.shape == (1, 32, 32) and sample.y.shape == (1, 10, ds.op.range_shape[1])
+    assert sample.labels.shape == (32, 32)
+    assert type(ds.op).__name__ == "ParallelBeam2D" and ds.op.range_shape[0] == 10
+    clean = ds.op(ds.tensors().x)
+    residual = (ds.tensors().y - clean).flatten(1)
+    relative = residual.std(dim=1) / clean.abs().flatten(1).mean(dim=1)
+    torch.testing.assert_close(relative, torch.full((3,), 0.05), atol=0.01, rtol=0)
+
+
+def test_simulate_is_reproducible(tmp_path):
+    args = ["simulate", "--n", "2", "--size", "16", "--angles", "6", "--seed", "1", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a.h5")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b.h5")]) == 0
+    a, b = load(tmp_path / "a.h5").tensors(), load(tmp_path / "b.h5").tensors()
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.labels, b.labels)
+
+
+def test_simulate_refuses_existing_output_without_traceback(tmp_path):
+    out = tmp_path / "d.h5"
+    out.write_text("keep me")
+    status, _, err = run_cli("simulate", "--n", "1", "--size", "16", "--out", str(out), "--quiet")
+    assert status == 1
+    assert "already exists" in err and "--overwrite" in err and "Traceback" not in err
+    assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--noise", "loud"], "noise spec"),
+        (["--n", "0"], "--n must be a positive integer"),
+        (["--phantom", "file", "--truth", "/nonexistent.npy"], "does not exist"),
+        (["--phantom", "file"], "needs --truth"),
+    ],
+)
+def test_simulate_bad_arguments(tmp_path, args, message):
+    out = tmp_path / "d.h5"
+    status, _, err = run_cli("simulate", "--size", "16", "--out", str(out), "--quiet", *args)
+    assert status == 1 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_simulate_from_numpy_truth(tmp_path):
+    import numpy as np
+
+    images = np.random.default_rng(0).random((2, 24, 24)).astype(np.float32)
+    np.save(tmp_path / "truth.npy", images)
+    out = tmp_path / "d.h5"
+    assert (
+        main(
+            [
+                "simulate",
+                "--phantom",
+                "file",
+                "--truth",
+                str(tmp_path / "truth.npy"),
+                "--n",
+                "2",
+                "--size",
+                "24",
+                "--angles",
+                "8",
+                "--noise",
+                "none",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    ds = load(out)
+    assert torch.equal(ds.tensors().x[:, 0], torch.from_numpy(images))
+    torch.testing.assert_close(ds.tensors().y, ds.op(ds.tensors().x))
+
+
+def test_smoke_benchmark_writes_report(tmp_path):
+    out = tmp_path / "smoke"
+    status, stdout, err = run_cli("benchmark", "--preset", "smoke", "--out", str(out), "--quiet")
+    assert status == 0, err
+    assert "| method |" in stdout
+    summary = json.loads((out / "results.json").read_text())
+    results = summary["results"]
+    assert set(results) == {"FBP (hann)", "TV"}
+    for per_set in results.values():
+        assert set(per_set) == {"Shepp–Logan", "ellipses"}
+    assert results["TV"]["ellipses"]["psnr"] > results["FBP (hann)"]["ellipses"]["psnr"]
+    for name in ("report.md", "figures/reconstructions.png", "figures/psnr.png", "figures/ssim.png"):
+        assert (out / name).stat().st_size > 0
+    status, _, err = run_cli("benchmark", "--preset", "smoke", "--out", str(out), "--quiet")
+    assert status == 1 and "already exists" in err

@@ -1,0 +1,170 @@
+"""Data sets: simulate -> HDF5 -> load round trip, readers, noise specs, atomic writes and bad files."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from learnrecon.data import load, parse_noise, read_images, simulate
+from learnrecon.data.files import atomic_path
+from learnrecon.data.simulate import measure
+from learnrecon.errors import DataFileError, ParameterError, ShapeError
+from learnrecon.operators import Identity
+
+
+def truth(n=5, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, size, size, generator=g)
+
+
+def test_round_trip_is_bit_identical(tmp_path):
+    x = truth()
+    labels = (x[:, 0] > 0.5).long()
+    op = Identity((8, 8))
+    path = simulate(tmp_path / "d.h5", op, x, labels, noise="relative:0.05", seed=3, progress=False)
+    ds = load(path)
+    assert len(ds) == 5 and isinstance(ds.op, Identity) and ds.op.domain_shape == (8, 8)
+    whole = ds.tensors()
+    assert torch.equal(whole.x, x)
+    assert torch.equal(whole.labels, labels)
+    assert torch.equal(whole.y, measure(op, x, "relative:0.05", seed=3))
+    item = ds[2]
+    assert torch.equal(item.x, x[2]) and torch.equal(item.y, whole.y[2]) and torch.equal(item.labels, labels[2])
+
+
+def test_noise_does_not_depend_on_chunking(tmp_path):
+    x = truth(7)
+    op = Identity((8, 8))
+    a = simulate(tmp_path / "a.h5", op, x, noise="gaussian:0.1", seed=1, chunk_size=2, progress=False)
+    b = simulate(tmp_path / "b.h5", op, x, noise="gaussian:0.1", seed=1, chunk_size=64, progress=False)
+    assert torch.equal(load(a).tensors().y, load(b).tensors().y)
+    assert not torch.equal(load(a).tensors().y, x), "noise was added"
+
+
+def test_dataloader_batches(tmp_path):
+    path = simulate(tmp_path / "d.h5", Identity((8, 8)), truth(6), noise="none", progress=False)
+    loader = torch.utils.data.DataLoader(load(path), batch_size=4)
+    batch = next(iter(loader))
+    assert batch.x.shape == (4, 1, 8, 8) and batch.y.shape == (4, 1, 8, 8) and batch.labels.shape == (4, 0)
+
+
+def test_existing_output_refused_and_overwrite_allowed(tmp_path):
+    path = tmp_path / "d.h5"
+    simulate(path, Identity((8, 8)), truth(), progress=False)
+    with pytest.raises(DataFileError, match="already exists.*--overwrite"):
+        simulate(path, Identity((8, 8)), truth(), progress=False)
+    simulate(path, Identity((8, 8)), truth(2), overwrite=True, progress=False)
+    assert len(load(path)) == 2
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    path = tmp_path / "d.h5"
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_shape_mismatch_between_truth_and_operator(tmp_path):
+    with pytest.raises(ShapeError, match="operator needs"):
+        simulate(tmp_path / "d.h5", Identity((4, 4)), truth(), progress=False)
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_missing_file():
+    with pytest.raises(DataFileError, match="does not exist"):
+        load("/nonexistent/data.h5")
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "bad.h5"
+    path.write_bytes(b"not an hdf5 file at all" * 10)
+    with pytest.raises(DataFileError, match="not a readable HDF5"):
+        load(path)
+
+
+def test_truncated_file(tmp_path):
+    good = simulate(tmp_path / "d.h5", Identity((8, 8)), truth(50), progress=False)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(DataFileError):
+        load(cut).tensors()
+
+
+def test_foreign_hdf5_file(tmp_path):
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f["y"] = np.zeros((2, 3))
+    with pytest.raises(DataFileError, match="not a learnrecon data set"):
+        load(path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "kind", "value"),
+    [
+        ("none", "none", 0.0),
+        ("relative:0.05", "relative", 0.05),
+        ("gaussian:0.1", "gaussian", 0.1),
+        ("poisson:4096", "poisson", 4096.0),
+    ],
+)
+def test_parse_noise(spec, kind, value):
+    parsed = parse_noise(spec)
+    assert (parsed.kind, parsed.value) == (kind, value)
+    assert parse_noise(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize("spec", ["relative", "relative:-1", "gauss:0.1", "relative:abc", "poisson:0", "gaussian:nan"])
+def test_bad_noise_spec(spec):
+    with pytest.raises(ParameterError):
+        parse_noise(spec)
+
+
+def test_read_numpy_images(tmp_path):
+    images = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "a.npy", images)
+    np.savez(tmp_path / "b.npz", truth=images[0])
+    assert torch.equal(read_images(tmp_path / "a.npy"), torch.from_numpy(images)[:, None])
+    assert read_images(tmp_path / "b.npz").shape == (1, 1, 16, 16)
+
+
+def test_read_images_refuses_bad_files(tmp_path):
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DataFileError, match="object arrays are refused"):
+        read_images(tmp_path / "obj.npy")
+    np.save(tmp_path / "nan.npy", np.full((4, 4), np.nan))
+    with pytest.raises(DataFileError, match="NaN"):
+        read_images(tmp_path / "nan.npy")
+    np.save(tmp_path / "5d.npy", np.zeros((1, 2, 3, 4, 5)))
+    with pytest.raises(ShapeError, match="expected"):
+        read_images(tmp_path / "5d.npy")
+    with pytest.raises(DataFileError, match="does not exist"):
+        read_images(tmp_path / "missing.npy")
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(DataFileError, match="cannot read images"):
+        read_images(tmp_path / "a.txt")
+
+
+def test_read_dicom(tmp_path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    pixels = np.arange(64, dtype=np.uint16).reshape(8, 8) * 10
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.Rows, ds.Columns = 8, 8
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -1000
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(tmp_path / "slice.dcm", enforce_file_format=True)
+    images = read_images(tmp_path / "slice.dcm")
+    assert torch.equal(images[0, 0], torch.from_numpy(pixels * 2.0 - 1000).float())
+    assert read_images(tmp_path).shape == (1, 1, 8, 8)
