@@ -17,6 +17,7 @@ __all__ = ["OPERATOR_TYPES", "build_operator", "make_operator", "operator_config
 
 #: Class name -> module that defines it (imported lazily so that reading a config is cheap).
 OPERATOR_TYPES: dict[str, str] = {
+    "Blur": "learnrecon.operators.blur",
     "Identity": "learnrecon.operators.basic",
     "FiniteDifference2D": "learnrecon.operators.gradient",
     "ParallelBeam2D": "learnrecon.operators.tomography",

@@ -1,0 +1,136 @@
+"""Cartesian MRI: the orthonormal centred 2-D Fourier transform, sampling masks and coil sensitivities.
+
+Single coil: A x = M ⊙ F x for images (*batch, H, W) → k-space (*batch, H, W).
+Multi-coil:  (A x)_c = M ⊙ F (S_c ⊙ x) for images (*batch, 1, H, W) → k-space (*batch, n_coils, H, W),
+adjoint A* y = Σ_c conj(S_c) ⊙ F⁻¹(M ⊙ y_c). F = fftshift ∘ fft2(norm="ortho") ∘ ifftshift (unitary),
+so with a binary mask and Σ_c |S_c|² = 1 the operator has norm ≤ 1. Images and k-space are complex.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from learnrecon._checks import check_tensor
+from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.operators.base import LinearOperator
+
+__all__ = ["MRI", "cartesian_mask", "centred_fft2", "centred_ifft2", "gaussian_coil_maps"]
+
+
+def centred_fft2(x: torch.Tensor) -> torch.Tensor:
+    """Unitary 2-D DFT over the last two dimensions with the zero frequency in the centre."""
+    dims = (-2, -1)
+    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=dims), norm="ortho"), dim=dims)
+
+
+def centred_ifft2(k: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`centred_fft2`."""
+    dims = (-2, -1)
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), norm="ortho"), dim=dims)
+
+
+class MRI(LinearOperator):
+    """Cartesian (multi-coil) MRI forward model with a binary sampling mask.
+
+    Args:
+        mask: (H, W) 0/1 (bool, int or float) sampling pattern in centred k-space.
+        coil_maps: optional (n_coils, H, W) complex sensitivities; then images are (*batch, 1, H, W).
+    """
+
+    def __init__(self, mask: torch.Tensor, coil_maps: torch.Tensor | None = None) -> None:
+        if not isinstance(mask, torch.Tensor) or mask.ndim != 2:
+            raise ShapeError(f"mask must be an (H, W) tensor, got {getattr(mask, 'shape', type(mask).__name__)}")
+        if mask.is_complex() or not bool(((mask == 0) | (mask == 1)).all()):
+            raise ParameterError("mask must contain only 0 and 1 (a sampling pattern); use cartesian_mask(...)")
+        self.mask = mask.to(torch.bool)
+        shape = tuple(mask.shape)
+        self.coil_maps = None
+        if coil_maps is not None:
+            check_tensor(coil_maps, "coil_maps")
+            if coil_maps.ndim != 3 or tuple(coil_maps.shape[1:]) != shape:
+                raise ShapeError(
+                    f"coil_maps has shape {tuple(coil_maps.shape)}; expected (n_coils, {shape[0]}, {shape[1]})"
+                )
+            self.coil_maps = coil_maps.to(torch.complex128)
+            super().__init__((1, *shape), (coil_maps.shape[0], *shape), domain_complex=True, range_complex=True)
+        else:
+            super().__init__(shape, shape, domain_complex=True, range_complex=True)
+
+    @property
+    def acceleration(self) -> float:
+        """Number of k-space samples over the number acquired."""
+        return self.mask.numel() / max(int(self.mask.sum()), 1)
+
+    def _mask_like(self, t: torch.Tensor) -> torch.Tensor:
+        return self._cached(("mask", t.device), lambda: self.mask.to(t.device))
+
+    def _maps_like(self, t: torch.Tensor) -> torch.Tensor:
+        return self._cached(("maps", t.dtype, t.device), lambda: self.coil_maps.to(dtype=t.dtype, device=t.device))
+
+    def _forward(self, x):
+        if self.coil_maps is not None:
+            x = x * self._maps_like(x)  # (*batch, 1, H, W) * (C, H, W) -> (*batch, C, H, W)
+        k = centred_fft2(x)
+        return torch.where(self._mask_like(k), k, torch.zeros((), dtype=k.dtype, device=k.device))
+
+    def _adjoint(self, y):
+        masked = torch.where(self._mask_like(y), y, torch.zeros((), dtype=y.dtype, device=y.device))
+        image = centred_ifft2(masked)
+        if self.coil_maps is not None:
+            image = (image * self._maps_like(image).conj()).sum(dim=-3, keepdim=True)
+        return image
+
+    def _exact_norm(self) -> float | None:
+        if self.coil_maps is None:
+            return 1.0 if bool(self.mask.any()) else 0.0
+        return None
+
+
+def cartesian_mask(
+    shape: Sequence[int], acceleration: float, center_fraction: float = 0.08, seed: int = 0
+) -> torch.Tensor:
+    """A random Cartesian line mask (H, W) bool, as in fastMRI: whole columns (phase-encode lines) sampled.
+
+    ``round(W · center_fraction)`` central columns are always sampled; further columns are drawn at
+    random (uniformly, without replacement, from ``numpy``'s ``default_rng(seed)``) until
+    ``round(W / acceleration)`` columns are sampled in all.
+    """
+    import numpy as np
+
+    h, w = (int(s) for s in shape)
+    if min(h, w) < 1:
+        raise ParameterError(f"mask shape must be positive, got {tuple(shape)}")
+    if not (acceleration >= 1 and math.isfinite(acceleration)):
+        raise ParameterError(f"acceleration must be a finite number >= 1, got {acceleration}")
+    if not 0 <= center_fraction <= 1:
+        raise ParameterError(f"center_fraction must be in [0, 1], got {center_fraction}")
+    n_lines = max(1, round(w / acceleration))
+    n_centre = min(round(w * center_fraction), n_lines)
+    centre = np.arange((w - n_centre + 1) // 2, (w - n_centre + 1) // 2 + n_centre)
+    others = np.setdiff1d(np.arange(w), centre)
+    rng = np.random.default_rng(seed)
+    extra = rng.choice(others, size=n_lines - n_centre, replace=False)
+    lines = torch.zeros(w, dtype=torch.bool)
+    lines[torch.from_numpy(np.concatenate([centre, extra]).astype(np.int64))] = True
+    return lines[None, :].expand(h, w).clone()
+
+
+def gaussian_coil_maps(n_coils: int, shape: Sequence[int], width: float = 0.6) -> torch.Tensor:
+    """Smooth simulated coil sensitivities (n_coils, H, W) complex128 with Σ_c |S_c|² = 1.
+
+    Coil c sits on a circle of radius 1.2 (image in [−1, 1]²) at angle 2πc/n; its magnitude is a
+    Gaussian of the distance (std ``width``) and its phase grows linearly with that distance.
+    """
+    if n_coils < 1:
+        raise ParameterError(f"n_coils must be >= 1, got {n_coils}")
+    h, w = (int(s) for s in shape)
+    ys = torch.linspace(1, -1, h, dtype=torch.float64)[:, None]
+    xs = torch.linspace(-1, 1, w, dtype=torch.float64)[None, :]
+    angles = 2 * math.pi * torch.arange(n_coils, dtype=torch.float64) / n_coils
+    cx, cy = 1.2 * torch.cos(angles)[:, None, None], 1.2 * torch.sin(angles)[:, None, None]
+    distance = torch.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
+    maps = torch.exp(-(distance**2) / (2 * width**2)) * torch.exp(1j * distance)
+    return maps / torch.sqrt((maps.abs() ** 2).sum(dim=0, keepdim=True))
