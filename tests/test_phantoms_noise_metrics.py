@@ -1,0 +1,165 @@
+"""Phantoms, noise models and metrics against values known in closed form."""
+
+import math
+
+import pytest
+import torch
+
+from learnrecon import metrics
+from learnrecon.errors import DeviceError, DTypeError, NonFiniteError, ParameterError, ShapeError
+from learnrecon.noise import gaussian, poisson_prelog
+from learnrecon.operators import Identity
+from learnrecon.phantoms import random_ellipses, shepp_logan, shepp_logan_labels
+
+
+def test_shepp_logan_values_and_labels():
+    x = shepp_logan(256)
+    assert x.min() == 0 and x.max() == 1 and x.shape == (256, 256)
+    # Row i is at y = 1 - (2i+1)/256; column j at x = -1 + (2j+1)/256.
+    at = lambda px, py: x[round((1 - py) * 128 - 0.5), round((px + 1) * 128 - 0.5)].item()  # noqa: E731
+    assert at(0.0, 0.0) == pytest.approx(0.2)  # brain: 1 - 0.8
+    assert at(0.0, 0.35) == pytest.approx(0.3)  # + 0.1 ellipse
+    assert at(0.22, 0.0) == pytest.approx(0.0)  # ventricle: 1 - 0.8 - 0.2
+    assert at(0.0, 0.9) == pytest.approx(1.0)  # skull
+    assert at(0.95, 0.95) == 0.0
+    labels = shepp_logan_labels(256)
+    assert labels.unique().tolist() == [0, 1, 2, 3, 4]
+    assert bool((labels[x == 1.0] == 1).all()) and bool((x[labels == 0] == 0).all())
+    assert shepp_logan(64, modified=False).max() == pytest.approx(2.0)
+
+
+def test_random_ellipses_reproducible_and_independent_of_n():
+    a, labels = random_ellipses(6, 32, seed=5, return_labels=True)
+    b = random_ellipses(3, 32, seed=5)
+    assert torch.equal(a[:3], b)
+    assert not torch.equal(a, random_ellipses(6, 32, seed=6))
+    assert a.shape == (6, 1, 32, 32) and labels.shape == (6, 32, 32)
+    assert torch.all(a.amin(dim=(1, 2, 3)) == 0) and torch.all(a.amax(dim=(1, 2, 3)) == 1)
+    assert set(labels.unique().tolist()) <= {0, 1, 2}
+
+
+def test_random_ellipses_count_is_poisson_mean():
+    import numpy as np
+
+    from learnrecon.phantoms import _random_ellipse_params
+
+    counts = [_random_ellipse_params(np.random.default_rng([0, i]), 50).shape[0] for i in range(400)]
+    assert sum(counts) / len(counts) == pytest.approx(50, abs=1.5)  # sd of the mean: sqrt(50/400) = 0.35
+
+
+def test_supersampling_averages_fine_pixels():
+    coarse = random_ellipses(2, 16, seed=1, supersample=4)
+    assert coarse.shape == (2, 1, 16, 16)
+    # A supersampled image takes values between its fine-grid extremes: more distinct grey levels.
+    assert coarse.unique().numel() > random_ellipses(2, 16, seed=1).unique().numel()
+
+
+def test_random_ellipses_bad_arguments():
+    with pytest.raises(ParameterError):
+        random_ellipses(-1, 16)
+    with pytest.raises(ParameterError):
+        random_ellipses(1, 16, supersample=0)
+
+
+def test_gaussian_noise_levels():
+    g = torch.Generator().manual_seed(0)
+    y = torch.full((4, 1, 50, 60), 3.0, dtype=torch.float64)
+    y[1] = 1.0
+    noisy = gaussian(y, relative=0.05, generator=g)
+    std = (noisy - y).flatten(1).std(dim=1)
+    torch.testing.assert_close(std, torch.tensor([0.15, 0.05, 0.15, 0.15], dtype=torch.float64), rtol=0.05, atol=0)
+    absolute = gaussian(y, sigma=0.2, generator=torch.Generator().manual_seed(1)) - y
+    assert absolute.std().item() == pytest.approx(0.2, rel=0.03)
+    again = gaussian(y, relative=0.05, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noisy, again)
+
+
+def test_gaussian_noise_errors():
+    y = torch.ones(2, 3)
+    with pytest.raises(ParameterError, match="exactly one"):
+        gaussian(y)
+    with pytest.raises(ParameterError, match="exactly one"):
+        gaussian(y, sigma=1.0, relative=0.1)
+    with pytest.raises(ParameterError, match="sigma"):
+        gaussian(y, sigma=-1.0)
+    with pytest.raises(NonFiniteError):
+        gaussian(torch.tensor([1.0, float("nan")]), sigma=1.0)
+
+
+def test_poisson_prelog_statistics():
+    mu_max, n0 = 81.35858, 4096.0
+    y = torch.full((20000,), 0.01, dtype=torch.float64)  # transmission exp(-0.81) ≈ 0.44
+    noisy = poisson_prelog(y, n0, mu_max, generator=torch.Generator().manual_seed(0))
+    expected_counts = n0 * math.exp(-mu_max * 0.01)
+    assert noisy.mean().item() == pytest.approx(0.01, rel=0.01)
+    # Delta method: var(-log(N/N0)/μ) ≈ 1 / (E[N] μ²).
+    assert noisy.var().item() == pytest.approx(1 / (expected_counts * mu_max**2), rel=0.05)
+    dark = poisson_prelog(torch.full((10,), 1.0), 10.0, mu_max, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(dark, torch.full((10,), -math.log(0.1 / 10) / mu_max))  # zero counts clamped at 0.1
+
+
+def test_psnr_and_mse_closed_form():
+    ref = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    ref[:, :, 0, 0] = 1.0
+    x = ref + 0.1
+    assert torch.allclose(metrics.mse(x, ref), torch.full((2,), 0.01, dtype=torch.float64))
+    assert torch.allclose(metrics.psnr(x, ref), torch.full((2,), 20.0, dtype=torch.float64))
+    assert metrics.psnr(x[0, 0], ref[0, 0], data_range=2.0).item() == pytest.approx(20 + 20 * math.log10(2))
+    assert torch.allclose(metrics.relative_error(x, ref), torch.full((2,), math.sqrt(64 * 0.01), dtype=torch.float64))
+
+
+def test_ssim_properties():
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(2, 1, 32, 32, generator=g, dtype=torch.float64)
+    assert torch.allclose(metrics.ssim(ref, ref), torch.ones(2, dtype=torch.float64))
+    slightly = metrics.ssim(ref + 0.05 * torch.randn(ref.shape, generator=g, dtype=torch.float64), ref)
+    very = metrics.ssim(ref + 0.3 * torch.randn(ref.shape, generator=g, dtype=torch.float64), ref)
+    assert bool((very < slightly).all()) and bool((slightly < 1).all())
+    # Constant images: SSIM = (2 a b + C1) / (a² + b² + C1) with C1 = (0.01 L)².
+    a, b = torch.full((1, 1, 16, 16), 0.3, dtype=torch.float64), torch.full((1, 1, 16, 16), 0.5, dtype=torch.float64)
+    c1 = (0.01 * 1.0) ** 2
+    assert metrics.ssim(a, b, data_range=1.0).item() == pytest.approx((2 * 0.15 + c1) / (0.09 + 0.25 + c1))
+
+
+def test_ssim_matches_scikit_image():
+    skimage_metrics = pytest.importorskip("skimage.metrics")
+    g = torch.Generator().manual_seed(1)
+    ref = torch.rand(40, 37, generator=g, dtype=torch.float64)
+    x = ref + 0.1 * torch.randn(ref.shape, generator=g, dtype=torch.float64)
+    expected = skimage_metrics.structural_similarity(
+        x.numpy(),
+        ref.numpy(),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=float(ref.max() - ref.min()),
+    )
+    assert metrics.ssim(x, ref).item() == pytest.approx(expected, abs=1e-10)
+
+
+def test_dice_hand_computed():
+    ref = torch.tensor([[0, 1, 1], [2, 2, 0]])
+    seg = torch.tensor([[0, 1, 0], [2, 2, 2]])
+    # class 1: 2·1/(1+2) = 2/3; class 2: 2·2/(3+2) = 4/5.
+    assert metrics.dice(seg, ref).item() == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert metrics.dice(ref[None], ref[None]).tolist() == [1.0]
+    with pytest.raises(DTypeError, match="integer label"):
+        metrics.dice(seg.float(), ref)
+
+
+def test_data_discrepancy():
+    op = Identity((4, 4))
+    x = torch.zeros(3, 4, 4)
+    y = torch.ones(3, 4, 4)
+    assert torch.allclose(metrics.data_discrepancy(x, y, op), torch.full((3,), 4.0))
+
+
+def test_metric_input_errors():
+    with pytest.raises(ShapeError, match="must match"):
+        metrics.psnr(torch.ones(1, 1, 4, 4), torch.ones(1, 1, 4, 5))
+    with pytest.raises(DTypeError, match="abs"):
+        metrics.psnr(torch.ones(4, 4, dtype=torch.complex64), torch.ones(4, 4, dtype=torch.complex64))
+    with pytest.raises(ShapeError, match="smaller than"):
+        metrics.ssim(torch.ones(1, 1, 5, 5), torch.ones(1, 1, 5, 5))
+    with pytest.raises(DeviceError, match="different devices"):
+        metrics.psnr(torch.ones(4, 4), torch.ones(4, 4, device="meta"))
