@@ -21,6 +21,7 @@ OPERATOR_TYPES: dict[str, str] = {
     "Identity": "learnrecon.operators.basic",
     "FiniteDifference2D": "learnrecon.operators.gradient",
     "ParallelBeam2D": "learnrecon.operators.tomography",
+    "Wavelet2D": "learnrecon.operators.wavelet",
     "FanBeam2D": "learnrecon.operators.tomography",
 }
 

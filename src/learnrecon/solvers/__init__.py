@@ -1,6 +1,41 @@
-"""Classical reconstruction methods, each a plain function ``solver(y, op, **params) -> x``."""
+"""Classical reconstruction methods, each a plain function ``solver(y, op, **params) -> x``.
+
+Iterative solvers also return a :class:`SolverResult` (iterate, iterations, residual history, reason
+for stopping) with ``return_info=True`` and share the stopping rules of :mod:`.stopping`.
+"""
 
 from learnrecon.solvers.fbp import FILTERS, fbp
+from learnrecon.solvers.linear import cgls, landweber, projected_gradient, tikhonov
+from learnrecon.solvers.parameter_choice import ParameterChoice, discrepancy_choice, grid_search, l_curve
+from learnrecon.solvers.registry import METHODS, reconstruct_batch
+from learnrecon.solvers.row_action import kaczmarz, sart, sgd
+from learnrecon.solvers.sparsity import fista, ista, soft_threshold
+from learnrecon.solvers.spectral import tikhonov_svd, tsvd
+from learnrecon.solvers.stopping import SolverResult, Stopping
 from learnrecon.solvers.tv import tv_pdhg
 
-__all__ = ["FILTERS", "fbp", "tv_pdhg"]
+__all__ = [
+    "FILTERS",
+    "METHODS",
+    "ParameterChoice",
+    "SolverResult",
+    "Stopping",
+    "cgls",
+    "discrepancy_choice",
+    "fbp",
+    "fista",
+    "grid_search",
+    "ista",
+    "kaczmarz",
+    "l_curve",
+    "landweber",
+    "projected_gradient",
+    "reconstruct_batch",
+    "sart",
+    "sgd",
+    "soft_threshold",
+    "tikhonov",
+    "tikhonov_svd",
+    "tsvd",
+    "tv_pdhg",
+]

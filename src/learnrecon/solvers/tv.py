@@ -16,10 +16,11 @@ import math
 
 import torch
 
-from learnrecon._checks import check_complexity, check_finite, check_tensor, check_trailing_shape
 from learnrecon.errors import ParameterError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.gradient import FiniteDifference2D
+from learnrecon.solvers.linear import _finish, _start
+from learnrecon.solvers.stopping import Callback, SolverResult, Stopping, check_data, check_parameter, sample_norms
 
 __all__ = ["tv_pdhg"]
 
@@ -31,45 +32,52 @@ def tv_pdhg(
     n_iter: int = 1000,
     nonneg: bool = True,
     x0: torch.Tensor | None = None,
-) -> torch.Tensor:
+    rtol: float | None = None,
+    delta: float | None = None,
+    tau: float = 1.02,
+    callback: Callback | None = None,
+    return_info: bool = False,
+) -> torch.Tensor | SolverResult:
     """Isotropic-TV reconstruction of ``y`` (*batch, *op.range_shape) → (*batch, H, W) by PDHG.
 
     Args:
         y: measurements.
-        op: forward operator with a 2-D image domain (H, W).
+        op: forward operator with a real 2-D image domain (H, W).
         lam: TV weight λ ≥ 0 (in the units of ½‖Ax − y‖²).
-        n_iter: PDHG iterations.
+        n_iter: maximal PDHG iterations; ``rtol``, ``delta``/``tau``, ``callback``: shared stopping rules
+            (:mod:`learnrecon.solvers.stopping`).
         nonneg: constrain x ≥ 0.
         x0: starting image (default zero).
     """
-    check_tensor(y, "measurements")
-    check_complexity(y, op.range_complex, "measurements")
-    check_trailing_shape(y, op.range_shape, "measurements", what=op.name)
-    check_finite(y, "measurements")
-    if len(op.domain_shape) != 2:
-        raise ParameterError(f"tv_pdhg needs an operator on 2-D images, {op.name} has domain {op.domain_shape}")
-    if not (lam >= 0 and math.isfinite(lam)):
-        raise ParameterError(f"lam must be a finite number >= 0, got {lam}")
-    if int(n_iter) < 0:
-        raise ParameterError(f"n_iter must be >= 0, got {n_iter}")
+    y = check_data(y, op)
+    if len(op.domain_shape) != 2 or op.domain_complex:
+        raise ParameterError(f"tv_pdhg needs an operator on real 2-D images, {op.name} has domain {op.domain_shape}")
+    lam = check_parameter("lam", lam)
     grad = FiniteDifference2D(op.domain_shape)
     norm_a = op.norm(torch.float64, y.device)
     c = norm_a / grad.norm_bound()
     step = 0.99 / (math.sqrt(2.0) * norm_a)
-    batch = y.shape[: y.ndim - len(op.range_shape)]
-    x = torch.zeros(*batch, *op.domain_shape, dtype=y.dtype, device=y.device) if x0 is None else x0.clone()
+    x = _start(y, op, x0)
     x_bar = x.clone()
     p = torch.zeros_like(y)
-    q = torch.zeros(*batch, *grad.range_shape, dtype=y.dtype, device=y.device)
+    q = torch.zeros(*x.shape[:-2], *grad.range_shape, dtype=x.dtype, device=x.device)
     radius = lam / c
+    stop = Stopping(n_iter, rtol, delta, tau, callback, 2)
+    track = return_info or delta is not None
+    k = 0
     with torch.no_grad():
-        for _ in range(int(n_iter)):
-            p = (p + step * (op(x_bar) - y)) / (1 + step)
+        while k < stop.n_iter:
+            k += 1
+            residual = op(x_bar) - y
+            p = (p + step * residual) / (1 + step)
             q = q + (step * c) * grad(x_bar)
             q = q / (q.norm(dim=-3, keepdim=True) / radius).clamp_min(1) if radius > 0 else torch.zeros_like(q)
             x_new = x - step * (op.H(p) + c * grad.H(q))
             if nonneg:
                 x_new = x_new.clamp_min(0)
             x_bar = 2 * x_new - x
-            x = x_new
-    return x
+            x_old, x = x, x_new
+            data_fit = sample_norms(op(x) - y, len(op.range_shape)) if track else None
+            if stop.update(k, x, x_old, data_fit):
+                break
+    return _finish(stop, x, k, return_info)
