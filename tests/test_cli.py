@@ -152,3 +152,99 @@ def test_smoke_benchmark_writes_report(tmp_path):
         assert (out / name).stat().st_size > 0
     status, _, err = run_cli("benchmark", "--preset", "smoke", "--out", str(out), "--quiet")
     assert status == 1 and "already exists" in err
+
+
+def test_reconstruct_lists_methods(capsys):
+    assert main(["reconstruct", "--method", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in (
+        "fbp",
+        "tikhonov",
+        "tsvd",
+        "landweber",
+        "cgls",
+        "sart",
+        "kaczmarz",
+        "sgd",
+        "pgd",
+        "fista-wavelet",
+        "tv",
+    ):
+        assert f"  {name} " in out
+
+
+def test_reconstruct_writes_results_and_figure(tmp_path):
+    import h5py
+
+    data = tmp_path / "d.h5"
+    assert main(["simulate", "--n", "4", "--size", "32", "--angles", "20", "--out", str(data), "--quiet"]) == 0
+    out = tmp_path / "recon.h5"
+    status = main(
+        [
+            "reconstruct",
+            "--method",
+            "tv",
+            "--param",
+            "lam=1",
+            "--param",
+            "n_iter=100",
+            "--in",
+            str(data),
+            "--out",
+            str(out),
+            "--index",
+            "1:3",
+            "--quiet",
+        ]
+    )
+    assert status == 0
+    with h5py.File(out) as f:
+        assert f["x_hat"].shape == (2, 1, 32, 32) and list(f["index"][:]) == [1, 2]
+        assert f.attrs["method"] == "tv" and json.loads(f.attrs["params"]) == {"lam": 1.0, "n_iter": 100}
+        fbp_psnr = f["psnr"][:]
+    assert (tmp_path / "recon.png").stat().st_size > 0
+    assert (
+        main(
+            [
+                "reconstruct",
+                "--method",
+                "fbp",
+                "--in",
+                str(data),
+                "--out",
+                str(tmp_path / "fbp.h5"),
+                "--index",
+                "1:3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    with h5py.File(tmp_path / "fbp.h5") as f:
+        assert (fbp_psnr > f["psnr"][:]).all(), "TV beats FBP on noisy ellipses"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--method", "tv", "--param", "lambda=1"], "unknown parameter(s) lambda"),
+        (["--method", "tv", "--param", "lam"], "KEY=VALUE"),
+        (["--method", "magic"], "unknown method"),
+        (["--method", "fbp", "--index", "7:9"], "selects no items"),
+        (["--method", "fbp", "--index", "x"], "not an integer"),
+    ],
+)
+def test_reconstruct_bad_arguments(tmp_path, args, message):
+    data = tmp_path / "d.h5"
+    assert main(["simulate", "--n", "2", "--size", "16", "--angles", "6", "--out", str(data), "--quiet"]) == 0
+    out = tmp_path / "r.h5"
+    status, _, err = run_cli("reconstruct", "--in", str(data), "--out", str(out), "--quiet", *args)
+    assert status == 1 and message in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "r.png").exists()
+
+
+def test_reconstruct_missing_input(tmp_path):
+    status, _, err = run_cli(
+        "reconstruct", "--method", "fbp", "--in", str(tmp_path / "none.h5"), "--out", str(tmp_path / "r.h5")
+    )
+    assert status == 1 and "does not exist" in err
