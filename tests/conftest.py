@@ -6,6 +6,7 @@ import torch
 from learnrecon.operators import FanBeam2D, FiniteDifference2D, Identity, MatrixOperator, ParallelBeam2D
 from learnrecon.operators.blur import Blur, gaussian_kernel, motion_kernel
 from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
+from learnrecon.operators.wavelet import Wavelet2D
 
 
 def _operators():
@@ -24,6 +25,8 @@ def _operators():
         "blur-periodic-motion": Blur(motion_kernel(4, 0.5), 12, boundary="periodic"),
         "identity": Identity((12, 12)),
         "gradient": FiniteDifference2D(12),
+        "wavelet-db2": Wavelet2D(16, "db2", levels=2),
+        "wavelet-haar-rectangular": Wavelet2D((8, 16), "haar", levels=3),
         "matrix": MatrixOperator(torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)),
         "composition": parallel @ blur,
         "sum": blur + 0.5 * Identity((12, 12)),
