@@ -269,6 +269,31 @@ def test_bad_parameters(call, message):
     assert info.type.__module__ == "learnrecon.errors"
 
 
+def test_x0_on_another_device_refused():
+    from learnrecon.errors import DeviceError
+
+    op = ParallelBeam2D(8, 10)
+    y = op(torch.rand(8, 8, dtype=torch.float64))
+    with pytest.raises(DeviceError, match="different devices"):
+        landweber(y, op, x0=torch.zeros(8, 8, device="meta"))
+    with pytest.raises(ParameterError, match="x0 has shape"):
+        landweber(y, op, x0=torch.zeros(9, 8))
+
+
+def test_per_sample_noise_levels_for_the_discrepancy_principle():
+    op = ParallelBeam2D(16, 20)
+    x, _ = sample(op, torch.float64, noise=0.0)
+    noise = torch.randn(op(x).shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    noise[1] *= 3  # the second sample is three times noisier
+    y = op(x) + noise
+    delta = noise.reshape(2, -1).norm(dim=1)
+    both = landweber(y, op, n_iter=5000, delta=delta, return_info=True)
+    assert both.reason == "discrepancy"
+    assert bool((both.residuals[-1] <= 1.02 * delta).all())
+    with pytest.raises(ParameterError, match="one per sample"):
+        landweber(y, op, delta=torch.tensor([1.0, float("nan")]))
+
+
 def test_nan_data_refused():
     op = ParallelBeam2D(8, 10)
     y = torch.full(op.range_shape, float("nan"))

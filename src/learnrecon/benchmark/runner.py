@@ -9,6 +9,7 @@ Output folder (written to a temporary folder and renamed when complete)::
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
 from collections.abc import Callable
@@ -79,16 +80,25 @@ def reconstruct(
 
 
 def tune_log_grid(
-    score: Callable[[float], float], grid: tuple[float, ...], desc: str, progress: bool = True, max_extend: int = 4
+    score: Callable[[float], float],
+    grid: tuple[float, ...],
+    desc: str,
+    progress: bool = True,
+    max_extend: int = 4,
+    bounds: tuple[float, float] = (0.0, math.inf),
+    integer: bool = False,
 ) -> tuple[float, list[dict]]:
     """Maximise ``score`` over a log grid: extend past an edge that wins (up to ``max_extend`` times),
-    then try 4 points around the best. Returns the best value and every value tried with its score."""
+    then try 4 points around the best, never leaving ``bounds`` (and rounding when ``integer``).
+    Returns the best value and every value tried with its score."""
     tried: dict[float, float] = {}
     values = sorted(grid)
     ratio = values[1] / values[0] if len(values) > 1 else 10.0
     bar = tqdm(desc=desc, total=len(values) + 4, disable=not progress)
 
     def evaluate(value: float) -> None:
+        value = min(max(value, bounds[0]), bounds[1])
+        value = float(round(value)) if integer else value
         if value not in tried:
             tried[value] = score(value)
             bar.update()

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from learnrecon._checks import check_same_device
 from learnrecon.errors import ParameterError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.solvers.stopping import Callback, SolverResult, Stopping, check_data, check_parameter, sample_norms
@@ -25,7 +26,8 @@ def _start(y: torch.Tensor, op: LinearOperator, x0: torch.Tensor | None) -> torc
         return torch.zeros(*batch, *op.domain_shape, dtype=dtype, device=y.device)
     if tuple(x0.shape) != (*batch, *op.domain_shape):
         raise ParameterError(f"x0 has shape {tuple(x0.shape)} but the solution has shape {(*batch, *op.domain_shape)}")
-    return x0.clone()
+    check_same_device(("x0", x0), ("measurements", y))
+    return x0.to(y.dtype if not y.is_complex() or op.domain_complex else y.real.dtype).clone()
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor, n_trailing: int) -> torch.Tensor:

@@ -70,13 +70,22 @@ def sample_norms(t: torch.Tensor, n_trailing: int) -> torch.Tensor:
     return t.abs().reshape(-1, math.prod(t.shape[t.ndim - n_trailing :])).norm(dim=1)
 
 
+def _check_delta(delta: float | torch.Tensor | None) -> float | torch.Tensor | None:
+    if isinstance(delta, torch.Tensor):
+        if delta.ndim > 1 or not bool(torch.isfinite(delta).all()) or bool((delta < 0).any()):
+            raise ParameterError("delta must be a finite non-negative number or a 1-D tensor of them (one per sample)")
+        return delta.detach().to("cpu", torch.float64)
+    return check_parameter("delta", delta, allow_none=True)
+
+
 class Stopping:
     """The stopping rules of one solver run; call :meth:`update` once per iteration.
 
     Args:
         n_iter: maximal number of iterations (≥ 0).
         rtol: stop when every sample's relative change is at most ``rtol`` (None: off).
-        delta: noise level ‖e‖ per sample for the discrepancy principle (None: off).
+        delta: noise level ‖e‖ for the discrepancy principle: one number, or a tensor with one per
+            sample (None: off).
         tau: the discrepancy principle's safety factor τ ≥ 1.
         callback: ``callback(k, x_k)`` after each iteration; return values go to ``history``.
         domain_ndim: number of trailing dimensions of one iterate (``len(op.domain_shape)``).
@@ -95,7 +104,7 @@ class Stopping:
             raise ParameterError(f"n_iter must be a non-negative integer, got {n_iter}")
         self.n_iter = int(n_iter)
         self.rtol = check_parameter("rtol", rtol, allow_none=True)
-        self.delta = check_parameter("delta", delta, allow_none=True)
+        self.delta = _check_delta(delta)
         self.tau = check_parameter("tau", tau, positive=True)
         if self.delta is not None and self.tau < 1:
             raise ParameterError(f"tau must be >= 1 for the discrepancy principle, got {tau}")
@@ -115,7 +124,11 @@ class Stopping:
             self.residuals.append(residual.detach().to("cpu", torch.float64))
         if self.callback is not None:
             self.history.append(self.callback(k, x))
-        if self.delta is not None and residual is not None and bool((residual <= self.tau * self.delta).all()):
+        if (
+            self.delta is not None
+            and residual is not None
+            and bool((self.residuals[-1] <= self.tau * self.delta).all())
+        ):
             self.reason = "discrepancy"
             return True
         if self.rtol is not None and x_old is not None:
