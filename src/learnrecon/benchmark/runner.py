@@ -101,6 +101,7 @@ def tune_log_grid(
         value = float(round(value)) if integer else value
         if value not in tried:
             tried[value] = score(value)
+            bar.total = max(bar.total, bar.n + 1)  # extending past an edge adds evaluations
             bar.update()
 
     for value in values:
