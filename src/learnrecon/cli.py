@@ -118,7 +118,7 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     quality = f", mean PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f}" if "psnr" in summary else ""
     print(
         f"{summary['method']} on {summary['n']} items ({1000 * summary['seconds_per_item']:.1f} ms each){quality}; "
-        f"wrote {args.out} and {args.out.rsplit('.', 1)[0]}.png"
+        f"wrote {summary['output']} and {summary['figure']}"
     )
     return 0
 

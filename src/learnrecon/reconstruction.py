@@ -81,7 +81,14 @@ def reconstruct_file(
         ]
     ).float()
     seconds = (time.perf_counter() - start) / picked.numel()
-    summary: dict = {"method": method, "params": kwargs, "n": picked.numel(), "seconds_per_item": seconds}
+    summary: dict = {
+        "method": method,
+        "params": kwargs,
+        "n": picked.numel(),
+        "seconds_per_item": seconds,
+        "output": str(out),
+        "figure": str(figure),
+    }
     psnr = metrics.psnr(x_hat, data.x) if dataset.has_truth else None
     with atomic_path(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(

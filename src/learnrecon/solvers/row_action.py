@@ -32,6 +32,14 @@ def angle_blocks(op: RayTransform2D, n_subsets: int) -> list[torch.Tensor]:
     return [torch.arange(b, n_angles, n_subsets) for b in range(int(n_subsets))]
 
 
+def _relaxation(value: float) -> float:
+    """Check a relaxation parameter ω ∈ (0, 2), the range in which Kaczmarz and SART converge."""
+    omega = check_parameter("relaxation", value, positive=True)
+    if omega >= 2:
+        raise ParameterError(f"relaxation {omega} does not converge: it must be in (0, 2)")
+    return omega
+
+
 def _sweep_order(n_blocks: int, order: str, generator: torch.Generator) -> list[int]:
     if order == "ordered":
         return list(range(n_blocks))
@@ -75,9 +83,7 @@ def kaczmarz(
     return_info: bool = False,
 ) -> torch.Tensor | SolverResult:
     """Block Kaczmarz over angle subsets, relaxation ω ∈ (0, 2); ``n_iter`` sweeps."""
-    omega = check_parameter("relaxation", relaxation, positive=True)
-    if omega >= 2:
-        raise ParameterError(f"relaxation {omega} does not converge: it must be in (0, 2)")
+    omega = _relaxation(relaxation)
 
     def update(x, sub, y_b, k):
         return x + (omega / sub.norm(torch.float64, y.device) ** 2) * sub.H(y_b - sub(x))
@@ -101,9 +107,7 @@ def sart(
     return_info: bool = False,
 ) -> torch.Tensor | SolverResult:
     """SART / OS-SART over angle subsets, relaxation ω ∈ (0, 2); ``n_iter`` sweeps."""
-    omega = check_parameter("relaxation", relaxation, positive=True)
-    if omega >= 2:
-        raise ParameterError(f"relaxation {omega} does not converge: it must be in (0, 2)")
+    omega = _relaxation(relaxation)
 
     def update(x, sub, y_b, k):
         def build():
