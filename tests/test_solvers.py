@@ -199,6 +199,26 @@ def test_tv_matches_chambolle_dual_algorithm():
     assert (result - expected).abs().max() < 1e-3
 
 
+@pytest.mark.parametrize("isotropic", [True, False])
+def test_tv_step_denoising_closed_form(isotropic):
+    """An image varying along x only is a stack of 1-D ROF problems; for one step a → b at column s the
+    plateaus move towards each other: a + λ/s and b − λ/(W − s) (while a jump remains)."""
+    H, W, s, lam = 6, 20, 8, 0.6
+    y = torch.zeros(1, H, W, dtype=torch.float64)
+    y[..., s:] = 1.0
+    expected = torch.full_like(y, lam / s)
+    expected[..., s:] = 1.0 - lam / (W - s)
+    x = tv_pdhg(y, Identity((H, W)), lam=lam, n_iter=5000, nonneg=False, isotropic=isotropic)
+    assert (x - expected).abs().max() < 1e-4
+
+
+def test_anisotropic_tv_differs_on_diagonal_edges():
+    y = torch.triu(torch.ones(16, 16, dtype=torch.float64))[None]
+    iso = tv_pdhg(y, Identity((16, 16)), lam=0.5, n_iter=2000, nonneg=False)
+    aniso = tv_pdhg(y, Identity((16, 16)), lam=0.5, n_iter=2000, nonneg=False, isotropic=False)
+    assert (iso - aniso).abs().max() > 0.01
+
+
 def test_tv_non_negativity_and_zero_weight():
     op = ParallelBeam2D(8, 40)
     x, y = sample(op, torch.float64)

@@ -83,8 +83,13 @@ METHODS: dict[str, MethodSpec] = {
     ),
     "tv": MethodSpec(
         tv_pdhg,
-        "isotropic TV by PDHG (Chambolle–Pock)",
-        {"lam": (float, "weight λ"), "nonneg": (bool, "x ≥ 0"), **_STOP},
+        "TV by PDHG (Chambolle–Pock), isotropic or anisotropic",
+        {
+            "lam": (float, "weight λ"),
+            "nonneg": (bool, "x ≥ 0"),
+            "isotropic": (bool, "isotropic (default) or anisotropic TV"),
+            **_STOP,
+        },
     ),
 }
 

@@ -1,13 +1,15 @@
 """Total-variation regularised reconstruction by the primal-dual hybrid gradient (Chambolle–Pock) method.
 
-Solves  min_x ½‖A x − y‖² + λ‖∇x‖₂,₁ (+ the constraint x ≥ 0)  with ∇ the forward-difference gradient
-in pixel units and ‖·‖₂,₁ the isotropic TV (sum over pixels of the Euclidean norm of the gradient).
+Solves  min_x ½‖A x − y‖² + λ TV(x) (+ the constraint x ≥ 0)  with ∇ the forward-difference gradient in
+pixel units and TV(x) = Σ_pixels ‖(∇x)_pixel‖₂ (isotropic, the default) or Σ_pixels ‖(∇x)_pixel‖₁
+(anisotropic: favours edges along the image axes).
 
 The saddle-point form uses K = [A; c∇] with c = ‖A‖/‖∇‖ so that both blocks have the same norm
-(faster convergence than the unscaled operator); then λ‖∇x‖₂,₁ = (λ/c)‖c∇x‖₂,₁ and
-  p ← (p + σ(A x̄ − y)) / (1 + σ),   q ← proj_{|q| ≤ λ/c}(q + σ c∇x̄),
+(faster convergence than the unscaled operator); then λ TV(x) = (λ/c) TV(c x) and
+  p ← (p + σ(A x̄ − y)) / (1 + σ),   q ← proj_{‖q‖* ≤ λ/c}(q + σ c∇x̄),
   x⁺ ← proj_{x ≥ 0}(x − τ(Aᵀp + c∇ᵀq)),   x̄ ← 2x⁺ − x,
-with σ = τ = 0.99/‖K‖, ‖K‖ = √2·‖A‖ (Chambolle & Pock 2011, θ = 1).
+with σ = τ = 0.99/‖K‖, ‖K‖ = √2·‖A‖ (Chambolle & Pock 2011, θ = 1). The dual projection is onto
+the disc of radius λ/c per pixel (isotropic) or the square [−λ/c, λ/c]² (anisotropic).
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ from learnrecon.solvers.stopping import Callback, SolverResult, Stopping, check_
 __all__ = ["tv_pdhg"]
 
 
-def _project_ball(q: torch.Tensor, radius: float) -> torch.Tensor:
-    """Project each pixel's gradient-pair q[..., :, i, j] onto the disc of the given radius.
+def _project_ball(q: torch.Tensor, radius: float, isotropic: bool = True) -> torch.Tensor:
+    """Project each pixel's gradient pair q[..., :, i, j] onto the disc (isotropic) or the square
+    (anisotropic) of the given radius: the unit ball of the dual norm, scaled.
 
     (The pointwise norm is written out: ``q.norm(dim=-3)`` over the size-2 axis is ~100× slower on CPU.)
     """
     if radius == 0:
         return torch.zeros_like(q)
+    if not isotropic:
+        return q.clamp(-radius, radius)
     magnitude = torch.sqrt(q[..., 0, :, :] ** 2 + q[..., 1, :, :] ** 2)
     return q / (magnitude / radius).clamp_min(1).unsqueeze(-3)
 
@@ -42,6 +47,7 @@ def tv_pdhg(
     lam: float,
     n_iter: int = 1000,
     nonneg: bool = True,
+    isotropic: bool = True,
     x0: torch.Tensor | None = None,
     rtol: float | None = None,
     delta: float | None = None,
@@ -58,6 +64,7 @@ def tv_pdhg(
         n_iter: maximal PDHG iterations; ``rtol``, ``delta``/``tau``, ``callback``: shared stopping rules
             (:mod:`learnrecon.solvers.stopping`).
         nonneg: constrain x ≥ 0.
+        isotropic: isotropic TV (default) or anisotropic TV.
         x0: starting image (default zero).
     """
     y = check_data(y, op)
@@ -82,7 +89,7 @@ def tv_pdhg(
             residual = op(x_bar) - y
             p = (p + step * residual) / (1 + step)
             q = q + (step * c) * grad(x_bar)
-            q = _project_ball(q, radius)
+            q = _project_ball(q, radius, isotropic)
             x_new = x - step * (op.H(p) + c * grad.H(q))
             if nonneg:
                 x_new = x_new.clamp_min(0)
