@@ -65,7 +65,13 @@ def methods(op: ParallelBeam2D) -> dict[str, tuple]:
             (1.0, 10.0, 100.0),
             (0.0, math.inf),
         ),
-        "TV (PDHG, 1000 it.)": (
+        "TV anisotropic (PDHG, 1000 it.)": (
+            lambda y, v: tv_pdhg(y, op, lam=v, n_iter=1000, isotropic=False),
+            "lambda",
+            (0.3, 1.0, 3.0, 10.0, 30.0),
+            (0.0, math.inf),
+        ),
+        "TV isotropic (PDHG, 1000 it.)": (
             lambda y, v: tv_pdhg(y, op, lam=v, n_iter=1000),
             "lambda",
             (0.3, 1.0, 3.0, 10.0, 30.0),
