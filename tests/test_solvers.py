@@ -97,7 +97,9 @@ def test_tikhonov_closed_form(problem, dtype):
     dense = op.to_dense()
     normal = dense.T @ dense + alpha * torch.eye(dense.shape[1], dtype=torch.float64)
     expected = torch.linalg.solve(normal, dense.T @ y.reshape(2, -1).double().T).T.reshape(2, *op.domain_shape)
-    assert close(tikhonov(y, op, alpha, tol=1e-10), expected, dtype)
+    result = tikhonov(y, op, alpha, tol=1e-10, callback=lambda k, xk: k, return_info=True)
+    assert close(result.x, expected, dtype)
+    assert result.reason == "tol" and result.history == list(range(1, result.n_iter + 1))
     assert close(tikhonov_svd(y, op, alpha), expected, dtype)
 
 

@@ -150,13 +150,15 @@ def tikhonov(
     L: LinearOperator | None = None,
     n_iter: int = 200,
     tol: float = 1e-6,
+    callback: Callback | None = None,
     return_info: bool = False,
 ) -> torch.Tensor | SolverResult:
     """Tikhonov regularisation x = argmin ‖A x − y‖² + α‖L x‖² by CG on (A*A + α L*L) x = A*y.
 
     ``L`` defaults to the identity; a :class:`~learnrecon.operators.FiniteDifference2D` gives a smoothness
     penalty. CG stops when the normal-equation residual falls below ``tol``·‖A*y‖ (per sample, all
-    samples) or after ``n_iter`` iterations.
+    samples) or after ``n_iter`` iterations; ``callback(k, x_k)`` is called after each iteration and the
+    residuals recorded are those of the normal equations.
     """
     y = check_data(y, op)
     alpha = check_parameter("alpha", alpha)
@@ -170,7 +172,7 @@ def tikhonov(
         return op.H(op(v)) + alpha * penalty
 
     x = _start(y, op, x0)
-    stop = Stopping(n_iter, None, None, 1.02, None, nd)
+    stop = Stopping(n_iter, None, None, 1.02, callback, nd)
     k = 0
     with torch.no_grad():
         rhs = op.H(y)
