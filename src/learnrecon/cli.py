@@ -15,7 +15,7 @@ from learnrecon.errors import LearnreconError
 
 __all__ = ["main", "build_parser"]
 
-NOT_YET = ("train", "evaluate", "report")
+NOT_YET = ("report",)
 
 
 def _methods_text() -> str:
@@ -149,6 +149,96 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a learned model from a YAML config",
+        description="Train the config's model (configs/*.yaml) with checkpoints, CSV/TensorBoard logs and "
+        "validation figures in the output folder. Launch with torchrun for distributed data-parallel training.",
+    )
+    p.add_argument("--config", required=True, help="YAML config with model, data and training sections")
+    p.add_argument("--out", default=None, help="output folder (default runs/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="start again, replacing the run in --out")
+    p.add_argument("--until", type=int, default=None, help="stop at this step (resume later to go on)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes of training")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from learnrecon.config import load_config
+    from learnrecon.training import Trainer
+
+    config = load_config(args.config)
+    out = args.out or f"runs/{Path(args.config).stem}"
+    trainer = Trainer(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
+    summary = trainer.train(until=args.until, max_seconds=max_seconds)
+    if trainer.is_main:
+        print(
+            f"trained {config.model.name} to step {summary['steps']} of {config.training.steps} "
+            f"({summary['seconds'] / 60:.1f} min in all); best validation PSNR {summary['best_psnr']:.2f} dB; "
+            f"checkpoints in {out}/last and {out}/best"
+        )
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained model on a data file (PSNR, SSIM, time)",
+        description="Reconstruct a data file written by 'learnrecon simulate' with a checkpoint or a shipped "
+        "model, and print PSNR and SSIM against the stored truth.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint (.safetensors with its .json beside it)")
+    source.add_argument("--pretrained", help="a shipped model, e.g. lpd-ellipses")
+    p.add_argument("--data", required=True, help="HDF5 data file with truth")
+    p.add_argument("--index", default=None, help="items to evaluate: i, start:stop or start:stop:step")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from learnrecon.data import load
+    from learnrecon.data.files import check_output_path
+    from learnrecon.errors import DataFileError
+    from learnrecon.models import pretrained
+    from learnrecon.reconstruction import parse_index
+    from learnrecon.report import write_json
+    from learnrecon.training import evaluate_model, load_model
+
+    if args.out:
+        check_output_path(args.out, args.overwrite)
+    model = pretrained(args.pretrained, args.device) if args.pretrained else load_model(args.checkpoint, args.device)
+    dataset = load(args.data)
+    picked = parse_index(args.index, len(dataset))
+    samples = [dataset[int(i)] for i in picked]
+    if samples[0].x.numel() == 0:
+        raise DataFileError(f"{args.data} holds no truth to evaluate against")
+    x, y = torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples])
+    result = evaluate_model(model, dataset.op, x, y, args.batch_size, args.device, not args.quiet)
+    name = args.pretrained or args.checkpoint
+    print(
+        f"{name} on {len(picked)} items of {args.data}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f}, "
+        f"{result['ms_per_image']:.1f} ms per image"
+    )
+    if args.out:
+        result.pop("reconstructions")
+        write_json(args.out, {"model": name, "data": args.data, "index": picked.tolist(), **result})
+        print(f"wrote {args.out}")
+    return 0
+
+
 def _not_available(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         print(f"learnrecon {name}: not available yet in version {learnrecon.__version__}", file=sys.stderr)
@@ -168,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulate(sub)
     _add_reconstruct(sub)
     _add_benchmark(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
     for name in NOT_YET:
         p = sub.add_parser(name, help=f"{name} (not available yet)", add_help=True)
         p.set_defaults(run=_not_available(name))

@@ -115,28 +115,30 @@ def random_ellipses(
     supersample: int = 1,
     dtype: torch.dtype = torch.float32,
     return_labels: bool = False,
+    start: int = 0,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Random-ellipse phantoms ``(n, 1, H, W)`` as in the LGD/LPD setup, each scaled to [0, 1].
 
-    Image ``i`` draws Poisson(``mean_ellipses``) ellipses from ``numpy.random.default_rng([seed, i])``,
-    so it does not depend on ``n``. The sum of ellipses is min–max scaled to [0, 1] (a constant image
+    Image ``i`` (``i = start, …, start + n − 1``) draws Poisson(``mean_ellipses``) ellipses from
+    ``numpy.random.default_rng([seed, i])``, so it does not depend on ``n``: a stream of training images
+    can be generated in any chunks. The sum of ellipses is min–max scaled to [0, 1] (a constant image
     becomes 0). With ``supersample=k`` the image is rendered on a k-times finer grid and averaged over
     k×k blocks (partial-volume effect, against the inverse crime).
 
     With ``return_labels`` also returns labels ``(n, H, W)`` int64 from :data:`ELLIPSE_CLASSES`: the sign
     of the topmost ellipse at the pixel centre (0 where no ellipse covers it).
     """
-    if n < 0 or supersample < 1 or mean_ellipses < 0:
+    if n < 0 or start < 0 or supersample < 1 or mean_ellipses < 0:
         raise ParameterError(
-            f"need n >= 0, supersample >= 1 and mean_ellipses >= 0, got n={n}, supersample={supersample}, "
-            f"mean_ellipses={mean_ellipses}"
+            f"need n >= 0, start >= 0, supersample >= 1 and mean_ellipses >= 0, got n={n}, start={start}, "
+            f"supersample={supersample}, mean_ellipses={mean_ellipses}"
         )
     h, w = _shape(size)
     k = int(supersample)
     images = torch.empty(n, 1, h, w, dtype=dtype)
     labels = torch.empty(n, h, w, dtype=torch.int64)
     for i in range(n):
-        params = _random_ellipse_params(np.random.default_rng([seed, i]), mean_ellipses)
+        params = _random_ellipse_params(np.random.default_rng([seed, start + i]), mean_ellipses)
         fine, top = ellipses_image(params, (k * h, k * w))
         image = F.avg_pool2d(fine[None, None], k)[0, 0] if k > 1 else fine
         low, high = image.min(), image.max()

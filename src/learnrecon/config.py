@@ -1,0 +1,172 @@
+"""Experiment configs: frozen dataclasses read from and written to YAML (safe loading only).
+
+A training config has three sections::
+
+    model:    {name: lpd, params: {n_iter: 10}}           # see learnrecon.models.MODELS
+    data:     {geometry: parallel, image_size: 128, ...}   # simulated on the fly, or a file
+    training: {steps: 100000, batch_size: 5, lr: 1.0e-3, ...}
+
+Unknown keys and values of the wrong type are rejected with the key's full name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from learnrecon.errors import DataFileError, ParameterError
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "TrainingConfig", "from_dict", "load_config", "save_config"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``name`` in :data:`learnrecon.models.MODELS` and its keyword ``params``."""
+
+    name: str = "lpd"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training and validation data.
+
+    With ``train_file`` unset, training pairs are simulated on the fly: image ``i`` is the random-ellipse
+    phantom ``i`` of ``seed`` and its noise comes from ``(seed, i)``, so step ``s`` always sees the same
+    batch. With ``train_file`` (an HDF5 file from ``learnrecon simulate``) the pairs and the operator come
+    from the file, shuffled per epoch with ``seed``. Validation uses ``n_validation`` ellipses of
+    ``validation_seed`` (or ``validation_file``).
+    """
+
+    geometry: str = "parallel"
+    image_size: int = 128
+    n_angles: int = 30
+    n_detectors: int | None = 183
+    noise: str = "relative:0.05"
+    phantom: str = "ellipses"
+    supersample: int = 1
+    seed: int = 1000
+    train_file: str | None = None
+    n_validation: int = 16
+    validation_seed: int = 999
+    validation_file: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation, logging and checkpoints.
+
+    Adam(β = ``betas``) with learning rate ``lr`` decayed to 0 by a cosine over ``steps`` (``schedule:
+    constant`` keeps it), gradients clipped to norm ``clip_grad_norm`` (0: off), ``loss`` in
+    {mse, l1, ssim}; ``amp`` runs the networks in bfloat16 autocast on CUDA. ``device`` is "auto"
+    (CUDA when available), "cpu" or "cuda[:i]".
+    """
+
+    steps: int = 1000
+    batch_size: int = 5
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    clip_grad_norm: float = 1.0
+    loss: str = "mse"
+    amp: bool = False
+    device: str = "auto"
+    seed: int = 0
+    threads: int = 0
+    log_every: int = 10
+    validate_every: int = 200
+    checkpoint_every: int = 200
+    figure_every: int = 1000
+
+
+@dataclass(frozen=True)
+class Config:
+    """A training experiment: model, data and training sections."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples become lists), as written to YAML and JSON."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` converted to ``annotation`` (int → float allowed), or a ParameterError naming ``key``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        return _check_type(value, next(a for a in options if a is not type(None)), key)
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, list | tuple) or len(value) != len(args):
+            raise ParameterError(f"config key {key!r} must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(_check_type(v, a, key) for v, a in zip(value, args, strict=True))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParameterError(f"config key {key!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is Any or (isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))):
+        return value
+    raise ParameterError(f"config key {key!r} must be {annotation.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _section(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ParameterError(f"config section {prefix!r} must be a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ParameterError(f"unknown config key {prefix}.{key}; known keys: {', '.join(sorted(known))}")
+    return cls(**{k: _check_type(v, hints[k], f"{prefix}.{k}") for k, v in values.items()})
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """A :class:`Config` from nested plain values (missing keys take their defaults)."""
+    if not isinstance(values, dict):
+        raise ParameterError(f"a config must be a mapping with model/data/training sections, got {values!r}")
+    sections = {"model": ModelConfig, "data": DataConfig, "training": TrainingConfig}
+    for key in values:
+        if key not in sections:
+            raise ParameterError(f"unknown config section {key!r}; known sections: {', '.join(sections)}")
+    return Config(**{k: _section(sections[k], v, k) for k, v in values.items()})
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config (``yaml.safe_load``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"config file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise DataFileError(f"config file {path} is not valid YAML: {err}") from err
+    return from_dict(values or {})
+
+
+def save_config(config: Config, path: str | Path) -> Path:
+    """Write ``config`` as YAML (readable by :func:`load_config`)."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    return path

@@ -1,0 +1,113 @@
+"""The shared interface of the learned reconstructors: ``model(y, op) -> x`` and unrolled schemes.
+
+An unrolled scheme is an :class:`nn.ModuleList` of step modules. A step maps a state (a tuple of
+tensors whose first entry holds the image in channel 0) to the next state, given the data and the
+operator: ``state_{k+1} = step_k(state_k, y, op)``. :class:`Unrolled` runs ``n_iter`` steps from
+:meth:`Unrolled.initial_state`; a deep equilibrium model runs the same step to its fixed point.
+
+Shapes: ``y`` is ``(B, C, *op.range_shape)``; the ``C`` channels are independent problems, so the
+networks see ``(B·C, 1, …)`` and the result is ``(B, C, *op.domain_shape)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from learnrecon._checks import check_finite, check_tensor, check_trailing_shape
+from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.operators.base import LinearOperator
+from learnrecon.operators.tomography import RayTransform2D
+
+__all__ = ["INITS", "State", "Unrolled", "initial_reconstruction", "normalised"]
+
+State = tuple[torch.Tensor, ...]
+
+#: Initial reconstructions: zeros, filtered backprojection (ray transforms only), the adjoint ``op.H y``,
+#: or "auto" (FBP for a ray transform, otherwise the adjoint).
+INITS = ("zero", "fbp", "adjoint", "auto")
+
+
+def initial_reconstruction(y: torch.Tensor, op: LinearOperator, kind: str, fbp_filter: str = "hann") -> torch.Tensor:
+    """``x_0`` for data ``y`` ``(N, 1, *range)``: ``0``, ``fbp(y)`` or ``op.H y`` (``kind`` in :data:`INITS`)."""
+    if kind == "auto":
+        kind = "fbp" if isinstance(op, RayTransform2D) else "adjoint"
+    if kind == "zero":
+        return y.new_zeros(y.shape[0], 1, *op.domain_shape)
+    if kind == "adjoint":
+        return op.H(y)
+    if kind == "fbp":
+        if not isinstance(op, RayTransform2D):
+            raise ParameterError(f"init='fbp' needs a ray transform, got {op.name}; use init='adjoint' or 'zero'")
+        from learnrecon.solvers.fbp import fbp
+
+        return fbp(y, op, filter=fbp_filter)
+    raise ParameterError(f"unknown initial reconstruction {kind!r}; choose one of {', '.join(INITS)}")
+
+
+def normalised(y: torch.Tensor, op: LinearOperator) -> tuple[torch.Tensor, LinearOperator]:
+    """``(y/‖A‖, A/‖A‖)``: the same problem with an operator of norm 1 (the image scale is unchanged)."""
+    scale = 1.0 / op.norm()
+    return y * scale, op * scale
+
+
+def flatten_channels(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
+    check_tensor(y, "measurements")
+    check_finite(y, "measurements")
+    check_trailing_shape(y, op.range_shape, "measurements", what=op.name)
+    if y.ndim != len(op.range_shape) + 2:
+        raise ShapeError(
+            f"measurements have shape {tuple(y.shape)}; a learned model needs (B, C, "
+            f"{', '.join(map(str, op.range_shape))})"
+        )
+    return y.reshape(-1, 1, *op.range_shape)
+
+
+class Unrolled(nn.Module):
+    """``n_iter`` learned steps from an initial state; subclasses define the steps and the state.
+
+    Args:
+        steps: one step module per iteration, or a single one applied at every iteration (shared weights).
+        n_iter: the number of iterations.
+        init: the initial reconstruction (see :data:`INITS`).
+        normalise: run the scheme on ``A/‖A‖`` and ``y/‖A‖`` as in the papers (the output scale is unchanged).
+    """
+
+    def __init__(self, steps: list[nn.Module], n_iter: int, init: str, normalise: bool) -> None:
+        super().__init__()
+        if n_iter < 1 or len(steps) not in (1, n_iter):
+            raise ParameterError(f"need n_iter >= 1 and 1 or n_iter steps, got n_iter={n_iter}, {len(steps)} steps")
+        if init not in INITS:
+            raise ParameterError(f"unknown initial reconstruction {init!r}; choose one of {', '.join(INITS)}")
+        self.steps = nn.ModuleList(steps)
+        self.n_iter = n_iter
+        self.init = init
+        self.normalise = normalise
+
+    def step(self, k: int) -> nn.Module:
+        """The step module of iteration ``k`` (the same module at every ``k`` when weights are shared)."""
+        return self.steps[k % len(self.steps)]
+
+    def initial_state(self, x0: torch.Tensor, y: torch.Tensor, op: LinearOperator) -> State:
+        """The state before the first step, from ``x0`` ``(N, 1, H, W)``; default ``(x0,)``."""
+        return (x0,)
+
+    @staticmethod
+    def readout(state: State) -> torch.Tensor:
+        """The image ``(N, 1, H, W)`` held by a state: channel 0 of its first tensor."""
+        return state[0][:, :1]
+
+    def prepare(self, y: torch.Tensor, op: LinearOperator) -> tuple[State, torch.Tensor, LinearOperator]:
+        """The initial state and the (normalised) data and operator the steps work with."""
+        x0 = initial_reconstruction(y, op, self.init)
+        if self.normalise:
+            y, op = normalised(y, op)
+        return self.initial_state(x0, y, op), y, op
+
+    def forward(self, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
+        """Reconstruct ``(B, C, *op.domain_shape)`` from ``y`` ``(B, C, *op.range_shape)``."""
+        batch = y.shape[: -len(op.range_shape)]
+        state, y_work, op_work = self.prepare(flatten_channels(y, op), op)
+        for k in range(self.n_iter):
+            state = self.step(k)(state, y_work, op_work)
+        return self.readout(state).reshape(*batch, *op.domain_shape)

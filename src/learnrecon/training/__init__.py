@@ -1,0 +1,18 @@
+"""Training: the :class:`Trainer` loop, losses, checkpoints (safetensors + JSON) and evaluation."""
+
+from learnrecon.training.checkpoint import load_checkpoint, load_model, save_checkpoint
+from learnrecon.training.evaluate import evaluate_model
+from learnrecon.training.losses import LOSSES, get_loss
+from learnrecon.training.trainer import Trainer, TrainingError, learning_rate
+
+__all__ = [
+    "LOSSES",
+    "Trainer",
+    "TrainingError",
+    "evaluate_model",
+    "get_loss",
+    "learning_rate",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]

@@ -1,0 +1,175 @@
+"""Checkpoints: ``<name>.safetensors`` (weights, optimiser state, RNG state) plus ``<name>.json``
+(format, model name and parameters, operator, step, metrics, optimiser hyper-parameters, versions,
+and the SHA-256 of the weights file). Nothing is ever unpickled.
+
+Both files are written to temporary names and renamed, weights first; the JSON's hash ties the pair
+together, so a truncated file or a pair from two different saves is detected on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from learnrecon.errors import DataFileError
+
+__all__ = ["FORMAT", "checkpoint_paths", "load_checkpoint", "load_model", "save_checkpoint"]
+
+FORMAT = "learnrecon-checkpoint"
+FORMAT_VERSION = 1
+
+
+def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(weights, metadata)`` paths for ``path`` given with or without the ``.safetensors``/``.json`` suffix."""
+    path = Path(path)
+    stem = path.with_suffix("") if path.suffix in (".safetensors", ".json") else path
+    return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors, plain = {}, {}
+    for pid, entries in state["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer/{pid}/{key}"] = value
+            else:
+                plain.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "state": plain}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], saved: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer/"):
+            _, pid, key = name.split("/", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for pid, entries in saved["state"].items():
+        state.setdefault(int(pid), {}).update(entries)
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    rng: bool = True,
+) -> Path:
+    """Save ``model``'s weights (and the optimiser and RNG states) with JSON ``meta``; returns the weights path.
+
+    ``meta`` should hold ``model: {name, params}`` so that :func:`load_model` can rebuild the model.
+    """
+    weights, info = checkpoint_paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model/{k}": v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    if optimizer is not None:
+        optim_tensors, meta["optimizer"] = _optimizer_parts(optimizer)
+        tensors.update({k: v.detach().to("cpu").clone().contiguous() for k, v in optim_tensors.items()})
+    if rng:
+        tensors["rng/torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            tensors.update({f"rng/cuda/{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    tmp_weights = weights.with_name(weights.name + ".tmp")
+    tmp_info = info.with_name(info.name + ".tmp")
+    try:
+        save_file(tensors, tmp_weights, metadata={"format": FORMAT})
+        meta["sha256"] = _sha256(tmp_weights)
+        tmp_info.write_text(json.dumps(meta, indent=1, default=str))
+        os.replace(tmp_weights, weights)
+        os.replace(tmp_info, info)
+    finally:
+        tmp_weights.unlink(missing_ok=True)
+        tmp_info.unlink(missing_ok=True)
+    return weights
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """``(tensors, meta)`` of a checkpoint, checked for format and integrity (clear errors, no pickle)."""
+    weights, info = checkpoint_paths(path)
+    for p in (weights, info):
+        if not p.is_file():
+            raise DataFileError(f"checkpoint file {p} does not exist (a checkpoint is a .safetensors + .json pair)")
+    try:
+        meta = json.loads(info.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataFileError(f"checkpoint metadata {info} is corrupt: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DataFileError(f"{info} is not a learnrecon checkpoint (format {FORMAT!r} expected)")
+    if meta.get("sha256") != _sha256(weights):
+        raise DataFileError(
+            f"checkpoint weights {weights} do not match {info.name} (truncated, corrupt, or from another save)"
+        )
+    try:
+        tensors = load_file(weights, device=str(device))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise DataFileError(f"checkpoint weights {weights} cannot be read: {err}") from err
+    return tensors, meta
+
+
+def _operator_from(meta: dict):
+    if "operator" not in meta:
+        return None
+    from learnrecon.operators.registry import build_operator
+
+    return build_operator(meta["operator"])
+
+
+def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's ``state_dict`` entries of a checkpoint's tensors."""
+    return {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+
+
+def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict, path: str | Path) -> None:
+    """Load a checkpoint's weights into ``model``, naming the mismatch when it holds another model."""
+    result = model.load_state_dict(model_state(tensors), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        saved = meta.get("model", {}).get("name", "unknown")
+        raise DataFileError(
+            f"checkpoint {path} holds weights of model {saved!r} that do not fit this "
+            f"{type(model).__name__}: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
+        )
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the model a checkpoint was saved from, load its weights, and return it in eval mode.
+
+    The checkpoint's metadata is attached as ``model.provenance``.
+    """
+    from learnrecon.models.registry import build_model
+
+    tensors, meta = load_checkpoint(path, device)
+    spec = meta.get("model")
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise DataFileError(f"checkpoint {path} does not say which model it holds (no model.name in its JSON)")
+    model = build_model(spec["name"], spec.get("params", {}), op=_operator_from(meta)).to(device)
+    try:
+        shapes_ok = all(
+            model.state_dict()[k].shape == v.shape for k, v in model_state(tensors).items() if k in model.state_dict()
+        )
+    except KeyError:
+        shapes_ok = False
+    if not shapes_ok:
+        raise DataFileError(
+            f"checkpoint {path}: weight shapes do not match model {spec['name']!r} {spec.get('params')}"
+        )
+    load_weights(model, tensors, meta, path)
+    model.provenance = meta
+    return model.eval()

@@ -1,0 +1,99 @@
+"""Training data as a deterministic function of the step: batch ``s`` is the same on every run,
+so a resumed run sees exactly the batches an uninterrupted one would.
+
+Sample positions ``p = s·B, …, s·B + B − 1`` of step ``s`` (batch size ``B``) map to samples: the
+simulated stream uses sample ``p`` directly; a file is read in a fresh permutation per epoch seeded
+by ``(seed, epoch)``. In distributed training rank ``r`` of ``w`` takes positions ``r, r + w, …``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from learnrecon import phantoms
+from learnrecon.config import DataConfig
+from learnrecon.data.hdf5 import load
+from learnrecon.data.simulate import NoiseSpec, measure, parse_noise, sample_generator
+from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.operators.base import LinearOperator
+from learnrecon.operators.registry import make_operator
+
+__all__ = ["Pairs", "FilePairs", "SimulatedPairs", "make_training_data", "make_validation_data"]
+
+
+class Pairs(NamedTuple):
+    """Truth ``x`` ``(n, 1, H, W)`` and measurements ``y`` ``(n, 1, *range)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+class SimulatedPairs:
+    """An endless stream: sample ``i`` is random-ellipse phantom ``i`` of ``seed`` and ``noise(A x_i)``
+    with noise from ``(seed, i)``."""
+
+    def __init__(self, op: LinearOperator, noise: NoiseSpec, seed: int, supersample: int = 1) -> None:
+        self.op, self.noise, self.seed, self.supersample = op, noise, seed, supersample
+
+    def batch(self, positions: torch.Tensor) -> Pairs:
+        """The samples at ``positions`` (consecutive, as produced by :func:`step_positions`)."""
+        start, n = int(positions[0]), positions.numel()
+        if not torch.equal(positions, torch.arange(start, start + n)):
+            raise ParameterError("simulated training data are drawn in consecutive positions")
+        size = self.op.domain_shape[-1]
+        x = phantoms.random_ellipses(n, size, seed=self.seed, supersample=self.supersample, start=start)
+        return Pairs(x, measure(self.op, x, self.noise, self.seed, start))
+
+
+class FilePairs:
+    """Pairs read from a data set, in a permutation per epoch seeded by ``(seed, epoch)``."""
+
+    def __init__(self, dataset, seed: int) -> None:
+        if len(dataset) == 0:
+            raise ParameterError("the training file holds no samples")
+        self.dataset, self.seed = dataset, seed
+        self._perm: tuple[int, torch.Tensor] = (-1, torch.empty(0))
+
+    def _index(self, position: int) -> int:
+        n = len(self.dataset)
+        epoch, offset = divmod(position, n)
+        if self._perm[0] != epoch:
+            self._perm = (epoch, torch.randperm(n, generator=sample_generator(self.seed, epoch, stream=1)))
+        return int(self._perm[1][offset])
+
+    def batch(self, positions: torch.Tensor) -> Pairs:
+        samples = [self.dataset[self._index(int(p))] for p in positions]
+        return Pairs(torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples]))
+
+
+def step_positions(step: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """The sample positions rank ``rank`` of ``world`` trains on at ``step``."""
+    return torch.arange(step * batch_size + rank, (step + 1) * batch_size, world)
+
+
+def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, LinearOperator]:
+    """The training stream and its operator."""
+    if cfg.train_file is not None:
+        dataset = load(cfg.train_file)
+        return FilePairs(dataset, cfg.seed), dataset.op
+    if cfg.phantom != "ellipses":
+        raise ParameterError(f"on-the-fly training data are random ellipses; got phantom {cfg.phantom!r}")
+    op = make_operator(cfg.geometry, cfg.image_size, cfg.n_angles, cfg.n_detectors)
+    return SimulatedPairs(op, parse_noise(cfg.noise), cfg.seed, cfg.supersample), op
+
+
+def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
+    """``n_validation`` ellipses of ``validation_seed`` (or the whole ``validation_file``)."""
+    if cfg.validation_file is not None:
+        dataset = load(cfg.validation_file)
+        if tuple(dataset.op.range_shape) != tuple(op.range_shape):
+            raise ShapeError(
+                f"validation file {cfg.validation_file} has data of shape {dataset.op.range_shape}, "
+                f"the training operator {op.range_shape}"
+            )
+        samples = [dataset[i] for i in range(len(dataset))]
+        return Pairs(torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples]))
+    x = phantoms.random_ellipses(cfg.n_validation, op.domain_shape[-1], seed=cfg.validation_seed)
+    return Pairs(x, measure(op, x, cfg.noise, cfg.validation_seed))

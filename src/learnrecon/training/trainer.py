@@ -1,0 +1,375 @@
+"""The training loop: supervised training of any learned model on (x, y) pairs.
+
+Adam with a cosine learning-rate decay computed from the step (no scheduler state), gradient clipping,
+bfloat16 autocast on CUDA, checkpoints every ``checkpoint_every`` steps (``last``) and on the best
+validation PSNR (``best``), CSV and TensorBoard scalars, a validation figure every ``figure_every``
+steps, and distributed data-parallel training when launched by ``torchrun``.
+
+Output folder::
+
+    config.yaml             the resolved config
+    last.safetensors/.json  the latest checkpoint (resume from it with ``resume=True``)
+    best.safetensors/.json  the checkpoint with the best validation PSNR
+    metrics.csv             step, loss, lr, grad_norm, seconds
+    validation.csv          step, loss, psnr, ssim
+    tensorboard/            the same scalars for TensorBoard (when the tensorboard package is installed)
+    figures/                validation reconstructions
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import platform
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+import learnrecon
+from learnrecon import metrics
+from learnrecon.config import Config, save_config
+from learnrecon.errors import DataFileError, LearnreconError, ParameterError
+from learnrecon.models.registry import build_model
+from learnrecon.operators.registry import operator_config
+from learnrecon.training.checkpoint import load_checkpoint, load_weights, restore_optimizer, save_checkpoint
+from learnrecon.training.data import make_training_data, make_validation_data, step_positions
+from learnrecon.training.losses import get_loss
+
+__all__ = ["Trainer", "TrainingError", "learning_rate"]
+
+_METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "seconds")
+_VALIDATION_FIELDS = ("step", "loss", "psnr", "ssim")
+
+
+class TrainingError(LearnreconError, RuntimeError):
+    """Training cannot go on (a non-finite loss or gradient, out of memory)."""
+
+
+def learning_rate(step: int, base: float, total: int, schedule: str) -> float:
+    """Learning rate at ``step``: ``base·½(1 + cos(π·step/total))`` (cosine) or ``base`` (constant)."""
+    if schedule == "constant":
+        return base
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+    raise ParameterError(f"unknown learning-rate schedule {schedule!r}; choose cosine or constant")
+
+
+def _device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"training.device is {name!r} but CUDA is not available; use cpu or auto")
+    return device
+
+
+class Trainer:
+    """Train ``config.model`` on ``config.data``, writing into ``out``.
+
+    Args:
+        config: the experiment.
+        out: the output folder. An existing run there is continued only with ``resume=True``, replaced
+            only with ``overwrite=True``.
+        resume: continue from ``out/last`` (same batches, learning rates and RNG state as without the break).
+        progress: show a tqdm bar.
+    """
+
+    def __init__(
+        self, config: Config, out: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True
+    ) -> None:
+        self.config, self.out, self.progress = config, Path(out), progress
+        t = config.training
+        _check_training(config)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = _device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if t.batch_size % self.world:
+            raise ParameterError(f"training.batch_size {t.batch_size} must be a multiple of the {self.world} processes")
+        if t.threads > 0:
+            torch.set_num_threads(t.threads)
+        self._prepare_folder(resume, overwrite)
+        self.data, op = make_training_data(config.data)
+        self.op = op
+        self.validation = make_validation_data(config.data, op)
+        torch.manual_seed(t.seed)
+        self.model = build_model(config.model.name, config.model.params, op=op).to(self.device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
+        self.loss_fn = get_loss(t.loss)
+        self.step, self.best_psnr, self.seconds = 0, -math.inf, 0.0
+        if resume:
+            self._restore()
+        self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model)
+        self._writer = self._tensorboard() if self.is_main else None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes files (rank 0)."""
+        return self.rank == 0
+
+    # -- set-up -------------------------------------------------------------------------------------
+
+    def _prepare_folder(self, resume: bool, overwrite: bool) -> None:
+        last = self.out / "last.safetensors"
+        if resume and not last.exists():
+            raise DataFileError(f"cannot resume: {last} does not exist")
+        if not resume and self.out.exists() and any(self.out.iterdir()) and not overwrite:
+            raise DataFileError(f"{self.out} already holds a run; pass --resume to continue it or --overwrite")
+        if self.is_main:
+            if overwrite and not resume:
+                for name in ("last", "best"):
+                    for suffix in (".safetensors", ".json"):
+                        (self.out / f"{name}{suffix}").unlink(missing_ok=True)
+                for name in _LOG_FILES:
+                    (self.out / name).unlink(missing_ok=True)
+            (self.out / "figures").mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.out / "config.yaml")
+
+    def _tensorboard(self):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            warnings.warn("tensorboard is not installed: writing CSV logs only", stacklevel=3)
+            return None
+        return SummaryWriter(self.out / "tensorboard", purge_step=self.step + 1 if self.step else None)
+
+    def _restore(self) -> None:
+        path = self.out / "last"
+        tensors, meta = load_checkpoint(path, self.device)
+        if meta.get("model", {}).get("name") != self.config.model.name:
+            raise DataFileError(
+                f"{path}.json holds model {meta.get('model', {}).get('name')!r}, the config asks for "
+                f"{self.config.model.name!r}"
+            )
+        load_weights(self.model, tensors, meta, path)
+        restore_optimizer(self.optimizer, tensors, meta["optimizer"])
+        torch.set_rng_state(tensors["rng/torch"].cpu())
+        self.step, self.best_psnr = int(meta["step"]), float(meta.get("best_psnr", -math.inf))
+        self.seconds = float(meta.get("seconds", 0.0))
+        if self.is_main:
+            for name in _LOG_FILES[:2]:
+                _truncate_log(self.out / name, self.step)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    def train(self, until: int | None = None, max_seconds: float | None = None) -> dict:
+        """Train up to step ``until`` (default: ``training.steps``) or for ``max_seconds``; returns a summary."""
+        t = self.config.training
+        until = t.steps if until is None else min(until, t.steps)
+        base_seconds, started = self.seconds, time.perf_counter()
+        bar = tqdm(
+            total=max(until - self.step, 0),
+            desc=f"training {self.config.model.name}",
+            unit="step",
+            disable=not (self.progress and self.is_main),
+        )
+        losses = []
+        while self.step < until:
+            loss, grad_norm = self._train_step()
+            losses.append(loss)
+            self.seconds = base_seconds + time.perf_counter() - started
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.2e}")
+            self._after_step(loss, grad_norm)
+            if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+                break
+        bar.close()
+        if self.step % t.checkpoint_every:
+            self._checkpoint()
+        if self._writer is not None:
+            self._writer.flush()
+        return {"steps": self.step, "losses": losses, "best_psnr": self.best_psnr, "seconds": self.seconds}
+
+    def _autocast(self):
+        if self.config.training.amp and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _train_step(self) -> tuple[float, float]:
+        t = self.config.training
+        lr = learning_rate(self.step, t.lr, t.steps, t.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        positions = step_positions(self.step, t.batch_size, self.rank, self.world)
+        x, y = (v.to(self.device) for v in self.data.batch(positions))
+        self.model.train()
+        try:
+            with self._autocast():
+                x_hat = self.net(y, self.op)
+            loss = self.loss_fn(x_hat.float(), x)
+            self._check_finite(loss, "loss", positions)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except torch.cuda.OutOfMemoryError as err:
+            raise TrainingError(
+                f"out of GPU memory at step {self.step} with batch size {t.batch_size}: lower training.batch_size, "
+                "use share_weights or fewer iterations, or train on a larger device"
+            ) from err
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = t.clip_grad_norm if t.clip_grad_norm > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        self._check_finite(grad_norm, "gradient norm", positions)
+        self.optimizer.step()
+        self.step += 1
+        loss_value = loss.detach()
+        if self.world > 1:
+            dist.all_reduce(loss_value)
+            loss_value /= self.world
+        return float(loss_value), float(grad_norm)
+
+    def _check_finite(self, value: torch.Tensor, what: str, positions: torch.Tensor) -> None:
+        if not torch.isfinite(value):
+            last = (self.step // self.config.training.checkpoint_every) * self.config.training.checkpoint_every
+            raise TrainingError(
+                f"{what} is {float(value)} at step {self.step + 1} (batch of samples {positions.tolist()}); "
+                f"stopped without saving: the last good checkpoint is {self.out / 'last'} (step {last}). "
+                "Lower training.lr or check the data"
+            )
+
+    def _after_step(self, loss: float, grad_norm: float) -> None:
+        t = self.config.training
+        if self.is_main and (self.step % t.log_every == 0 or self.step == t.steps):
+            lr = self.optimizer.param_groups[0]["lr"]
+            row = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "seconds": self.seconds}
+            self._log("metrics.csv", _METRIC_FIELDS, row, "train")
+        if self.step % t.validate_every == 0 or self.step == t.steps:
+            self._validate()
+        if self.step % t.checkpoint_every == 0:
+            self._checkpoint()
+
+    # -- validation, logs, checkpoints ------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruct(self, y: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+        """The model's reconstructions of ``y`` (eval mode, in batches)."""
+        self.model.eval()
+        out = [
+            self.model(y[i : i + batch_size].to(self.device), self.op).float().cpu()
+            for i in range(0, len(y), batch_size)
+        ]
+        return torch.cat(out)
+
+    def _validate(self) -> None:
+        if self.is_main:
+            x, y = self.validation
+            x_hat = self.reconstruct(y)
+            per_image = metrics.psnr(x_hat, x, data_range=1.0)
+            psnr = float(per_image.mean())
+            row = {
+                "step": self.step,
+                "loss": float(self.loss_fn(x_hat, x)),
+                "psnr": psnr,
+                "ssim": float(metrics.ssim(x_hat, x, data_range=1.0).mean()),
+            }
+            self._log("validation.csv", _VALIDATION_FIELDS, row, "validation")
+            if psnr > self.best_psnr:
+                self.best_psnr = psnr
+                self.save("best", {"validation": row})
+            if self.step % self.config.training.figure_every == 0 or self.step == self.config.training.steps:
+                self._figure(x, x_hat, per_image)
+        if self.world > 1:
+            dist.barrier()
+
+    def _figure(self, x: torch.Tensor, x_hat: torch.Tensor, psnr: torch.Tensor) -> None:
+        from learnrecon.report import reconstruction_grid
+
+        n = min(2, len(x))
+        name = self.config.model.name
+        reconstruction_grid(
+            self.out / "figures" / f"validation-{self.step:07d}.png",
+            list(x[:n]),
+            {name: list(x_hat[:n])},
+            [f"validation {i}" for i in range(n)],
+            {name: [f"{float(psnr[i]):.2f} dB" for i in range(n)]},
+        )
+
+    def _log(self, name: str, fields: tuple[str, ...], row: dict, group: str) -> None:
+        path = self.out / name
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self._writer is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self._writer.add_scalar(f"{group}/{key}", value, self.step)
+
+    def _checkpoint(self) -> None:
+        if self.is_main:
+            self.save("last")
+        if self.world > 1:
+            dist.barrier()
+
+    def metadata(self) -> dict:
+        """What a checkpoint records besides the tensors."""
+        return {
+            "model": {"name": self.config.model.name, "params": self.config.model.params},
+            "operator": operator_config(self.op),
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "seconds": self.seconds,
+            "best_psnr": self.best_psnr,
+            "device": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "world_size": self.world,
+            "learnrecon_version": learnrecon.__version__,
+            "torch_version": torch.__version__,
+        }
+
+    def save(self, name: str, extra: dict | None = None) -> Path:
+        """Write checkpoint ``out/<name>`` (weights, optimiser, RNG state, metadata)."""
+        meta = {**self.metadata(), **(extra or {})}
+        return save_checkpoint(self.out / name, self.model, meta, self.optimizer)
+
+
+_LOG_FILES = ("metrics.csv", "validation.csv")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the rows of a CSV log written after ``step`` (by a run that stopped before its next checkpoint)."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+        fields = rows[0].keys() if rows else None
+    if fields is None:
+        return
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(fields))
+        writer.writeheader()
+        writer.writerows(r for r in rows if int(r["step"]) <= step)
+
+
+def _check_training(config: Config) -> None:
+    t = config.training
+    positive = {
+        "steps": t.steps,
+        "batch_size": t.batch_size,
+        "log_every": t.log_every,
+        "validate_every": t.validate_every,
+        "checkpoint_every": t.checkpoint_every,
+        "figure_every": t.figure_every,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ParameterError(f"training.{key} must be >= 1, got {value}")
+    if not (t.lr > 0 and math.isfinite(t.lr)):
+        raise ParameterError(f"training.lr must be positive and finite, got {t.lr}")
+    if not all(0 <= b < 1 for b in t.betas):
+        raise ParameterError(f"training.betas must lie in [0, 1), got {t.betas}")
+    if t.clip_grad_norm < 0 or t.weight_decay < 0:
+        raise ParameterError("training.clip_grad_norm and training.weight_decay must be >= 0")
+    learning_rate(0, t.lr, t.steps, t.schedule)
+    get_loss(t.loss)

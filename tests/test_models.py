@@ -1,0 +1,217 @@
+"""Learned models: shapes, dtypes, gradients, a short overfit of one batch, and their maths."""
+
+import math
+
+import pytest
+import torch
+
+from learnrecon import phantoms
+from learnrecon.data.simulate import measure
+from learnrecon.errors import NonFiniteError, ParameterError, ShapeError
+from learnrecon.models import (
+    LISTA,
+    MODELS,
+    FBPConvNet,
+    LearnedPrimalDual,
+    VariationalNetwork,
+    build_model,
+    normalised,
+    soft_threshold,
+    tv_gradient,
+)
+from learnrecon.models.variational import VNStage
+from learnrecon.operators import MatrixOperator, ParallelBeam2D
+from learnrecon.operators.blur import Blur, gaussian_kernel
+from learnrecon.solvers import ista
+
+OP = ParallelBeam2D(32, 10)
+
+#: Small versions of every model, sized for 32² tests.
+SMALL = {
+    "fbpconvnet": {"depth": 2, "width": 8},
+    "lista": {"n_iter": 4, "matrices": False, "lam": 0.001},
+    "lgd": {"n_iter": 3, "n_memory": 2, "width": 8},
+    "glgd": {"n_iter": 3, "n_memory": 2, "width": 8},
+    "proximal": {"n_iter": 3, "width": 8},
+    "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
+    "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
+}
+
+
+def _batch(n=2, seed=0, op=OP):
+    x = phantoms.random_ellipses(n, op.domain_shape[-1], seed=seed)
+    return x, measure(op, x, "relative:0.05", seed)
+
+
+def test_every_model_has_a_small_config():
+    assert set(SMALL) == set(MODELS)
+
+
+@pytest.mark.parametrize("name", SMALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_shapes_and_dtypes(name, dtype):
+    model = build_model(name, SMALL[name]).to(dtype)
+    _, y = _batch(3)
+    y = torch.cat([y, 2 * y], dim=1).to(dtype)  # (B=3, C=2): channels are independent problems
+    x_hat = model(y, OP)
+    assert x_hat.shape == (3, 2, 32, 32) and x_hat.dtype == dtype
+    model.eval()
+    with torch.no_grad():
+        separate = model(y[:, 1:], OP)
+        joint = model(y, OP)[:, 1:]
+    torch.testing.assert_close(joint, separate)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_gradients_reach_every_parameter(name):
+    torch.manual_seed(0)
+    model = build_model(name, SMALL[name])
+    x, y = _batch()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # Output layers start at zero, so gradients reach deeper layers step by step (LPD: the dual block
+    # matters only once the primal block's output layer has moved).
+    for _ in range(4):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(y, OP), x).backward()
+        optimizer.step()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, f"{name}: no gradient reaches {pname}"
+
+
+def _fit(model, op, x, y, steps=100, lr=1e-2):
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(y, op), x)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+#: The loss after 100 steps on one batch must fall below this fraction of the first loss. The
+#: operator-aware LISTA has two parameters per layer and ellipses are not sparse: it can only improve a little.
+OVERFIT_RATIO = {"lista": 0.9}
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_overfits_one_batch(name):
+    torch.manual_seed(0)
+    x, y = _batch()
+    losses = _fit(build_model(name, SMALL[name]), OP, x, y)
+    assert losses[-1] < OVERFIT_RATIO.get(name, 0.5) * losses[0], f"{name}: loss {losses[0]:.3g} -> {losses[-1]:.3g}"
+
+
+def test_lista_with_matrices_overfits_a_sparse_coding_batch():
+    gen = torch.Generator().manual_seed(2)
+    op = MatrixOperator(torch.randn(20, 40, generator=gen))
+    x = torch.zeros(4, 1, 40)
+    x[torch.arange(4), 0, torch.randint(0, 40, (4,), generator=gen)] = 1.0
+    torch.manual_seed(0)
+    losses = _fit(LISTA(n_iter=5, lam=0.05, operator=op), op, x, op(x), steps=100, lr=1e-2)
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_lpd_has_the_papers_size():
+    n = sum(p.numel() for p in LearnedPrimalDual().parameters())
+    assert 240_000 < n < 260_000  # Adler & Öktem: ~0.25 M parameters
+
+
+def test_shared_weights_use_one_step_module():
+    shared = build_model("lpd", {**SMALL["lpd"], "share_weights": True})
+    assert len(shared.steps) == 1 and shared.step(0) is shared.step(2)
+    assert len(build_model("lpd", SMALL["lpd"]).steps) == 3
+
+
+def test_untrained_unrolled_models_start_at_their_initial_reconstruction():
+    from learnrecon.solvers import fbp
+
+    _, y = _batch()
+    with torch.no_grad():
+        torch.testing.assert_close(build_model("lgd", SMALL["lgd"])(y, OP), fbp(y, OP, filter="hann"))
+        assert build_model("lpd", SMALL["lpd"])(y, OP).abs().max() == 0  # init zero, zero updates
+
+
+def test_lista_starts_as_ista():
+    """Untrained LISTA with the matrices W_e = Aᵀ/L, S = I − AᵀA/L is ISTA with step 1/L."""
+    gen = torch.Generator().manual_seed(1)
+    op = MatrixOperator(torch.randn(20, 40, generator=gen))
+    truth = torch.zeros(3, 1, 40)
+    truth[:, :, :4] = torch.randn(3, 1, 4, generator=gen)
+    y = op(truth)
+    model = LISTA(n_iter=7, lam=0.05, operator=op)
+    with torch.no_grad():
+        torch.testing.assert_close(model(y, op), ista(y, op, lam=0.05, n_iter=7), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ShapeError, match="built for an operator"):
+        model(torch.zeros(1, 1, 10), MatrixOperator(torch.randn(10, 40)))
+
+
+def test_soft_threshold():
+    z = torch.tensor([-2.0, -0.5, 0.0, 0.3, 1.5])
+    torch.testing.assert_close(soft_threshold(z, torch.tensor(0.5)), torch.tensor([-1.5, 0.0, 0.0, 0.0, 1.0]))
+
+
+def test_tv_gradient_matches_autograd():
+    x = torch.rand(2, 1, 9, 11, dtype=torch.float64, requires_grad=True)
+    eps = 0.1
+    dx = torch.diff(x, dim=-1, append=x[..., -1:])  # forward differences, zero at the last column
+    dy = torch.diff(x, dim=-2, append=x[..., -1:, :])
+    torch.sqrt(dx**2 + dy**2 + eps**2).sum().backward()
+    torch.testing.assert_close(tv_gradient(x.detach(), eps), x.grad)
+
+
+def test_vn_filters_are_zero_mean_unit_norm_and_their_transpose_is_the_adjoint():
+    stage = VNStage(n_filters=3, filter_size=5, n_rbf=7, v_max=1.0, alpha=0.1).double()
+    k = stage.kernels().detach()
+    torch.testing.assert_close(k.sum(dim=(-2, -1)), torch.zeros(3, 1, dtype=torch.float64))
+    torch.testing.assert_close(k.flatten(1).norm(dim=1), torch.ones(3, dtype=torch.float64))
+    x, z = torch.randn(1, 1, 12, 12, dtype=torch.float64), torch.randn(1, 3, 12, 12, dtype=torch.float64)
+    kx = torch.nn.functional.conv2d(x, k, padding=2)
+    ktz = torch.nn.functional.conv_transpose2d(z, k, padding=2)
+    assert math.isclose(float((kx * z).sum()), float((x * ktz).sum()), rel_tol=1e-12)
+
+
+def test_vn_potentials_start_near_linear():
+    stage = VNStage(n_filters=2, filter_size=3, n_rbf=31, v_max=1.0, alpha=0.1)
+    z = torch.linspace(-0.8, 0.8, 9).reshape(1, 1, 9, 1).expand(1, 2, 9, 1)
+    ratio = stage.potential_derivative(z)[0, 0, :, 0] / z[0, 0, :, 0]
+    assert torch.allclose(ratio[ratio.isfinite()], ratio[ratio.isfinite()].mean(), rtol=0.05)
+
+
+def test_models_take_any_operator():
+    blur = Blur(gaussian_kernel(1.0), 32)
+    x = phantoms.random_ellipses(2, 32, seed=3)
+    y = blur(x)
+    for name in ("lgd", "proximal", "lpd", "vn"):
+        assert build_model(name, SMALL[name])(y, blur).shape == (2, 1, 32, 32)
+
+
+def test_normalised_operator_has_norm_one():
+    y = torch.ones(1, 1, *OP.range_shape)
+    y_n, op_n = normalised(y, OP)
+    assert math.isclose(op_n.norm(), 1.0, rel_tol=1e-3)
+    torch.testing.assert_close(y_n, y / OP.norm())
+
+
+def test_bad_input_is_named():
+    model = build_model("lpd", SMALL["lpd"])
+    with pytest.raises(ShapeError, match="measurements"):
+        model(torch.zeros(1, 1, 10, 40), OP)
+    with pytest.raises(ShapeError, match=r"\(B, C"):
+        model(torch.zeros(10, 47), OP)
+    y = torch.zeros(1, 1, *OP.range_shape)
+    y[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError):
+        model(y, OP)
+    with pytest.raises(ParameterError, match="unknown model"):
+        build_model("unet3d")
+    with pytest.raises(ParameterError, match="no parameter 'widht'"):
+        build_model("lpd", {"widht": 3})
+    with pytest.raises(ParameterError, match="'n_iter' must be int"):
+        build_model("lpd", {"n_iter": "ten"})
+    with pytest.raises(ParameterError, match="init='fbp' needs a ray transform"):
+        FBPConvNet(depth=1, width=2)(torch.zeros(1, 1, 32, 32), Blur(gaussian_kernel(1.0), 32))
+    with pytest.raises(ParameterError, match="odd filter_size"):
+        VariationalNetwork(filter_size=4)
