@@ -124,6 +124,8 @@ class Trainer:
             raise DataFileError(f"cannot resume: {last} does not exist")
         if not resume and self.out.exists() and any(self.out.iterdir()) and not overwrite:
             raise DataFileError(f"{self.out} already holds a run; pass --resume to continue it or --overwrite")
+        if self.world > 1:
+            dist.barrier()  # every rank has checked the folder before rank 0 writes into it
         if self.is_main:
             if overwrite and not resume:
                 for name in ("last", "best"):
@@ -230,7 +232,7 @@ class Trainer:
         if not torch.isfinite(value):
             last = (self.step // self.config.training.checkpoint_every) * self.config.training.checkpoint_every
             raise TrainingError(
-                f"{what} is {float(value)} at step {self.step + 1} (batch of samples {positions.tolist()}); "
+                f"{what} is {float(value.detach())} at step {self.step + 1} (batch of samples {positions.tolist()}); "
                 f"stopped without saving: the last good checkpoint is {self.out / 'last'} (step {last}). "
                 "Lower training.lr or check the data"
             )

@@ -1,0 +1,213 @@
+"""Trainer, configs and checkpoints: resume equality, integrity checks, bad input, DDP with gloo, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from learnrecon.cli import main
+from learnrecon.config import Config, from_dict, load_config, save_config
+from learnrecon.errors import DataFileError, ParameterError
+from learnrecon.training import Trainer, TrainingError, learning_rate, load_checkpoint, load_model
+from learnrecon.training.checkpoint import checkpoint_paths
+
+SMALL = {
+    "model": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
+    "data": {"image_size": 24, "n_angles": 6, "n_detectors": 35, "n_validation": 2},
+    "training": {
+        "steps": 6,
+        "batch_size": 2,
+        "validate_every": 3,
+        "checkpoint_every": 3,
+        "figure_every": 3,
+        "log_every": 1,
+        "threads": 1,
+    },
+}
+
+
+def _config(**training) -> Config:
+    values = json.loads(json.dumps(SMALL))
+    values["training"].update(training)
+    return from_dict(values)
+
+
+def _weights(path):
+    tensors, _ = load_checkpoint(path)
+    return {k: v for k, v in tensors.items() if k.startswith("model/")}
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    config = _config()
+    full = Trainer(config, tmp_path / "full", progress=False).train()
+    first = Trainer(config, tmp_path / "split", progress=False).train(until=3)
+    second = Trainer(config, tmp_path / "split", resume=True, progress=False).train()
+    assert first["losses"] + second["losses"] == full["losses"]
+    a, b = _weights(tmp_path / "full" / "last"), _weights(tmp_path / "split" / "last")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "split" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3", "4", "5", "6"]
+
+
+def test_run_folder_holds_logs_checkpoints_and_figures(tmp_path):
+    Trainer(_config(), tmp_path, progress=False).train()
+    for name in ("config.yaml", "last.safetensors", "last.json", "best.json", "metrics.csv", "validation.csv"):
+        assert (tmp_path / name).is_file(), name
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "validation-0000003.png",
+        "validation-0000006.png",
+    ]
+    assert load_config(tmp_path / "config.yaml") == _config()
+    meta = json.loads((tmp_path / "best.json").read_text())
+    assert meta["model"]["name"] == "lpd" and meta["step"] in (3, 6) and "validation" in meta
+    model = load_model(tmp_path / "best")
+    y = torch.zeros(1, 1, 6, 35)
+    assert model(y, _op()).shape == (1, 1, 24, 24)
+
+
+def _op():
+    from learnrecon.operators import ParallelBeam2D
+
+    return ParallelBeam2D(24, 6, n_detectors=35)
+
+
+def test_refuses_to_overwrite_a_run(tmp_path):
+    Trainer(_config(steps=1), tmp_path, progress=False).train()
+    with pytest.raises(DataFileError, match="--resume"):
+        Trainer(_config(steps=1), tmp_path, progress=False)
+    with pytest.raises(DataFileError, match="cannot resume"):
+        Trainer(_config(), tmp_path / "empty", resume=True, progress=False)
+
+
+def test_cosine_learning_rate():
+    assert learning_rate(0, 1e-3, 100, "cosine") == 1e-3
+    assert learning_rate(50, 1e-3, 100, "cosine") == pytest.approx(5e-4)
+    assert learning_rate(100, 1e-3, 100, "cosine") == pytest.approx(0.0)
+    assert learning_rate(70, 1e-3, 100, "constant") == 1e-3
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(_config(), tmp_path, progress=False)
+    trainer.train(until=3)
+    before = (tmp_path / "last.safetensors").read_bytes()
+    real_loss = trainer.loss_fn
+    trainer.loss_fn = lambda a, b: real_loss(a, b) * float("nan")
+    with pytest.raises(TrainingError, match=r"loss is nan at step 4 \(batch of samples \[6, 7\]\).*step 3"):
+        trainer.train()
+    assert (tmp_path / "last.safetensors").read_bytes() == before
+
+
+def test_corrupt_and_mismatched_checkpoints_are_refused(tmp_path):
+    Trainer(_config(steps=1), tmp_path, progress=False).train()
+    weights, info = checkpoint_paths(tmp_path / "last")
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataFileError, match="do not match"):
+        load_model(weights)
+    weights.write_bytes(good)
+    meta = json.loads(info.read_text())
+    info.write_text(json.dumps({**meta, "model": {"name": "lgd", "params": {}}}))
+    with pytest.raises(DataFileError, match="do not match model 'lgd'|do not fit"):
+        load_model(weights)
+    info.write_text("{not json")
+    with pytest.raises(DataFileError, match="corrupt"):
+        load_model(weights)
+    info.unlink()
+    with pytest.raises(DataFileError, match="does not exist"):
+        load_model(weights)
+
+
+def test_a_pickle_is_not_a_checkpoint(tmp_path):
+    torch.save({"x": torch.zeros(2)}, tmp_path / "model.safetensors")
+    (tmp_path / "model.json").write_text(json.dumps({"format": "learnrecon-checkpoint", "sha256": "0"}))
+    with pytest.raises(DataFileError):
+        load_model(tmp_path / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"training": {"lr": "fast"}}, "'training.lr' must be float"),
+        ({"training": {"learning_rate": 1e-3}}, "unknown config key training.learning_rate"),
+        ({"optimiser": {}}, "unknown config section 'optimiser'"),
+        ({"training": {"betas": [0.9]}}, "training.betas"),
+        ({"data": {"image_size": 12.5}}, "'data.image_size' must be int"),
+        ({"training": {"steps": 0}}, "training.steps must be >= 1"),
+        ({"training": {"loss": "huber"}}, "unknown loss 'huber'"),
+        ({"model": {"name": "lpd", "params": {"depth": "3"}}}, "'depth' must be int"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path, change, message):
+    values = json.loads(json.dumps(SMALL))
+    for section, entries in change.items():
+        values.setdefault(section, {}).update(entries)
+    with pytest.raises(ParameterError, match=message):
+        Trainer(from_dict(values), tmp_path, progress=False)
+
+
+def test_config_yaml_round_trip_and_safe_loading(tmp_path):
+    config = _config()
+    assert load_config(save_config(config, tmp_path / "c.yaml")) == config
+    (tmp_path / "evil.yaml").write_text("model: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(DataFileError, match="not valid YAML"):
+        load_config(tmp_path / "evil.yaml")
+
+
+def test_shipped_configs_load():
+    for path in sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml")):
+        config = load_config(path)
+        assert config.data.image_size == 128 and config.training.batch_size == 5, path
+
+
+def test_trains_from_a_data_file(tmp_path):
+    data = tmp_path / "train.h5"
+    assert main(["simulate", "--n", "5", "--size", "24", "--angles", "6", "--detectors", "35",
+                 "--noise", "relative:0.05", "--out", str(data), "--quiet"]) == 0  # fmt: skip
+    values = json.loads(json.dumps(SMALL))
+    values["data"]["train_file"] = str(data)
+    summary = Trainer(from_dict(values), tmp_path / "run", progress=False).train()
+    assert summary["steps"] == 6 and all(torch.isfinite(torch.tensor(summary["losses"])))
+
+
+def test_cli_train_and_evaluate(tmp_path, capsys):
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run), "--quiet"]) == 0
+    assert "trained lpd to step 6 of 6" in capsys.readouterr().out
+    data = tmp_path / "test.h5"
+    assert main(["simulate", "--n", "3", "--size", "24", "--angles", "6", "--detectors", "35",
+                 "--noise", "relative:0.05", "--seed", "7", "--out", str(data), "--quiet"]) == 0  # fmt: skip
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--checkpoint", str(run / "best.safetensors"), "--data", str(data), "--out", str(out)]
+    assert main([*args, "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert len(result["per_image"]["psnr"]) == 3 and result["psnr"] == pytest.approx(
+        sum(result["per_image"]["psnr"]) / 3
+    )
+    assert main([*args, "--quiet"]) == 1  # refuses to overwrite
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_distributed_data_parallel_with_gloo_matches_one_process(tmp_path):
+    """Two processes with half the batch each take the same steps as one process with the whole batch."""
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    train = ["train", "--config", str(config), "--out", str(tmp_path / "ddp"), "--quiet"]
+    command = [*launcher, "-m", "learnrecon.cli", *train]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    single = Trainer(from_dict(SMALL), tmp_path / "single", progress=False)
+    single.train()
+    a, b = _weights(tmp_path / "ddp" / "last"), _weights(tmp_path / "single" / "last")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+    assert json.loads((tmp_path / "ddp" / "last.json").read_text())["world_size"] == 2
