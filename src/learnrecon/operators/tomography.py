@@ -3,11 +3,14 @@
 Geometry (units are the caller's: pixel size ``h = image_extent / W``): the image is centred at the
 origin, row 0 at the top (see :mod:`learnrecon.operators._joseph`). At angle θ the detector axis is
 ``u = (cos θ, sin θ)`` and the rays travel along ``r = (sin θ, −cos θ)``; detector cell ``k`` of ``D``
-is at ``s_k = (k − (D − 1)/2)·Δs`` along ``u``. This is ASTRA's 'parallel' / 'fanflat' convention.
+is at ``s_k = (k − (D − 1)/2)·Δs`` along ``u``.
 
 * Parallel beam: ray ``k`` is the line ``s_k u + t r``.
-* Fan beam: the source sits at ``−R_s r`` and the detector centre at ``R_d r`` (``R_s`` = source_distance,
-  ``R_d`` = detector_distance, both from the rotation centre); ray ``k`` joins the source to ``R_d r + s_k u``.
+* Fan beam: the source sits at ``R_s r`` and the detector centre at ``−R_d r`` (``R_s`` = source_distance,
+  ``R_d`` = detector_distance, both from the rotation centre); ray ``k`` joins the source to ``−R_d r + s_k u``.
+
+Both match ASTRA's 'parallel' and 'fanflat' geometries with lengths in pixels (checked in the tests when
+ASTRA is installed: parallel projections agree with ASTRA's 'linear' projector to ~1e-5).
 
 The operator is the matrix of Joseph's line integrals (ASTRA's 'linear' projector), built once per
 dtype and device, vectorised in chunks of rays, and stored as CSR together with its transpose, so
@@ -294,9 +297,9 @@ class FanBeam2D(RayTransform2D):
     def rays(self):
         cos, sin = torch.cos(self.angles)[:, None], torch.sin(self.angles)[:, None]
         s = self.detector_positions()[None]
-        source = torch.stack([-self.source_distance * sin, self.source_distance * cos], dim=-1)  # (A, 1, 2)
+        source = torch.stack([self.source_distance * sin, -self.source_distance * cos], dim=-1)  # (A, 1, 2)
         cell = torch.stack(
-            [self.detector_distance * sin + s * cos, -self.detector_distance * cos + s * sin], dim=-1
+            [-self.detector_distance * sin + s * cos, self.detector_distance * cos + s * sin], dim=-1
         )  # (A, D, 2)
         direction = cell - source
         direction = direction / direction.norm(dim=-1, keepdim=True)
@@ -305,11 +308,11 @@ class FanBeam2D(RayTransform2D):
     def pixel_detector_map(self, angles: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
         """Fractional detector index of each pixel centre at each angle (A, P), and the FBP weight 1/U².
 
-        U = L / R_s with L = R_s + x sin θ − y cos θ the pixel's distance from the source along the
+        U = L / R_s with L = R_s − x sin θ + y cos θ the pixel's distance from the source along the
         central ray; the pixel projects to s = (R_s + R_d)(x cos θ + y sin θ) / L on the detector.
         """
         cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
-        depth = self.source_distance + x[None] * sin - y[None] * cos
+        depth = self.source_distance - x[None] * sin + y[None] * cos
         s = (self.source_distance + self.detector_distance) * (x[None] * cos + y[None] * sin) / depth
         return s / self.detector_spacing + (self.n_detectors - 1) / 2, (self.source_distance / depth) ** 2
 
