@@ -144,12 +144,17 @@ def test_smoke_benchmark_writes_report(tmp_path):
     assert "| method |" in stdout
     summary = json.loads((out / "results.json").read_text())
     results = summary["results"]
-    assert set(results) == {"FBP (hann)", "TV"}
+    shipped = {"FBPConvNet (shipped)", "LGD (shipped)", "LPD (shipped)"}
+    assert set(results) == {"FBP (hann)", "TV", "LPD (trained here, 4 steps)"} | shipped
     for per_set in results.values():
         assert set(per_set) == {"Shepp–Logan", "ellipses"}
     assert results["TV"]["ellipses"]["psnr"] > results["FBP (hann)"]["ellipses"]["psnr"]
-    for name in ("report.md", "figures/reconstructions.png", "figures/psnr.png", "figures/ssim.png"):
+    assert set(summary["pretrained"]) == shipped and summary["trained_here"]["steps"] == 4
+    for name in ("report.md", "training/last.safetensors", "training/metrics.csv"):
         assert (out / name).stat().st_size > 0
+    for figure in ("reconstructions", "psnr", "ssim", "training"):
+        assert (out / "figures" / f"{figure}.png").stat().st_size > 0
+    assert "## Shipped models" in (out / "report.md").read_text()
     status, _, err = run_cli("benchmark", "--preset", "smoke", "--out", str(out), "--quiet")
     assert status == 1 and "already exists" in err
 

@@ -211,3 +211,27 @@ def test_distributed_data_parallel_with_gloo_matches_one_process(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
     assert json.loads((tmp_path / "ddp" / "last.json").read_text())["world_size"] == 2
+
+
+def test_shipped_models_load_with_provenance_and_beat_fbp():
+    from learnrecon import phantoms
+    from learnrecon.data.simulate import measure
+    from learnrecon.metrics import psnr
+    from learnrecon.models import pretrained, pretrained_names
+    from learnrecon.operators import ParallelBeam2D
+    from learnrecon.solvers import fbp
+
+    names = pretrained_names()
+    assert names == ["fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses"]
+    op = ParallelBeam2D(128, 30)
+    x = phantoms.random_ellipses(3, 128, seed=12345)
+    y = measure(op, x, "relative:0.05", 12345)
+    baseline = float(psnr(fbp(y, op, filter="hann"), x).mean())
+    for name in names:
+        model = pretrained(name)
+        for key in ("config", "step", "seconds", "device", "best_psnr", "commit"):
+            assert key in model.provenance, (name, key)
+        with torch.no_grad():
+            assert float(psnr(model(y, op), x).mean()) > baseline + 3, name
+    with pytest.raises(ParameterError, match="no pretrained model 'lpd-lodopab'"):
+        pretrained("lpd-lodopab")

@@ -26,6 +26,10 @@ class Preset:
         tv_lambdas: the coarse log-grid searched for the TV weight (extended past a winning edge, then refined).
         tv_iterations: PDHG iterations for TV.
         seed: base seed; validation data use ``seed + 1``, test data ``seed + 2``.
+        pretrained: shipped models evaluated (see :func:`learnrecon.models.pretrained_names`).
+        train_model, train_params: the model trained from scratch during the benchmark (None: none).
+        train_minutes, train_steps: its budget (whichever ends first); the learning rate is constant.
+        train_batch_size: its batch size.
     """
 
     name: str
@@ -40,6 +44,12 @@ class Preset:
     tv_lambdas: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
     tv_iterations: int = 1000
     seed: int = 0
+    pretrained: tuple[str, ...] = ("fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses")
+    train_model: str | None = "lpd"
+    train_params: tuple[tuple[str, object], ...] = ()
+    train_minutes: float = 4.0
+    train_steps: int = 100_000
+    train_batch_size: int = 5
 
 
 PRESETS: dict[str, Preset] = {
@@ -58,6 +68,9 @@ PRESETS: dict[str, Preset] = {
         n_test=4,
         tv_lambdas=(0.3, 3.0),
         tv_iterations=100,
+        train_params=(("n_iter", 2), ("width", 8)),
+        train_steps=4,
+        train_batch_size=2,
     ),
 }
 

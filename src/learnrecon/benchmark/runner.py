@@ -4,7 +4,12 @@ Output folder (written to a temporary folder and renamed when complete)::
 
     report.md      the table, the tuned parameters, the machine, the figures
     results.json   every number in the report, plus per-image metrics
-    figures/       reconstructions.png (grid with error maps), psnr.png, ssim.png
+    figures/       reconstructions.png (grid with error maps), psnr.png, ssim.png, training.png
+    training/      the run of the model trained from scratch (checkpoints, CSV logs, figures)
+
+Methods: FBP and TV (tuned on validation data of each kind), the shipped pretrained models, and a
+model trained from scratch for a few minutes (labelled as such; it shows the trainer at work and is
+not expected to compete with the shipped weights).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from learnrecon.benchmark.presets import Preset
 from learnrecon.data.simulate import measure
 from learnrecon.errors import DataFileError
 from learnrecon.operators.tomography import ParallelBeam2D
-from learnrecon.report import machine_info, markdown_table, metric_bars, reconstruction_grid, write_json
+from learnrecon.report import machine_info, markdown_table, metric_bars, reconstruction_grid, training_curve, write_json
 from learnrecon.solvers import fbp, tv_pdhg
 
 __all__ = ["EvalSet", "Method", "Task", "run_benchmark"]
@@ -166,13 +171,101 @@ def evaluate(methods: dict[str, Method], test: EvalSet, progress: bool = True) -
     return results
 
 
+#: Report labels of the shipped models.
+PRETRAINED_LABELS = {
+    "fbpconvnet-ellipses": "FBPConvNet (shipped)",
+    "lgd-ellipses": "LGD (shipped)",
+    "lpd-ellipses": "LPD (shipped)",
+}
+
+
+def pretrained_methods(preset: Preset, op: ParallelBeam2D) -> tuple[dict[str, Method], dict[str, dict]]:
+    """The shipped models of ``preset`` as methods, and their provenance (steps, time, device, PSNR)."""
+    from learnrecon.models import pretrained
+
+    methods, provenance = {}, {}
+    for name in preset.pretrained:
+        model = pretrained(name)
+        label = PRETRAINED_LABELS.get(name, name)
+        methods[label] = lambda y, m=model: m(y, op)
+        meta = model.provenance
+        provenance[label] = {
+            "name": name,
+            "steps": meta.get("step"),
+            "training_minutes": round(meta.get("seconds", 0.0) / 60, 1),
+            "device": meta.get("device"),
+            "validation_psnr": meta.get("best_psnr"),
+            "commit": meta.get("commit"),
+        }
+    return methods, provenance
+
+
+def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> tuple[str, Method, dict]:
+    """Train ``preset.train_model`` for ``train_minutes`` (or ``train_steps``) into ``folder``.
+
+    Returns its label, the trained model as a method, and a summary (steps, minutes, validation PSNR).
+    """
+    from learnrecon.config import from_dict
+    from learnrecon.training import Trainer
+
+    config = from_dict(
+        {
+            "model": {"name": preset.train_model, "params": dict(preset.train_params)},
+            "data": {
+                "image_size": preset.image_size,
+                "n_angles": preset.n_angles,
+                "n_detectors": preset.n_detectors,
+                "noise": preset.noise,
+                "n_validation": 8,
+            },
+            "training": {
+                "steps": preset.train_steps,
+                "batch_size": preset.train_batch_size,
+                "schedule": "constant",
+                "validate_every": 50,
+                "checkpoint_every": 50,
+                "figure_every": 10**9,
+                "log_every": 5,
+            },
+        }
+    )
+    trainer = Trainer(config, folder, progress=progress)
+    summary = trainer.train(max_seconds=60 * preset.train_minutes)
+    model = trainer.model.eval()
+    label = f"{preset.train_model.upper()} (trained here, {summary['steps']} steps)"
+    info = {"steps": summary["steps"], "minutes": round(summary["seconds"] / 60, 2), "config": config.to_dict()}
+    return label, (lambda y: model(y, trainer.op)), info
+
+
 def run_benchmark(preset: Preset, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict:
-    """Run ``preset`` and write its report into ``out``; returns the results (without images)."""
+    """Run ``preset`` and write its report into ``out``; returns the results (without images).
+
+    Everything is written into a temporary folder beside ``out`` that replaces ``out`` only when complete.
+    """
     out = Path(out)
     if out.exists() and not overwrite:
         raise DataFileError(f"benchmark folder {out} already exists; choose another --out or pass --overwrite")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        summary, tests, results = _run(preset, tmp, progress)
+        _write_outputs(tmp, preset, tests, results, summary)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return summary
+
+
+def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalSet], dict]:
     op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
     tasks = make_tasks(preset, op)
+    learned, provenance = pretrained_methods(preset, op)
+    trained = {}
+    if preset.train_model is not None:
+        label, method, trained = train_from_scratch(preset, folder / "training", progress)
+        learned[label] = method
     results: dict = {}
     tuned: dict = {}
     for task in tasks:
@@ -181,29 +274,22 @@ def run_benchmark(preset: Preset, out: str | Path, overwrite: bool = False, prog
         methods: dict[str, Method] = {
             f"FBP ({preset.fbp_filter})": lambda y: fbp(y, op, filter=preset.fbp_filter),
             "TV": lambda y, kw=tv_params: tv_pdhg(y, op, n_iter=preset.tv_iterations, **kw),
+            **learned,
         }
         for method, result in evaluate(methods, task.test, progress).items():
             results.setdefault(method, {})[task.test.name] = result
-    tests = [task.test for task in tasks]
     summary = {
         "preset": asdict(preset),
         "machine": machine_info(),
         "tuned": tuned,
+        "pretrained": provenance,
+        "trained_here": trained,
         "results": {
             m: {t: {k: v for k, v in r.items() if k != "reconstruction"} for t, r in res.items()}
             for m, res in results.items()
         },
     }
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        _write_outputs(tmp, preset, tests, results, summary)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return summary
+    return summary, [task.test for task in tasks], results
 
 
 def results_table(summary: dict) -> str:
@@ -244,7 +330,32 @@ def _write_outputs(folder: Path, preset: Preset, tests: list[EvalSet], results: 
     for metric in ("psnr", "ssim"):
         values = {t.name: {m: results[m][t.name][metric] for m in results} for t in tests}
         metric_bars(figures / f"{metric}.png", values, metric.upper())
+    if (folder / "training" / "metrics.csv").exists():
+        training_curve(figures / "training.png", folder / "training", f"{preset.train_model} trained from scratch")
     (folder / "report.md").write_text(_report_markdown(preset, summary))
+
+
+def _learned_markdown(preset: Preset, summary: dict) -> str:
+    """The provenance of the shipped models and the run trained during the benchmark."""
+    text = ""
+    if summary["pretrained"]:
+        rows = [{"model": label, **info} for label, info in summary["pretrained"].items()]
+        columns = ["model", "name", "steps", "training_minutes", "device", "validation_psnr"]
+        text += (
+            "## Shipped models\n\nWeights from `learnrecon/pretrained/`, trained with `learnrecon train --config "
+            "configs/<model>_ellipses.yaml` on random ellipses (validation PSNR on 16 other ellipses):\n\n"
+            + markdown_table(rows, columns)
+            + "\n"
+        )
+    trained = summary["trained_here"]
+    if trained:
+        text += (
+            f"## Trained here\n\n{preset.train_model.upper()} trained from scratch during this benchmark for "
+            f"{trained['steps']} steps ({trained['minutes']} min, constant learning rate; config in "
+            "`training/config.yaml`). It shows the trainer at work; it is not expected to match the shipped "
+            "weights.\n\n![training curve](figures/training.png)\n\n"
+        )
+    return text
 
 
 def _report_markdown(preset: Preset, summary: dict) -> str:
@@ -267,6 +378,7 @@ def _report_markdown(preset: Preset, summary: dict) -> str:
         "(isotropic or anisotropic) and λ are tuned separately for each test set on validation data of the same "
         "kind (the 5 % relative noise has a different absolute level on Shepp–Logan and on ellipses).\n"
         f"{tuning}\n"
+        f"{_learned_markdown(preset, summary)}"
         "## Figures\n\n![reconstructions](figures/reconstructions.png)\n\n![PSNR](figures/psnr.png)\n\n"
         "![SSIM](figures/ssim.png)\n\n"
         f"## Machine\n\n{machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']} "

@@ -83,6 +83,32 @@ def metric_bars(path: str | Path, values: Mapping[str, Mapping[str, float]], met
     return _save(fig, path)
 
 
+def training_curve(path: str | Path, run_folder: str | Path, title: str = "training") -> Path:
+    """Save the loss (log scale) and validation PSNR against the step, read from a run's CSV logs."""
+    import csv
+
+    folder = Path(run_folder)
+    with (folder / "metrics.csv").open(newline="") as f:
+        train = list(csv.DictReader(f))
+    validation = []
+    if (folder / "validation.csv").exists():
+        with (folder / "validation.csv").open(newline="") as f:
+            validation = list(csv.DictReader(f))
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    ax.semilogy([int(r["step"]) for r in train], [float(r["loss"]) for r in train], lw=1, label="training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    if validation:
+        ax2 = ax.twinx()
+        steps = [int(r["step"]) for r in validation]
+        ax2.plot(steps, [float(r["psnr"]) for r in validation], "o-", color="C1", label="validation PSNR")
+        ax2.set_ylabel("validation PSNR (dB)")
+        fig.legend(loc="upper center", fontsize=7, ncol=2)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
