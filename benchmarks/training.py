@@ -1,0 +1,85 @@
+"""Training throughput: optimiser steps per second of the shipped models' configs (batch 5, 128², 30 angles).
+
+Usage: python benchmarks/training.py [--models lpd,lgd,fbpconvnet] [--steps 10] [--device cpu]
+Times full training steps (simulated batch, forward, loss, backward, clipping, Adam) after two warm-up
+steps, and writes benchmarks/results/training-<device>.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from learnrecon.config import from_dict
+from learnrecon.models import build_model
+from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.training.data import make_training_data, step_positions
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def time_steps(name: str, steps: int, device: torch.device) -> dict:
+    values = yaml.safe_load((CONFIGS / f"{name}_ellipses.yaml").read_text())
+    config = from_dict(values)
+    data, op = make_training_data(config.data)
+    model = build_model(config.model.name, config.model.params, op=op).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    data_times, step_times = [], []
+    for step in range(steps + 2):
+        start = time.perf_counter()
+        x, y = (v.to(device) for v in data.batch(step_positions(step, config.training.batch_size)))
+        loaded = time.perf_counter()
+        loss = torch.nn.functional.mse_loss(model(y, op), x)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step >= 2:
+            data_times.append(loaded - start)
+            step_times.append(time.perf_counter() - start)
+    median = statistics.median(step_times)
+    return {
+        "model": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "batch": config.training.batch_size,
+        "steps/s": 1 / median,
+        "s/step": median,
+        "of which data s": statistics.median(data_times),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default="lpd,lgd,fbpconvnet")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rows = [time_steps(name, args.steps, device) for name in args.models.split(",")]
+    info = machine_info(device)
+    tag = info.get("gpu", "cpu").replace(" ", "-")
+    out = Path(__file__).parent / "results"
+    write_json(out / f"training-{tag}.json", {"machine": info, "steps": args.steps, "rows": rows})
+    table = markdown_table(rows, list(rows[0]), digits={"steps/s": 2, "s/step": 3, "of which data s": 3})
+    text = (
+        f"# Training throughput: the shipped models' configs (128², 30 angles, batch 5), median of {args.steps} "
+        f"steps after 2 warm-up steps\n\nMachine: {info['platform']}, {info['cpu_count']} CPUs, torch "
+        f"{info['torch']} ({info['torch_threads']} threads), device {info['device']}.\n"
+        f"Command: `python benchmarks/training.py --models {args.models} --steps {args.steps}`.\n\n{table}"
+    )
+    (out / f"training-{tag}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
