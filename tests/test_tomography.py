@@ -151,3 +151,8 @@ def test_bad_inputs_name_the_problem():
         op(torch.ones(16, 16, dtype=torch.int32))
     with pytest.raises(DTypeError, match="real data is expected"):
         op(torch.ones(16, 16, dtype=torch.complex64))
+
+
+def test_unknown_backend_is_named():
+    with pytest.raises(ParameterError, match="unknown backend 'cuda-magic'"):
+        ParallelBeam2D(16, 4, backend="cuda-magic")

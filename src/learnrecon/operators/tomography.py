@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 
 from learnrecon.errors import ParameterError
+from learnrecon.operators._astra import astra_product
 from learnrecon.operators._joseph import joseph_csr
 from learnrecon.operators.base import LinearOperator
 
@@ -72,7 +73,15 @@ class RayTransform2D(LinearOperator):
     #: The angular range one full data set covers (π for parallel beam, 2π for fan beam).
     full_turn = math.pi
 
-    def __init__(self, image_size, angles: torch.Tensor, n_detectors: int, image_extent, detector_spacing) -> None:
+    #: Backends: "native" (learnrecon's cached CSR matrices, any device) or "astra" (ASTRA's CPU projectors).
+    BACKENDS = ("native", "astra")
+
+    def __init__(
+        self, image_size, angles: torch.Tensor, n_detectors: int, image_extent, detector_spacing, backend: str
+    ) -> None:
+        if backend not in self.BACKENDS:
+            raise ParameterError(f"unknown backend {backend!r}; choose one of {', '.join(self.BACKENDS)}")
+        self.backend = backend
         self.image_shape = _image_shape(image_size)
         H, W = self.image_shape
         if int(n_detectors) < 1:
@@ -158,9 +167,13 @@ class RayTransform2D(LinearOperator):
         return out.transpose(0, 1).reshape(*batch, *out_shape).to(x.dtype)
 
     def _forward(self, x):
+        if self.backend == "astra":
+            return astra_product(self, x, adjoint=False)
         return self._product(0, x, self.image_shape, self.range_shape)
 
     def _adjoint(self, y):
+        if self.backend == "astra":
+            return astra_product(self, y, adjoint=True)
         return self._product(1, y, self.range_shape, self.image_shape)
 
     # ------------------------------------------------------------------ subsets
@@ -192,6 +205,7 @@ class ParallelBeam2D(RayTransform2D):
         angles: explicit angles in radians (overrides the uniform default).
         image_extent: physical width of the image (default W: pixel size 1).
         detector_spacing: detector cell width (default: the pixel size).
+        backend: "native" (cached CSR matrices) or "astra" (ASTRA's 'linear' CPU projector, image by image).
     """
 
     def __init__(
@@ -202,6 +216,7 @@ class ParallelBeam2D(RayTransform2D):
         angles=None,
         image_extent: float | None = None,
         detector_spacing: float | None = None,
+        backend: str = "native",
     ) -> None:
         shape = _image_shape(image_size)
         super().__init__(
@@ -210,6 +225,7 @@ class ParallelBeam2D(RayTransform2D):
             self.default_detectors(shape) if n_detectors is None else n_detectors,
             image_extent,
             detector_spacing,
+            backend,
         )
 
     def rays(self):
@@ -227,7 +243,7 @@ class ParallelBeam2D(RayTransform2D):
 
     def _with_angles(self, angles):
         return ParallelBeam2D(
-            self.image_shape, None, self.n_detectors, angles, self.image_extent, self.detector_spacing
+            self.image_shape, None, self.n_detectors, angles, self.image_extent, self.detector_spacing, self.backend
         )
 
     def config(self) -> dict:
@@ -239,6 +255,7 @@ class ParallelBeam2D(RayTransform2D):
             "angles": self.angles.tolist(),
             "image_extent": self.image_extent,
             "detector_spacing": self.detector_spacing,
+            **({"backend": self.backend} if self.backend != "native" else {}),
         }
 
 
@@ -254,6 +271,7 @@ class FanBeam2D(RayTransform2D):
         angles: explicit angles in radians.
         image_extent: physical width of the image (default W: pixel size 1).
         detector_spacing: detector cell width (default: the detector just covers the image's fan).
+        backend: "native" (cached CSR matrices) or "astra" (ASTRA's 'line_fanflat' CPU projector).
     """
 
     full_turn = 2 * math.pi
@@ -268,6 +286,7 @@ class FanBeam2D(RayTransform2D):
         angles=None,
         image_extent: float | None = None,
         detector_spacing: float | None = None,
+        backend: str = "native",
     ) -> None:
         self.source_distance = _positive("source_distance", source_distance)
         self.detector_distance = float(detector_distance)
@@ -281,7 +300,7 @@ class FanBeam2D(RayTransform2D):
                 f"source_distance {self.source_distance:g} puts the source inside the image (radius "
                 f"{radius:g}); use a source_distance larger than the image half-diagonal"
             )
-        super().__init__(shape, _angles(n_angles, angles, 2 * math.pi), n_detectors, extent, detector_spacing)
+        super().__init__(shape, _angles(n_angles, angles, 2 * math.pi), n_detectors, extent, detector_spacing, backend)
 
     def _default_spacing(self) -> float:
         # The fan of the image's circumscribed circle, magnified onto the detector, split into the cells.
@@ -326,6 +345,7 @@ class FanBeam2D(RayTransform2D):
             angles,
             self.image_extent,
             self.detector_spacing,
+            self.backend,
         )
 
     def config(self) -> dict:
@@ -340,6 +360,7 @@ class FanBeam2D(RayTransform2D):
             "angles": self.angles.tolist(),
             "image_extent": self.image_extent,
             "detector_spacing": self.detector_spacing,
+            **({"backend": self.backend} if self.backend != "native" else {}),
         }
 
 
