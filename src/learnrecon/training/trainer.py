@@ -155,6 +155,9 @@ class Trainer:
         load_weights(self.model, tensors, meta, path)
         restore_optimizer(self.optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng/torch"].cpu())
+        cuda_states = [tensors[k].cpu() for k in sorted(tensors) if k.startswith("rng/cuda/")]
+        if cuda_states and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
         self.step, self.best_psnr = int(meta["step"]), float(meta.get("best_psnr", -math.inf))
         self.seconds = float(meta.get("seconds", 0.0))
         if self.is_main:
