@@ -155,7 +155,8 @@ class Trainer:
         load_weights(self.model, tensors, meta, path)
         restore_optimizer(self.optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng/torch"].cpu())
-        cuda_states = [tensors[k].cpu() for k in sorted(tensors) if k.startswith("rng/cuda/")]
+        cuda_keys = sorted((k for k in tensors if k.startswith("rng/cuda/")), key=lambda k: int(k.rsplit("/", 1)[1]))
+        cuda_states = [tensors[k].cpu() for k in cuda_keys]
         if cuda_states and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
         self.step, self.best_psnr = int(meta["step"]), float(meta.get("best_psnr", -math.inf))
