@@ -156,3 +156,14 @@ def test_bad_inputs_name_the_problem():
 def test_unknown_backend_is_named():
     with pytest.raises(ParameterError, match="unknown backend 'cuda-magic'"):
         ParallelBeam2D(16, 4, backend="cuda-magic")
+
+
+def test_csr_transpose_matches_the_dense_transpose():
+    from learnrecon.operators._joseph import csr_transpose
+
+    dense = torch.randn(7, 5, generator=torch.Generator().manual_seed(0))
+    dense[dense.abs() < 0.7] = 0
+    csr = dense.to_sparse_csr()
+    crow, col, val = csr_transpose(csr.crow_indices(), csr.col_indices(), csr.values(), 5)
+    transposed = torch.sparse_csr_tensor(crow, col, val, size=(5, 7)).to_dense()
+    assert torch.equal(transposed, dense.T)

