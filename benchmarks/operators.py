@@ -1,158 +1,20 @@
-"""Time learnrecon's ray transforms: forward, adjoint and FBP per image, build time and matrix memory.
+"""Operator benchmark (see :mod:`learnrecon.benchmark.operators`); results go to benchmarks/results/.
 
-Usage: python benchmarks/operators.py [--cases a,b,c,fan] [--repeats 5] [--no-astra]
-Writes benchmarks/results/operators-<device>.json and .md. When ASTRA is installed (``pip install
-astra-toolbox``) its CPU projector ('linear' for parallel beam, 'line_fanflat' for fan beam) is timed in
-the same process, image by image (it has no batching), with the speed-up of learnrecon at batch 16 over it.
-DeepInverse is not compared here: its wheels pull another torch build, so it needs its own environment.
+Usage: python benchmarks/operators.py [--cases a,b,c,fan] [--repeats 5] [--device cpu] [--no-astra]
+(the same as ``learnrecon benchmark operators ... --out benchmarks/results``).
 """
 
-from __future__ import annotations
-
 import argparse
-import statistics
-import time
 from pathlib import Path
 
-import torch
+from learnrecon.benchmark.operators import run_operator_benchmark
 
-from learnrecon.metrics import psnr
-from learnrecon.operators import FanBeam2D, ParallelBeam2D
-from learnrecon.phantoms import shepp_logan
-from learnrecon.report import machine_info, markdown_table, write_json
-from learnrecon.solvers import fbp
-
-CASES = {
-    "a": lambda: ParallelBeam2D(128, 30, n_detectors=183),
-    "b": lambda: ParallelBeam2D(256, 180, n_detectors=363),
-    "c": lambda: ParallelBeam2D(362, 1000, n_detectors=513),
-    "fan": lambda: FanBeam2D(256, 360, 363, source_distance=512.0, detector_distance=256.0),
-}
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def run_case(name: str, repeats: int, device: torch.device, astra: bool = True) -> list[dict]:
-    op = CASES[name]()
-    start = time.perf_counter()
-    op._matrices(torch.float32, device)
-    build = time.perf_counter() - start
-    rows = []
-    x1 = shepp_logan(op.image_shape[0]).float().to(device)
-    fbp_psnr = float(psnr(fbp(op(x1), op, filter="ram-lak"), x1)) if isinstance(op, ParallelBeam2D) else None
-    for batch in (1, 16):
-        x = shepp_logan(op.image_shape[0]).float().to(device).expand(batch, 1, *op.image_shape).contiguous()
-        y = op(x)
-        rows.append(
-            {
-                "case": name,
-                "method": "learnrecon (CSR)",
-                "geometry": repr(op),
-                "batch": batch,
-                "forward ms/img": 1e3 * median_seconds(lambda x=x: op(x), repeats) / batch,
-                "adjoint ms/img": 1e3 * median_seconds(lambda y=y: op.H(y), repeats) / batch,
-                "fbp ms/img": 1e3 * median_seconds(lambda y=y: fbp(y, op, filter="hann"), repeats) / batch,
-                "build s": build,
-                "matrix MB": op.memory_bytes() / 2**20,
-                "adjoint mismatch": adjoint_mismatch(op, device),
-                "noiseless FBP PSNR (ram-lak)": fbp_psnr,
-            }
-        )
-    return rows
-
-
-def astra_row(name: str, op, repeats: int) -> dict | None:
-    """ASTRA's CPU projector on the same geometry, image by image: ms per image and its FBP's PSNR."""
-    try:
-        import astra
-    except ImportError:
-        return None
-    vol = astra.create_vol_geom(*op.image_shape)
-    pixel = op.pixel_size
-    if isinstance(op, FanBeam2D):
-        geometry = astra.create_proj_geom(
-            "fanflat", op.detector_spacing / pixel, op.n_detectors, op.angles.numpy(),
-            op.source_distance / pixel, op.detector_distance / pixel,
-        )  # fmt: skip
-        kind = "line_fanflat"
-    else:
-        geometry = astra.create_proj_geom("parallel", op.detector_spacing / pixel, op.n_detectors, op.angles.numpy())
-        kind = "linear"
-    w = astra.OpTomo(astra.create_projector(kind, geometry, vol))
-    x = shepp_logan(op.image_shape[0]).numpy().astype("float32")
-    y = (w * x.ravel()).reshape(op.range_shape).astype("float32")
-    row = {
-        "case": name,
-        "method": f"ASTRA {astra.__version__} CPU '{kind}', image by image",
-        "batch": 1,
-        "forward ms/img": 1e3 * median_seconds(lambda: w * x.ravel(), repeats),
-        "adjoint ms/img": 1e3 * median_seconds(lambda: w.T * y.ravel(), repeats),
-    }
-    if kind == "linear":
-        row["fbp ms/img"] = 1e3 * median_seconds(lambda: w.reconstruct("FBP", y), repeats)
-        row["noiseless FBP PSNR (ram-lak)"] = float(
-            psnr(torch.from_numpy(w.reconstruct("FBP", y)), torch.from_numpy(x))
-        )
-    return row
-
-
-def adjoint_mismatch(op, device) -> float:
-    """|<A x, y> − <x, A* y>| / (‖A x‖ ‖y‖) in float32 for random x, y."""
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(op.domain_shape, generator=gen).to(device)
-    y = torch.randn(op.range_shape, generator=gen).to(device)
-    ax = op(x)
-    return float(abs((ax * y).sum() - (x * op.H(y)).sum()) / (ax.norm() * y.norm()))
-
-
-def main() -> None:
+if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cases", default="a,b")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-astra", action="store_true", help="do not time ASTRA even when it is installed")
     args = parser.parse_args()
-    device = torch.device(args.device)
-    rows = []
-    for name in args.cases.split(","):
-        ours = run_case(name, args.repeats, device)
-        reference = None if args.no_astra else astra_row(name, CASES[name](), args.repeats)
-        if reference is not None:
-            astra_total = reference["forward ms/img"] + reference["adjoint ms/img"]
-            for row in ours:
-                row["speed-up fwd+adj vs ASTRA"] = astra_total / (row["forward ms/img"] + row["adjoint ms/img"])
-            ours.append(reference)
-        rows.extend(ours)
-    info = machine_info(device)
     out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    tag = info.get("gpu", "cpu").replace(" ", "-")
-    write_json(out / f"operators-{tag}.json", {"machine": info, "rows": rows})
-    columns = [
-        "case", "method", "batch", "forward ms/img", "adjoint ms/img", "fbp ms/img", "build s", "matrix MB",
-        "speed-up fwd+adj vs ASTRA", "adjoint mismatch", "noiseless FBP PSNR (ram-lak)",
-    ]  # fmt: skip
-    digits = {"forward ms/img": 3, "adjoint ms/img": 3, "fbp ms/img": 2, "speed-up fwd+adj vs ASTRA": 1}
-    shown = [
-        {k: (f"{v:.1e}" if k == "adjoint mismatch" else v) for k, v in row.items() if v is not None} for row in rows
-    ]
-    table = markdown_table(shown, columns, digits=digits)
-    text = (
-        f"# learnrecon ray transforms, float32, median of {args.repeats} runs after warm-up\n\n"
-        f"Machine: {info['platform']}, {info['cpu_count']} CPUs, torch {info['torch']} "
-        f"({info['torch_threads']} threads), device {info['device']}.\n\n{table}"
-    )
-    (out / f"operators-{tag}.md").write_text(text)
-    print(text)
-
-
-if __name__ == "__main__":
-    main()
+    print(run_operator_benchmark(args.cases.split(","), out, args.repeats, args.device, not args.no_astra))

@@ -253,3 +253,15 @@ def test_reconstruct_missing_input(tmp_path):
         "reconstruct", "--method", "fbp", "--in", str(tmp_path / "none.h5"), "--out", str(tmp_path / "r.h5")
     )
     assert status == 1 and "does not exist" in err
+
+
+def test_operator_benchmark_writes_results(tmp_path):
+    status, stdout, err = run_cli("benchmark", "operators", "--cases", "a", "--repeats", "1", "--out", str(tmp_path))
+    assert status == 0, err
+    result = json.loads((tmp_path / "operators-cpu.json").read_text())
+    ours = [row for row in result["rows"] if row["method"] == "learnrecon (CSR)"]
+    assert [row["batch"] for row in ours] == [1, 16]
+    assert all(row["adjoint mismatch"] < 1e-5 and row["forward ms/img"] > 0 for row in ours)
+    assert "| a | learnrecon (CSR) |" in stdout
+    status, _, err = run_cli("benchmark", "operators", "--cases", "z", "--out", str(tmp_path))
+    assert status == 1 and "unknown operator benchmark case" in err

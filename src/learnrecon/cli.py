@@ -130,7 +130,15 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         description="Simulate the preset's data, tune the classical baselines on validation data, evaluate every "
         "method on Shepp-Logan and held-out ellipses, and write report.md, results.json and figures.",
     )
+    p.add_argument(
+        "what", nargs="?", default="preset", choices=("preset", "operators"),
+        help="preset (default): the reconstruction benchmark; operators: time the ray transforms",
+    )  # fmt: skip
     p.add_argument("--preset", default="quick", help="quick (default, minutes on a laptop CPU) or smoke (seconds)")
+    p.add_argument("--cases", default="a,b", help="operators: cases among a, b, c, fan (default a,b)")
+    p.add_argument("--repeats", type=int, default=5, help="operators: timed runs per measurement (median)")
+    p.add_argument("--device", default="cpu", help="operators: cpu or cuda")
+    p.add_argument("--no-astra", action="store_true", help="operators: do not time ASTRA even when installed")
     p.add_argument("--out", default=None, help="output folder (default results/<preset>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -140,6 +148,14 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def _run_benchmark(args: argparse.Namespace) -> int:
     from learnrecon.benchmark import get_preset, run_benchmark
     from learnrecon.benchmark.runner import results_table
+
+    if args.what == "operators":
+        from learnrecon.benchmark.operators import run_operator_benchmark
+
+        out = args.out or "results/operators"
+        print(run_operator_benchmark(args.cases.split(","), out, args.repeats, args.device, not args.no_astra))
+        print(f"results written to {out}/")
+        return 0
 
     preset = get_preset(args.preset)
     out = args.out or f"results/{preset.name}"
