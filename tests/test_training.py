@@ -147,7 +147,8 @@ def test_bad_configs_name_the_key(tmp_path, change, message):
     for section, entries in change.items():
         values.setdefault(section, {}).update(entries)
     with pytest.raises(ParameterError, match=message):
-        Trainer(from_dict(values), tmp_path, progress=False)
+        Trainer(from_dict(values), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 def test_config_yaml_round_trip_and_safe_loading(tmp_path):

@@ -95,7 +95,7 @@ class Trainer:
             raise ParameterError(f"training.batch_size {t.batch_size} must be a multiple of the {self.world} processes")
         if t.threads > 0:
             torch.set_num_threads(t.threads)
-        self._prepare_folder(resume, overwrite)
+        self._check_folder(resume, overwrite)
         self.data, op = make_training_data(config.data)
         self.op = op
         self.validation = make_validation_data(config.data, op)
@@ -103,6 +103,7 @@ class Trainer:
         self.model = build_model(config.model.name, config.model.params, op=op).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         self.loss_fn = get_loss(t.loss)
+        self._prepare_folder(resume, overwrite)  # only once everything is built: bad input writes nothing
         self.step, self.best_psnr, self.seconds = 0, -math.inf, 0.0
         if resume:
             self._restore()
@@ -118,12 +119,14 @@ class Trainer:
 
     # -- set-up -------------------------------------------------------------------------------------
 
-    def _prepare_folder(self, resume: bool, overwrite: bool) -> None:
+    def _check_folder(self, resume: bool, overwrite: bool) -> None:
         last = self.out / "last.safetensors"
         if resume and not last.exists():
             raise DataFileError(f"cannot resume: {last} does not exist")
         if not resume and self.out.exists() and any(self.out.iterdir()) and not overwrite:
             raise DataFileError(f"{self.out} already holds a run; pass --resume to continue it or --overwrite")
+
+    def _prepare_folder(self, resume: bool, overwrite: bool) -> None:
         if self.world > 1:
             dist.barrier()  # every rank has checked the folder before rank 0 writes into it
         if self.is_main:
