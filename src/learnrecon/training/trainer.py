@@ -165,7 +165,7 @@ class Trainer:
         self.step, self.best_psnr = int(meta["step"]), float(meta.get("best_psnr", -math.inf))
         self.seconds = float(meta.get("seconds", 0.0))
         if self.is_main:
-            for name in _LOG_FILES[:2]:
+            for name in _LOG_FILES:
                 _truncate_log(self.out / name, self.step)
 
     # -- the loop ------------------------------------------------------------------------------------
