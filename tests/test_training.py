@@ -236,3 +236,25 @@ def test_shipped_models_load_with_provenance_and_beat_fbp():
             assert float(psnr(model(y, op), x).mean()) > baseline + 3, name
     with pytest.raises(ParameterError, match="no pretrained model 'lpd-lodopab'"):
         pretrained("lpd-lodopab")
+
+
+def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):
+    from dataclasses import replace
+
+    from learnrecon.benchmark import get_preset, run_benchmark
+
+    values = json.loads(json.dumps(SMALL))
+    values["data"].update({"image_size": 64, "n_angles": 20, "n_detectors": 91})
+    config = tmp_path / "lpd_tiny.yaml"
+    config.write_text(yaml.safe_dump(values))
+    preset = replace(
+        get_preset("smoke"), pretrained=(), train_model=None, reproduce=(str(config),), runs_dir=str(tmp_path / "runs")
+    )
+    first = run_benchmark(preset, tmp_path / "out", progress=False)
+    ((label, run),) = first["reproduced"].items()
+    assert run["steps"] == 6 and label == f"LPD (lpd_tiny, {run['best_step']} steps)" and label in first["results"]
+    stamp = (tmp_path / "runs" / "lpd_tiny" / "last.safetensors").stat().st_mtime_ns
+    second = run_benchmark(preset, tmp_path / "out", overwrite=True, progress=False)
+    assert second["reproduced"] == first["reproduced"]
+    assert (tmp_path / "runs" / "lpd_tiny" / "last.safetensors").stat().st_mtime_ns == stamp  # nothing retrained
+    assert "## Reproduction runs" in (tmp_path / "out" / "report.md").read_text()

@@ -134,7 +134,12 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         "what", nargs="?", default="preset", choices=("preset", "operators"),
         help="preset (default): the reconstruction benchmark; operators: time the ray transforms",
     )  # fmt: skip
-    p.add_argument("--preset", default="quick", help="quick (default, minutes on a laptop CPU) or smoke (seconds)")
+    p.add_argument(
+        "--preset",
+        default="quick",
+        help="quick (default, minutes on a laptop CPU), smoke (seconds) or paper (the full reproduction: trains "
+        "FBPConvNet, LGD and LPD for 100k steps each in runs/paper/, resumable; needs a GPU)",
+    )
     p.add_argument("--cases", default="a,b", help="operators: cases among a, b, c, fan (default a,b)")
     p.add_argument("--repeats", type=int, default=5, help="operators: timed runs per measurement (median)")
     p.add_argument("--device", default="cpu", help="operators: cpu or cuda")

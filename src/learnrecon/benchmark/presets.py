@@ -30,6 +30,9 @@ class Preset:
         train_model, train_params: the model trained from scratch during the benchmark (None: none).
         train_minutes, train_steps: its budget (whichever ends first); the learning rate is constant.
         train_batch_size: its batch size.
+        reproduce: training configs (YAML paths) trained to completion in ``runs_dir/<config name>``, resuming
+            whatever is there, and evaluated at their best validation checkpoint (the full reproduction).
+        runs_dir: where the ``reproduce`` runs live (they outlive the benchmark's output folder).
     """
 
     name: str
@@ -50,6 +53,8 @@ class Preset:
     train_minutes: float = 4.0
     train_steps: int = 100_000
     train_batch_size: int = 5
+    reproduce: tuple[str, ...] = ()
+    runs_dir: str = "runs/paper"
 
 
 PRESETS: dict[str, Preset] = {
@@ -57,6 +62,14 @@ PRESETS: dict[str, Preset] = {
         "quick",
         "LGD/LPD ellipses setup: 128², 30 angles, 183 detectors, 5% relative Gaussian noise; test on Shepp–Logan "
         "and 100 held-out ellipses",
+    ),
+    "paper": Preset(
+        "paper",
+        "the full reproduction of the LGD/LPD ellipses setup: FBPConvNet, LGD and LPD trained with "
+        "configs/*_paper.yaml (100k steps each; resumable: run the same command again to go on)",
+        pretrained=(),
+        train_model=None,
+        reproduce=("configs/fbpconvnet_paper.yaml", "configs/lgd_paper.yaml", "configs/lpd_paper.yaml"),
     ),
     "smoke": Preset(
         "smoke",

@@ -237,6 +237,25 @@ def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> t
     return label, (lambda y: model(y, trainer.op)), info
 
 
+def reproduced_methods(preset: Preset, op: ParallelBeam2D, progress: bool = True) -> tuple[dict[str, Method], dict]:
+    """Train each of ``preset.reproduce`` to its last step (resuming a run found in ``runs_dir``) and return
+    its best-validation checkpoint as a method, with a summary per run."""
+    from learnrecon.config import load_config
+    from learnrecon.training import Trainer, load_model
+
+    methods, runs = {}, {}
+    for path in preset.reproduce:
+        config = load_config(path)
+        folder = Path(preset.runs_dir) / Path(path).stem
+        trainer = Trainer(config, folder, resume=(folder / "last.safetensors").exists(), progress=progress)
+        trainer.train()
+        model = load_model(folder / "best")
+        label = f"{config.model.name.upper()} ({Path(path).stem}, {model.provenance['step']} steps)"
+        methods[label] = lambda y, m=model: m(y, op)
+        runs[label] = {"config": path, "run": str(folder), "steps": trainer.step, "best_step": model.provenance["step"]}
+    return methods, runs
+
+
 def run_benchmark(preset: Preset, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict:
     """Run ``preset`` and write its report into ``out``; returns the results (without images).
 
@@ -262,6 +281,8 @@ def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalS
     op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
     tasks = make_tasks(preset, op)
     learned, provenance = pretrained_methods(preset, op)
+    reproduced, runs = reproduced_methods(preset, op, progress)
+    learned.update(reproduced)
     trained = {}
     if preset.train_model is not None:
         label, method, trained = train_from_scratch(preset, folder / "training", progress)
@@ -283,6 +304,7 @@ def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalS
         "machine": machine_info(),
         "tuned": tuned,
         "pretrained": provenance,
+        "reproduced": runs,
         "trained_here": trained,
         "results": {
             m: {t: {k: v for k, v in r.items() if k != "reconstruction"} for t, r in res.items()}
@@ -345,6 +367,14 @@ def _learned_markdown(preset: Preset, summary: dict) -> str:
             "## Shipped models\n\nWeights from `learnrecon/pretrained/`, trained with `learnrecon train --config "
             "configs/<model>_ellipses.yaml` on random ellipses (validation PSNR on 16 other ellipses):\n\n"
             + markdown_table(rows, columns)
+            + "\n"
+        )
+    if summary["reproduced"]:
+        rows = [{"model": label, **info} for label, info in summary["reproduced"].items()]
+        text += (
+            f"## Reproduction runs\n\nTrained to completion in `{preset.runs_dir}/` (rerun the benchmark to resume "
+            "an interrupted run) and evaluated at the checkpoint with the best validation PSNR:\n\n"
+            + markdown_table(rows, ["model", "config", "run", "steps", "best_step"])
             + "\n"
         )
     trained = summary["trained_here"]
