@@ -215,3 +215,17 @@ def test_bad_input_is_named():
         FBPConvNet(depth=1, width=2)(torch.zeros(1, 1, 32, 32), Blur(gaussian_kernel(1.0), 32))
     with pytest.raises(ParameterError, match="odd filter_size"):
         VariationalNetwork(filter_size=4)
+
+
+def test_vn_potential_derivative_and_its_gradients():
+    from learnrecon.models.variational import _RBFMix
+
+    stage = VNStage(n_filters=2, filter_size=3, n_rbf=5, v_max=1.0, alpha=0.1).double()
+    weights = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(2, 2, 4, 3, dtype=torch.float64, requires_grad=True)
+    naive = sum(
+        weights[:, j, None, None] * torch.exp(-((z - stage.centres[j]) ** 2) / (2 * stage.sigma**2)) for j in range(5)
+    )
+    mix = lambda z, w: _RBFMix.apply(z, w, stage.centres, stage.sigma)  # noqa: E731
+    torch.testing.assert_close(mix(z, weights), naive)
+    assert torch.autograd.gradcheck(mix, (z, weights))

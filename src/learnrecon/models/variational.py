@@ -24,6 +24,34 @@ from learnrecon.operators.base import LinearOperator
 __all__ = ["VariationalNetwork", "VNStage"]
 
 
+class _RBFMix(torch.autograd.Function):
+    """``Σ_j w_{ij} exp(−(z − μ_j)²/(2σ²))`` per filter ``i``, with a hand-written backward that recomputes
+    the Gaussians one centre at a time instead of storing them: the backward keeps only ``z`` (at 128², batch 5
+    and 24 filters, ~8 MB per stage instead of ~0.75 GB), at about the same speed."""
+
+    @staticmethod
+    def forward(ctx, z, weights, centres, sigma):
+        out = torch.zeros_like(z)
+        for j in range(centres.shape[0]):
+            out += weights[:, j, None, None] * torch.exp(-((z - centres[j]) ** 2) / (2 * sigma**2))
+        ctx.save_for_backward(z, weights, centres)
+        ctx.sigma = sigma
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        z, weights, centres = ctx.saved_tensors
+        sigma = ctx.sigma
+        grad_z, grad_w = torch.zeros_like(z), torch.empty_like(weights)
+        for j in range(centres.shape[0]):
+            diff = z - centres[j]
+            gauss = torch.exp(-(diff**2) / (2 * sigma**2))
+            grad_w[:, j] = (grad * gauss).sum(dim=(0, 2, 3))
+            grad_z -= weights[:, j, None, None] * gauss * diff / sigma**2
+        return grad * grad_z, grad_w, None, None
+
+
 class VNStage(nn.Module):
     """One stage: state ``(x,)`` → ``(x − Σ K_iᵀ φ'_i(K_i x) − λ A*(A x − y),)``."""
 
@@ -46,11 +74,8 @@ class VNStage(nn.Module):
         return k / k.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
 
     def potential_derivative(self, z: torch.Tensor) -> torch.Tensor:
-        """``φ'_i(z)`` for responses ``z`` ``(N, n_filters, H, W)`` (one RBF at a time to save memory)."""
-        out = torch.zeros_like(z)
-        for j in range(self.centres.shape[0]):
-            out = out + self.weights[:, j, None, None] * torch.exp(-((z - self.centres[j]) ** 2) / (2 * self.sigma**2))
-        return out
+        """``φ'_i(z)`` for responses ``z`` ``(N, n_filters, H, W)``."""
+        return _RBFMix.apply(z, self.weights, self.centres.to(z.dtype), self.sigma)
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         (x,) = state
