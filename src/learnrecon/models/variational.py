@@ -26,8 +26,8 @@ __all__ = ["VariationalNetwork", "VNStage"]
 
 class _RBFMix(torch.autograd.Function):
     """``Σ_j w_{ij} exp(−(z − μ_j)²/(2σ²))`` per filter ``i``, with a hand-written backward that recomputes
-    the Gaussians one centre at a time instead of storing them: the backward keeps only ``z`` (at 128², batch 5
-    and 24 filters, ~8 MB per stage instead of ~0.75 GB), at about the same speed."""
+    the Gaussians one centre at a time instead of storing them: the backward keeps only ``z`` (one stage at 128²,
+    batch 5, 24 filters: 31 MB of memory after the forward instead of 1006 MB with autograd), about as fast."""
 
     @staticmethod
     def forward(ctx, z, weights, centres, sigma):
