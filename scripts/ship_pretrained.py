@@ -21,13 +21,21 @@ def main() -> None:
     parser.add_argument("run", help="training run folder (holds best.safetensors/.json)")
     parser.add_argument("name", help="shipped name, e.g. lpd-ellipses")
     parser.add_argument("--checkpoint", default="best", help="best (default) or last")
+    parser.add_argument("--trained-at", default=None, help="commit of the code that trained it (default: HEAD)")
     args = parser.parse_args()
     model = load_model(Path(args.run) / args.checkpoint)
     meta = dict(model.provenance)
     for key in ("format", "format_version", "sha256", "optimizer"):
         meta.pop(key, None)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta.update({"shipped_as": args.name, "source_checkpoint": args.checkpoint, "commit": commit or None})
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    meta.update(
+        {
+            "shipped_as": args.name,
+            "source_checkpoint": args.checkpoint,
+            "commit": args.trained_at or head,
+            "shipped_at_commit": head,
+        }
+    )
     path = save_checkpoint(PRETRAINED_DIR / args.name, model, meta, optimizer=None, rng=False)
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): step {meta['step']}, "
