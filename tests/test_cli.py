@@ -34,7 +34,7 @@ def test_version(capsys):
 
 
 def test_unavailable_command_exits_nonzero(capsys):
-    assert main(["train", "--config", "x.yaml"]) == 2
+    assert main(["report", "results/quick"]) == 2
     assert "not available yet" in capsys.readouterr().err
 
 

@@ -91,6 +91,7 @@ def save_checkpoint(
     tmp_info = info.with_name(info.name + ".tmp")
     try:
         save_file(tensors, tmp_weights, metadata={"format": FORMAT})
+        tmp_weights.chmod(0o644)  # safetensors writes 0600; a checkpoint is as readable as its JSON
         meta["sha256"] = _sha256(tmp_weights)
         tmp_info.write_text(json.dumps(meta, indent=1, default=str))
         os.replace(tmp_weights, weights)
