@@ -165,5 +165,5 @@ def test_csr_transpose_matches_the_dense_transpose():
     dense[dense.abs() < 0.7] = 0
     csr = dense.to_sparse_csr()
     crow, col, val = csr_transpose(csr.crow_indices(), csr.col_indices(), csr.values(), 5)
-    transposed = torch.sparse_csr_tensor(crow, col, val, size=(5, 7)).to_dense()
+    transposed = torch.sparse_csr_tensor(crow, col, val, size=(5, 7), check_invariants=True).to_dense()
     assert torch.equal(transposed, dense.T)

@@ -364,8 +364,8 @@ def _learned_markdown(preset: Preset, summary: dict) -> str:
         rows = [{"model": label, **info} for label, info in summary["pretrained"].items()]
         columns = ["model", "name", "steps", "training_minutes", "device", "validation_psnr"]
         text += (
-            "## Shipped models\n\nWeights from `learnrecon/pretrained/`, trained with `learnrecon train --config "
-            "configs/<model>_ellipses.yaml` on random ellipses (validation PSNR on 16 other ellipses):\n\n"
+            "## Shipped models\n\nWeights from `learnrecon/pretrained/`, trained with `learnrecon train` on random "
+            "ellipses (each checkpoint's JSON holds its config; validation PSNR on 16 other ellipses):\n\n"
             + markdown_table(rows, columns)
             + "\n"
         )

@@ -175,9 +175,10 @@ class Trainer:
         t = self.config.training
         until = t.steps if until is None else min(until, t.steps)
         base_seconds, started = self.seconds, time.perf_counter()
-        bar = tqdm(
-            total=max(until - self.step, 0),
-            desc=f"training {self.config.model.name}",
+        bar = tqdm(  # a time-limited run shows its rate, not an ETA for steps it will not reach
+            total=None if max_seconds is not None else max(until - self.step, 0),
+            desc=f"training {self.config.model.name}"
+            + (f" for {max_seconds / 60:.3g} min" if max_seconds is not None else ""),
             unit="step",
             disable=not (self.progress and self.is_main),
         )
