@@ -233,7 +233,12 @@ def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> t
     summary = trainer.train(max_seconds=60 * preset.train_minutes)
     model = trainer.model.eval()
     label = f"{preset.train_model.upper()} (trained here, {summary['steps']} steps)"
-    info = {"steps": summary["steps"], "minutes": round(summary["seconds"] / 60, 2), "config": config.to_dict()}
+    info = {
+        "steps": summary["steps"],
+        "minutes": round(summary["seconds"] / 60, 2),
+        "validation_psnr": summary["best_psnr"] if math.isfinite(summary["best_psnr"]) else None,
+        "config": config.to_dict(),
+    }
     return label, (lambda y: model(y, trainer.op)), info
 
 
