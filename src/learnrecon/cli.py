@@ -228,7 +228,6 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    import torch
 
     from learnrecon.data import load
     from learnrecon.data.files import check_output_path
@@ -237,16 +236,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from learnrecon.reconstruction import parse_index
     from learnrecon.report import write_json
     from learnrecon.training import evaluate_model, load_model
+    from learnrecon.training.data import read_pairs
 
     if args.out:
         check_output_path(args.out, args.overwrite)
     model = pretrained(args.pretrained, args.device) if args.pretrained else load_model(args.checkpoint, args.device)
     dataset = load(args.data)
     picked = parse_index(args.index, len(dataset))
-    samples = [dataset[int(i)] for i in picked]
-    if samples[0].x.numel() == 0:
+    x, y = read_pairs(dataset, picked)
+    if x.numel() == 0:
         raise DataFileError(f"{args.data} holds no truth to evaluate against")
-    x, y = torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples])
     result = evaluate_model(model, dataset.op, x, y, args.batch_size, args.device, not args.quiet)
     name = args.pretrained or args.checkpoint
     print(

@@ -140,9 +140,14 @@ def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict, path: str | Path) -> None:
     """Load a checkpoint's weights into ``model``, naming the mismatch when it holds another model."""
-    result = model.load_state_dict(model_state(tensors), strict=False)
+    saved = meta.get("model", {}).get("name", "unknown")
+    state, expected = model_state(tensors), model.state_dict()
+    if any(k in expected and expected[k].shape != v.shape for k, v in state.items()):
+        raise DataFileError(
+            f"checkpoint {path}: weight shapes do not match model {saved!r} {meta.get('model', {}).get('params')}"
+        )
+    result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        saved = meta.get("model", {}).get("name", "unknown")
         raise DataFileError(
             f"checkpoint {path} holds weights of model {saved!r} that do not fit this "
             f"{type(model).__name__}: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
@@ -161,16 +166,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
     if not isinstance(spec, dict) or "name" not in spec:
         raise DataFileError(f"checkpoint {path} does not say which model it holds (no model.name in its JSON)")
     model = build_model(spec["name"], spec.get("params", {}), op=_operator_from(meta)).to(device)
-    try:
-        shapes_ok = all(
-            model.state_dict()[k].shape == v.shape for k, v in model_state(tensors).items() if k in model.state_dict()
-        )
-    except KeyError:
-        shapes_ok = False
-    if not shapes_ok:
-        raise DataFileError(
-            f"checkpoint {path}: weight shapes do not match model {spec['name']!r} {spec.get('params')}"
-        )
     load_weights(model, tensors, meta, path)
     model.provenance = meta
     return model.eval()

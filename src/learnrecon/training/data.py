@@ -20,7 +20,7 @@ from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import make_operator
 
-__all__ = ["Pairs", "FilePairs", "SimulatedPairs", "make_training_data", "make_validation_data"]
+__all__ = ["Pairs", "FilePairs", "SimulatedPairs", "make_training_data", "make_validation_data", "read_pairs"]
 
 
 class Pairs(NamedTuple):
@@ -28,6 +28,12 @@ class Pairs(NamedTuple):
 
     x: torch.Tensor
     y: torch.Tensor
+
+
+def read_pairs(dataset, indices) -> Pairs:
+    """The samples ``indices`` of a data set (see :func:`learnrecon.data.load`) stacked into :class:`Pairs`."""
+    samples = [dataset[int(i)] for i in indices]
+    return Pairs(torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples]))
 
 
 class SimulatedPairs:
@@ -64,8 +70,7 @@ class FilePairs:
         return int(self._perm[1][offset])
 
     def batch(self, positions: torch.Tensor) -> Pairs:
-        samples = [self.dataset[self._index(int(p))] for p in positions]
-        return Pairs(torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples]))
+        return read_pairs(self.dataset, [self._index(int(p)) for p in positions])
 
 
 def step_positions(step: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -93,7 +98,6 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
                 f"validation file {cfg.validation_file} has data of shape {dataset.op.range_shape}, "
                 f"the training operator {op.range_shape}"
             )
-        samples = [dataset[i] for i in range(len(dataset))]
-        return Pairs(torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples]))
+        return read_pairs(dataset, range(len(dataset)))
     x = phantoms.random_ellipses(cfg.n_validation, op.domain_shape[-1], seed=cfg.validation_seed)
     return Pairs(x, measure(op, x, cfg.noise, cfg.validation_seed))
