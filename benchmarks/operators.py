@@ -1,6 +1,6 @@
 """Operator benchmark (see :mod:`learnrecon.benchmark.operators`); results go to benchmarks/results/.
 
-Usage: python benchmarks/operators.py [--cases a,b,c,fan] [--repeats 5] [--device cpu] [--no-astra]
+Usage: python benchmarks/operators.py [--cases a,b,c,fan] [--repeats 5] [--device cpu] [--no-astra] [--no-deepinv]
 (the same as ``learnrecon benchmark operators ... --out benchmarks/results``).
 """
 
@@ -15,6 +15,8 @@ if __name__ == "__main__":
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-astra", action="store_true", help="do not time ASTRA even when it is installed")
+    parser.add_argument("--no-deepinv", action="store_true", help="do not time DeepInverse even when it is installed")
     args = parser.parse_args()
     out = Path(__file__).parent / "results"
-    print(run_operator_benchmark(args.cases.split(","), out, args.repeats, args.device, not args.no_astra))
+    cases = args.cases.split(",")
+    print(run_operator_benchmark(cases, out, args.repeats, args.device, not args.no_astra, not args.no_deepinv))

@@ -158,6 +158,48 @@ def test_unknown_backend_is_named():
         ParallelBeam2D(16, 4, backend="cuda-magic")
 
 
+def _joseph_by_loops(p0, r, shape, h):
+    """Joseph's weights from the definition, one ray and one column (or row) at a time."""
+    H, W = shape
+    A = torch.zeros(len(p0), H * W, dtype=torch.float64)
+    for k, ((px, py), (rx, ry)) in enumerate(zip(p0.tolist(), r.tolist(), strict=True)):
+        x_major = abs(rx) >= abs(ry)
+        for m in range(W if x_major else H):
+            if x_major:
+                y = py + ((m + 0.5) * h - W * h / 2 - px) / rx * ry
+                f, weight = (H * h / 2 - y) / h - 0.5, h / abs(rx)
+            else:
+                x = px + (H * h / 2 - (m + 0.5) * h - py) / ry * rx
+                f, weight = (x + W * h / 2) / h - 0.5, h / abs(ry)
+            lower = math.floor(f)
+            for minor, share in ((lower, 1 - (f - lower)), (lower + 1, f - lower)):
+                if 0 <= minor < (H if x_major else W) and share > 0:
+                    A[k, minor * W + m if x_major else m * W + minor] += weight * share
+    return A
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_joseph_matrix_matches_the_definition(monkeypatch, chunk):
+    from learnrecon.operators import _joseph
+
+    if chunk:  # many small chunks: the chunk boundaries must not change the matrix
+        monkeypatch.setattr(_joseph, "CHUNK_STEPS", chunk)
+        monkeypatch.setattr(_joseph, "TRANSPOSE_CHUNK_ENTRIES", chunk)
+    gen = torch.Generator().manual_seed(3)
+    angles = torch.tensor([0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4, 1.1, 2.9, -0.3, 0.2, 0.2])
+    r = torch.stack([torch.cos(angles), torch.sin(angles)], dim=1).double()
+    p0 = 6 * torch.randn(len(angles), 2, generator=gen, dtype=torch.float64)
+    p0[-1] = torch.tensor([40.0, 40.0])  # a ray that misses the image
+    shape, h = (9, 12), 0.7
+    crow, col, val = _joseph.joseph_csr(p0, r, shape, h, torch.float64)
+    A = torch.sparse_csr_tensor(crow, col, val, size=(len(p0), 108)).to_dense()  # columns unsorted within a row
+    torch.testing.assert_close(A, _joseph_by_loops(p0, r, shape, h), rtol=0, atol=1e-12)
+    assert (val != 0).all() and crow[-1] == crow[-2]  # no stored zeros; the missing ray has no entries
+    t_crow, t_col, t_val = _joseph.csr_transpose(crow, col, val, 108)
+    At = torch.sparse_csr_tensor(t_crow, t_col, t_val, size=(108, len(p0)), check_invariants=True).to_dense()
+    assert torch.equal(At, A.T)
+
+
 def test_csr_transpose_matches_the_dense_transpose():
     from learnrecon.operators._joseph import csr_transpose
 

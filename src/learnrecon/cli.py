@@ -144,6 +144,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int, default=5, help="operators: timed runs per measurement (median)")
     p.add_argument("--device", default="cpu", help="operators: cpu or cuda")
     p.add_argument("--no-astra", action="store_true", help="operators: do not time ASTRA even when installed")
+    p.add_argument("--no-deepinv", action="store_true", help="operators: do not time DeepInverse even when installed")
     p.add_argument("--out", default=None, help="output folder (default results/<preset>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -158,7 +159,11 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         from learnrecon.benchmark.operators import run_operator_benchmark
 
         out = args.out or "results/operators"
-        print(run_operator_benchmark(args.cases.split(","), out, args.repeats, args.device, not args.no_astra))
+        print(
+            run_operator_benchmark(
+                args.cases.split(","), out, args.repeats, args.device, not args.no_astra, not args.no_deepinv
+            )
+        )
         print(f"results written to {out}/")
         return 0
 

@@ -4,12 +4,19 @@ Run by ``learnrecon benchmark operators [--cases a,b,c,fan] [--repeats 5] [--no-
 ``python benchmarks/operators.py`` (same options); writes ``operators-<device>.json`` and ``.md``.
 When ASTRA is installed (``pip install astra-toolbox``) its CPU projector ('linear' for parallel beam,
 'line_fanflat' for fan beam) is timed in the same process, image by image (it has no batching), with the
-speed-up of learnrecon at batch 16 over it. DeepInverse is not compared here: its wheels pull another
-torch build, so it needs its own environment.
+speed-up of learnrecon over it. Each case runs in a fresh process (ASTRA in the same one), so the peak
+memory reported for it is its own: on CPU the process's peak resident memory right after building the
+matrices ("build peak") and at the end ("peak"), on CUDA ``torch.cuda.max_memory_allocated``.
+When DeepInverse is installed its ``Tomography`` (parallel beam, exact autograd adjoint, its default) is
+timed in the same process on the same image size and angles, at batch 1 and 16 (batch 1 only at case c,
+where it needs gigabytes of interpolation grids). Its wheels need a torchvision built for the installed
+torch: ``pip install deepinv`` into an environment whose torch and torchvision match.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -40,11 +47,20 @@ def median_seconds(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: resident (CPU, Linux/macOS units handled) or CUDA allocated."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if peak > 2**32 else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
 def run_case(name: str, repeats: int, device: torch.device) -> list[dict]:
     op = CASES[name]()
     start = time.perf_counter()
     op._matrices(torch.float32, device)
     build = time.perf_counter() - start
+    build_peak = peak_memory_mb(device)
     rows = []
     x1 = shepp_logan(op.image_shape[0]).float().to(device)
     fbp_psnr = float(psnr(fbp(op(x1), op, filter="ram-lak"), x1)) if isinstance(op, ParallelBeam2D) else None
@@ -62,10 +78,13 @@ def run_case(name: str, repeats: int, device: torch.device) -> list[dict]:
                 "fbp ms/img": 1e3 * median_seconds(lambda y=y: fbp(y, op, filter="hann"), repeats) / batch,
                 "build s": build,
                 "matrix MB": op.memory_bytes() / 2**20,
+                "build peak MB": build_peak,
                 "adjoint mismatch": adjoint_mismatch(op, device),
                 "noiseless FBP PSNR (ram-lak)": fbp_psnr,
             }
         )
+    for row in rows:
+        row["peak MB"] = peak_memory_mb(device)
     return rows
 
 
@@ -104,6 +123,46 @@ def astra_row(name: str, op, repeats: int) -> dict | None:
     return row
 
 
+#: Batches timed for DeepInverse per case (its per-image time does not fall with the batch on CPU).
+DEEPINV_BATCHES = {"a": (1, 16), "b": (1, 16), "c": (1,)}
+
+
+def deepinv_rows(name: str, op, repeats: int) -> list[dict]:
+    """DeepInverse's ``Tomography`` on the image size and angles of ``op`` (its own detector count)."""
+    if not isinstance(op, ParallelBeam2D) or name not in DEEPINV_BATCHES:
+        return []
+    try:
+        import deepinv
+        from deepinv.physics import Tomography
+    except ImportError:
+        return []
+    size = op.image_shape[0]
+    physics = Tomography(angles=torch.rad2deg(op.angles).float(), img_width=size, circle=False, normalize=False)
+    x1 = shepp_logan(size).float()[None, None]
+    y1 = physics.A(x1)
+    gen = torch.Generator().manual_seed(0)
+    xr, yr = torch.randn(x1.shape, generator=gen), torch.randn(y1.shape, generator=gen)
+    axr = physics.A(xr)
+    mismatch = float(abs((axr * yr).sum() - (xr * physics.A_adjoint(yr)).sum()) / (axr.norm() * yr.norm()))
+    rows = []
+    for batch in DEEPINV_BATCHES[name]:
+        x = x1.expand(batch, 1, size, size).contiguous()
+        y = physics.A(x)
+        rows.append(
+            {
+                "case": name,
+                "method": f"DeepInverse {deepinv.__version__} Tomography",
+                "batch": batch,
+                "forward ms/img": 1e3 * median_seconds(lambda x=x: physics.A(x), repeats) / batch,
+                "adjoint ms/img": 1e3 * median_seconds(lambda y=y: physics.A_adjoint(y), repeats) / batch,
+                "fbp ms/img": 1e3 * median_seconds(lambda y=y: physics.A_dagger(y), repeats) / batch,
+                "adjoint mismatch": mismatch,
+                "noiseless FBP PSNR (ram-lak)": float(psnr(physics.A_dagger(y1)[0, 0], x1[0, 0])),
+            }
+        )
+    return rows
+
+
 def adjoint_mismatch(op, device) -> float:
     """|<A x, y> − <x, A* y>| / (‖A x‖ ‖y‖) in float32 for random x, y."""
     gen = torch.Generator().manual_seed(0)
@@ -113,8 +172,29 @@ def adjoint_mismatch(op, device) -> float:
     return float(abs((ax * y).sum() - (x * op.H(y)).sum()) / (ax.norm() * y.norm()))
 
 
+def _fwd_adj(row: dict) -> float:
+    return row["forward ms/img"] + row["adjoint ms/img"]
+
+
+def case_rows(name: str, repeats: int, device: str, astra: bool, deepinv: bool = True) -> list[dict]:
+    """learnrecon's rows for case ``name``, ASTRA's and DeepInverse's when asked and installed, with the
+    speed-ups of learnrecon over them (per image; over DeepInverse at the same batch)."""
+    ours = run_case(name, repeats, torch.device(device))
+    reference = astra_row(name, CASES[name](), repeats) if astra else None
+    peers = deepinv_rows(name, CASES[name](), repeats) if deepinv else []
+    for row in ours:
+        if reference is not None:
+            row["forward speed-up vs ASTRA"] = reference["forward ms/img"] / row["forward ms/img"]
+            row["adjoint speed-up vs ASTRA"] = reference["adjoint ms/img"] / row["adjoint ms/img"]
+            row["speed-up fwd+adj vs ASTRA"] = _fwd_adj(reference) / _fwd_adj(row)
+        same_batch = [peer for peer in peers if peer["batch"] == row["batch"]]
+        if same_batch:
+            row["speed-up fwd+adj vs DeepInverse"] = _fwd_adj(same_batch[0]) / _fwd_adj(row)
+    return ours + ([reference] if reference is not None else []) + peers
+
+
 def run_operator_benchmark(
-    cases: list[str], out: str | Path, repeats: int = 5, device: str = "cpu", astra: bool = True
+    cases: list[str], out: str | Path, repeats: int = 5, device: str = "cpu", astra: bool = True, deepinv: bool = True
 ) -> str:
     """Time ``cases`` (keys of :data:`CASES`), write the JSON and Markdown results into ``out``, return the table."""
     from learnrecon.errors import ParameterError
@@ -124,15 +204,10 @@ def run_operator_benchmark(
         raise ParameterError(f"unknown operator benchmark case(s) {unknown}; choose from {', '.join(CASES)}")
     device = torch.device(device)
     rows = []
+    spawn = multiprocessing.get_context("spawn")  # a fresh process per case: its peak memory is its own
     for name in cases:
-        ours = run_case(name, repeats, device)
-        reference = astra_row(name, CASES[name](), repeats) if astra else None
-        if reference is not None:
-            astra_total = reference["forward ms/img"] + reference["adjoint ms/img"]
-            for row in ours:
-                row["speed-up fwd+adj vs ASTRA"] = astra_total / (row["forward ms/img"] + row["adjoint ms/img"])
-            ours.append(reference)
-        rows.extend(ours)
+        with spawn.Pool(1) as pool:
+            rows.extend(pool.apply(case_rows, (name, repeats, str(device), astra, deepinv)))
     info = machine_info(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,9 +215,13 @@ def run_operator_benchmark(
     write_json(out / f"operators-{tag}.json", {"machine": info, "repeats": repeats, "rows": rows})
     columns = [
         "case", "method", "batch", "forward ms/img", "adjoint ms/img", "fbp ms/img", "build s", "matrix MB",
-        "speed-up fwd+adj vs ASTRA", "adjoint mismatch", "noiseless FBP PSNR (ram-lak)",
+        "build peak MB", "peak MB", "forward speed-up vs ASTRA", "adjoint speed-up vs ASTRA",
+        "speed-up fwd+adj vs ASTRA", "speed-up fwd+adj vs DeepInverse", "adjoint mismatch",
+        "noiseless FBP PSNR (ram-lak)",
     ]  # fmt: skip
-    digits = {"forward ms/img": 3, "adjoint ms/img": 3, "fbp ms/img": 2, "speed-up fwd+adj vs ASTRA": 1}
+    speed_ups = [c for c in columns if "speed-up" in c]
+    digits = {"forward ms/img": 3, "adjoint ms/img": 3, "fbp ms/img": 2, "build peak MB": 0, "peak MB": 0}
+    digits.update(dict.fromkeys(speed_ups, 1))
     shown = [
         {k: (f"{v:.1e}" if k == "adjoint mismatch" else v) for k, v in row.items() if v is not None} for row in rows
     ]
