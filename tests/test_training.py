@@ -54,6 +54,32 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3", "4", "5", "6"]
 
 
+def test_init_from_continues_from_a_checkpoints_weights_and_records_it(tmp_path):
+    Trainer(_config(steps=3), tmp_path / "first", progress=False).train()
+    start = _weights(tmp_path / "first" / "last")
+    trainer = Trainer(_config(steps=2, init_from=str(tmp_path / "first" / "last")), tmp_path / "next", progress=False)
+    assert all(torch.equal(v, trainer.model.state_dict()[k.removeprefix("model/")]) for k, v in start.items())
+    trainer.train()
+    meta = load_checkpoint(tmp_path / "next" / "last")[1]
+    assert meta["step"] == 2 and meta["started_from"]["step"] == 3
+    assert meta["started_from"]["sha256"] == load_checkpoint(tmp_path / "first" / "last")[1]["sha256"]
+    resumed = Trainer(_config(steps=4, init_from="/gone"), tmp_path / "next", resume=True, progress=False)
+    assert resumed.started_from == meta["started_from"]  # resuming keeps the record and needs no start file
+
+
+def test_init_from_another_model_is_refused_and_writes_nothing(tmp_path):
+    Trainer(_config(steps=1), tmp_path / "first", progress=False).train()
+    values = json.loads(json.dumps(SMALL))
+    values["model"]["params"]["width"] = 6
+    values["training"]["init_from"] = str(tmp_path / "first" / "last")
+    with pytest.raises(DataFileError, match="init_from.*'width': 4.*'width': 6"):
+        Trainer(from_dict(values), tmp_path / "wide", progress=False)
+    assert not (tmp_path / "wide").exists()
+    with pytest.raises(DataFileError, match="does not exist"):
+        Trainer(_config(init_from=str(tmp_path / "missing")), tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()
+
+
 def test_run_folder_holds_logs_checkpoints_and_figures(tmp_path):
     Trainer(_config(), tmp_path, progress=False).train()
     for name in ("config.yaml", "last.safetensors", "last.json", "best.json", "metrics.csv", "validation.csv"):

@@ -35,7 +35,7 @@ import learnrecon
 from learnrecon import metrics
 from learnrecon.config import Config, save_config
 from learnrecon.errors import DataFileError, LearnreconError, ParameterError
-from learnrecon.models.registry import build_model
+from learnrecon.models.registry import PRETRAINED_DIR, build_model, pretrained_names
 from learnrecon.operators.registry import operator_config
 from learnrecon.training.checkpoint import load_checkpoint, load_weights, restore_optimizer, save_checkpoint
 from learnrecon.training.data import make_training_data, make_validation_data, step_positions
@@ -103,6 +103,7 @@ class Trainer:
         self.model = build_model(config.model.name, config.model.params, op=op).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         self.loss_fn = get_loss(t.loss)
+        self.started_from = self._start_from(t.init_from) if t.init_from and not resume else None
         self._prepare_folder(resume, overwrite)  # only once everything is built: bad input writes nothing
         self.step, self.best_psnr, self.seconds = 0, -math.inf, 0.0
         if resume:
@@ -147,6 +148,27 @@ class Trainer:
             return None
         return SummaryWriter(self.out / "tensorboard", purge_step=self.step + 1 if self.step else None)
 
+    def _start_from(self, name: str) -> dict:
+        """Load the weights of checkpoint (or shipped model) ``name``; return what provenance records of it."""
+        path = PRETRAINED_DIR / name if name in pretrained_names() else Path(name)
+        tensors, meta = load_checkpoint(path, self.device)
+        saved = meta.get("model", {})
+        wanted = self.config.to_dict()["model"]
+        if saved.get("name") != wanted["name"] or saved.get("params", {}) != wanted["params"]:
+            raise DataFileError(
+                f"training.init_from {name!r} holds model {saved.get('name')!r} {saved.get('params')}, "
+                f"the config asks for {wanted['name']!r} {wanted['params']}"
+            )
+        load_weights(self.model, tensors, meta, path)
+        return {
+            "checkpoint": str(name),
+            "sha256": meta["sha256"],
+            "step": meta.get("step"),
+            "seconds": meta.get("seconds"),
+            "best_psnr": meta.get("best_psnr"),
+            "started_from": meta.get("started_from"),
+        }
+
     def _restore(self) -> None:
         path = self.out / "last"
         tensors, meta = load_checkpoint(path, self.device)
@@ -164,6 +186,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
         self.step, self.best_psnr = int(meta["step"]), float(meta.get("best_psnr", -math.inf))
         self.seconds = float(meta.get("seconds", 0.0))
+        self.started_from = meta.get("started_from")
         if self.is_main:
             for name in _LOG_FILES:
                 _truncate_log(self.out / name, self.step)
@@ -336,6 +359,7 @@ class Trainer:
             "world_size": self.world,
             "learnrecon_version": learnrecon.__version__,
             "torch_version": torch.__version__,
+            "started_from": self.started_from,
         }
 
     def save(self, name: str, extra: dict | None = None) -> Path:
