@@ -80,6 +80,26 @@ def test_init_from_another_model_is_refused_and_writes_nothing(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_simulation_size_draws_the_data_from_a_finer_grid(tmp_path):
+    from learnrecon.phantoms import random_ellipses
+    from learnrecon.training.data import make_training_data, make_validation_data
+
+    values = json.loads(json.dumps(SMALL))
+    values["data"].update(simulation_size=48, noise="none")
+    config = from_dict(values)
+    data, op = make_training_data(config.data)
+    pairs = data.batch(torch.arange(4, 6))
+    assert data.simulation_op.image_shape == (48, 48) and pairs.x.shape == (2, 1, 24, 24)
+    torch.testing.assert_close(pairs.y, data.simulation_op(random_ellipses(2, 48, seed=1000, start=4)))
+    assert not torch.allclose(pairs.y, op(pairs.x), rtol=1e-3, atol=1e-3)
+    assert make_validation_data(config.data, op).x.shape == (2, 1, 24, 24)
+    Trainer(config, tmp_path / "fine", progress=False).train(until=1)
+    values["data"]["simulation_size"] = 12
+    with pytest.raises(ParameterError, match="data.simulation_size must be at least data.image_size 24"):
+        Trainer(from_dict(values), tmp_path / "coarse", progress=False)
+    assert not (tmp_path / "coarse").exists()
+
+
 def test_run_folder_holds_logs_checkpoints_and_figures(tmp_path):
     Trainer(_config(), tmp_path, progress=False).train()
     for name in ("config.yaml", "last.safetensors", "last.json", "best.json", "metrics.csv", "validation.csv"):
@@ -284,3 +304,22 @@ def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):
     assert second["reproduced"] == first["reproduced"]
     assert (tmp_path / "runs" / "lpd_tiny" / "last.safetensors").stat().st_mtime_ns == stamp  # nothing retrained
     assert "## Reproduction runs" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_dival_preset_simulates_its_test_data_on_a_finer_grid():
+    from dataclasses import replace
+
+    from learnrecon.benchmark import get_preset
+    from learnrecon.benchmark.runner import make_tasks
+    from learnrecon.data.simulate import finer_operator
+    from learnrecon.operators import ParallelBeam2D
+    from learnrecon.phantoms import shepp_logan
+
+    dival = get_preset("dival")
+    assert (dival.noise, dival.simulation_size, dival.n_angles) == ("relative:0.025", 400, 30)
+    preset = replace(dival, image_size=32, n_detectors=47, simulation_size=64, noise="none", n_test=2)
+    op = ParallelBeam2D(32, 30, n_detectors=47)
+    sl_task, ellipse_task = make_tasks(preset, op)
+    assert sl_task.test.x.shape == (1, 1, 32, 32) and ellipse_task.test.y.shape == (2, 1, 30, 47)
+    expected = finer_operator(op, 64)(shepp_logan(64).float().reshape(1, 1, 64, 64))
+    torch.testing.assert_close(sl_task.test.y, expected)

@@ -41,7 +41,9 @@ class DataConfig:
     phantom ``i`` of ``seed`` and its noise comes from ``(seed, i)``, so step ``s`` always sees the same
     batch. With ``train_file`` (an HDF5 file from ``learnrecon simulate``) the pairs and the operator come
     from the file, shuffled per epoch with ``seed``. Validation uses ``n_validation`` ellipses of
-    ``validation_seed`` (or ``validation_file``).
+    ``validation_seed`` (or ``validation_file``). With ``simulation_size`` the simulated measurements are
+    computed from the phantoms drawn on a finer ``simulation_size``² grid of the same extent (no inverse
+    crime: the data do not come from the operator that reconstructs them).
     """
 
     geometry: str = "parallel"
@@ -51,6 +53,7 @@ class DataConfig:
     noise: str = "relative:0.05"
     phantom: str = "ellipses"
     supersample: int = 1
+    simulation_size: int | None = None
     seed: int = 1000
     train_file: str | None = None
     n_validation: int = 16

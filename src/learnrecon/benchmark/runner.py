@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from learnrecon import metrics, phantoms
 from learnrecon.benchmark.presets import Preset
-from learnrecon.data.simulate import measure
+from learnrecon.data.simulate import finer_operator, simulate_pairs
 from learnrecon.errors import DataFileError
 from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table, metric_bars, reconstruction_grid, training_curve, write_json
@@ -56,20 +56,28 @@ class Task(NamedTuple):
 
 def make_tasks(preset: Preset, op: ParallelBeam2D) -> list[Task]:
     """Shepp–Logan (validated on another noise draw of itself) and held-out ellipses (validated on
-    ellipses with another seed). The 5 % relative noise has a different absolute level on each kind of
-    image, so each test set gets its own regularisation parameters."""
-    size = preset.image_size
-    x_sl = phantoms.shepp_logan(size).float().reshape(1, 1, size, size)
-    x_val = phantoms.random_ellipses(preset.n_validation, size, seed=preset.seed + 1).float()
-    x_test = phantoms.random_ellipses(preset.n_test, size, seed=preset.seed + 2).float()
+    ellipses with another seed). The relative noise has a different absolute level on each kind of
+    image, so each test set gets its own regularisation parameters. With ``preset.simulation_size`` the
+    data are simulated from the phantoms drawn on that finer grid."""
+    sim_op = finer_operator(op, preset.simulation_size) if preset.simulation_size else None
+
+    def shepp_logan(size: int) -> torch.Tensor:
+        return phantoms.shepp_logan(size).float().reshape(1, 1, size, size)
+
+    def ellipses(n: int, seed: int) -> Callable[[int], torch.Tensor]:
+        return lambda size: phantoms.random_ellipses(n, size, seed=seed).float()
+
+    def eval_set(name: str, render: Callable[[int], torch.Tensor], noise_seed: int) -> EvalSet:
+        return EvalSet(name, *simulate_pairs(render, op, preset.noise, noise_seed, 0, sim_op))
+
     return [
         Task(
-            EvalSet("Shepp–Logan (validation noise)", x_sl, measure(op, x_sl, preset.noise, preset.seed + 4)),
-            EvalSet("Shepp–Logan", x_sl, measure(op, x_sl, preset.noise, preset.seed + 3)),
+            eval_set("Shepp–Logan (validation noise)", shepp_logan, preset.seed + 4),
+            eval_set("Shepp–Logan", shepp_logan, preset.seed + 3),
         ),
         Task(
-            EvalSet("validation ellipses", x_val, measure(op, x_val, preset.noise, preset.seed + 1)),
-            EvalSet("ellipses", x_test, measure(op, x_test, preset.noise, preset.seed + 2)),
+            eval_set("validation ellipses", ellipses(preset.n_validation, preset.seed + 1), preset.seed + 1),
+            eval_set("ellipses", ellipses(preset.n_test, preset.seed + 2), preset.seed + 2),
         ),
     ]
 
@@ -216,6 +224,7 @@ def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> t
                 "n_angles": preset.n_angles,
                 "n_detectors": preset.n_detectors,
                 "noise": preset.noise,
+                "simulation_size": preset.simulation_size,
                 "n_validation": 8,
             },
             "training": {
@@ -411,7 +420,7 @@ def _report_markdown(preset: Preset, summary: dict) -> str:
         "Time per image is measured on the largest test set, reconstructed in batches of 16.\n\n"
         f"## Tuned parameters\n\nTV: PDHG, {preset.tv_iterations} iterations, non-negativity; the variant "
         "(isotropic or anisotropic) and λ are tuned separately for each test set on validation data of the same "
-        "kind (the 5 % relative noise has a different absolute level on Shepp–Logan and on ellipses).\n"
+        "kind (relative noise has a different absolute level on Shepp–Logan and on ellipses).\n"
         f"{tuning}\n"
         f"{_learned_markdown(preset, summary)}"
         "## Figures\n\n![reconstructions](figures/reconstructions.png)\n\n![PSNR](figures/psnr.png)\n\n"

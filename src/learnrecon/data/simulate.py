@@ -7,6 +7,7 @@ reproducible per image too, so the same arguments give the same file on every ma
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,16 @@ from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import operator_config
 
-__all__ = ["NoiseSpec", "make_phantoms", "measure", "parse_noise", "sample_generator", "simulate"]
+__all__ = [
+    "NoiseSpec",
+    "finer_operator",
+    "make_phantoms",
+    "measure",
+    "parse_noise",
+    "sample_generator",
+    "simulate",
+    "simulate_pairs",
+]
 
 #: LoDoPaB-CT's maximal attenuation (1/m), used when a Poisson spec names no μ_max.
 LODOPAB_MU_MAX = 81.35858
@@ -171,3 +181,36 @@ def measure(op: LinearOperator, x: torch.Tensor, noise: NoiseSpec | str, seed: i
     with torch.no_grad():
         clean = op(x)
     return torch.stack([noise.apply(clean[i], sample_generator(seed, start + i)) for i in range(x.shape[0])])
+
+
+def finer_operator(op: LinearOperator, size: int) -> LinearOperator:
+    """The same ray transform on a ``size × size`` grid over the same physical image (same angles, detector
+    and extent), for simulating measurements without the inverse crime (data made by the operator that
+    reconstructs them)."""
+    from learnrecon.operators.registry import build_operator
+
+    cfg = operator_config(op)
+    if "image_extent" not in cfg or cfg["image_size"][0] != cfg["image_size"][1]:
+        raise ParameterError(f"simulating on a finer grid needs a ray transform of a square image, got {op.name}")
+    if size < cfg["image_size"][0]:
+        raise ParameterError(f"simulation size {size} is smaller than the image size {cfg['image_size'][0]}")
+    return build_operator({**cfg, "image_size": [size, size]})
+
+
+def simulate_pairs(
+    render: Callable[[int], torch.Tensor],
+    op: LinearOperator,
+    noise: NoiseSpec | str,
+    seed: int,
+    start: int = 0,
+    simulation_op: LinearOperator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Phantoms ``x = render(H)`` (n, 1, H, W) for ``op`` and their noisy measurements (see :func:`measure`),
+    simulated from ``render(H')`` by ``simulation_op`` (a :func:`finer_operator` of ``op``) when given.
+
+    ``render(size)`` must draw the same phantoms at every size (analytic phantoms: ellipses, Shepp–Logan).
+    """
+    x = render(op.domain_shape[-1])
+    if simulation_op is None:
+        return x, measure(op, x, noise, seed, start)
+    return x, measure(simulation_op, render(simulation_op.domain_shape[-1]), noise, seed, start)

@@ -15,7 +15,7 @@ import torch
 from learnrecon import phantoms
 from learnrecon.config import DataConfig
 from learnrecon.data.hdf5 import load
-from learnrecon.data.simulate import NoiseSpec, measure, parse_noise, sample_generator
+from learnrecon.data.simulate import NoiseSpec, finer_operator, parse_noise, sample_generator, simulate_pairs
 from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import make_operator
@@ -38,19 +38,30 @@ def read_pairs(dataset, indices) -> Pairs:
 
 class SimulatedPairs:
     """An endless stream: sample ``i`` is random-ellipse phantom ``i`` of ``seed`` and ``noise(A x_i)``
-    with noise from ``(seed, i)``."""
+    with noise from ``(seed, i)``; with ``simulation_op`` (a finer grid of ``op``) the data are
+    ``noise(A' x'_i)`` of the same ellipses drawn on that grid."""
 
-    def __init__(self, op: LinearOperator, noise: NoiseSpec, seed: int, supersample: int = 1) -> None:
+    def __init__(
+        self,
+        op: LinearOperator,
+        noise: NoiseSpec,
+        seed: int,
+        supersample: int = 1,
+        simulation_op: LinearOperator | None = None,
+    ) -> None:
         self.op, self.noise, self.seed, self.supersample = op, noise, seed, supersample
+        self.simulation_op = simulation_op
 
     def batch(self, positions: torch.Tensor) -> Pairs:
         """The samples at ``positions`` (consecutive, as produced by :func:`step_positions`)."""
         start, n = int(positions[0]), positions.numel()
         if not torch.equal(positions, torch.arange(start, start + n)):
             raise ParameterError("simulated training data are drawn in consecutive positions")
-        size = self.op.domain_shape[-1]
-        x = phantoms.random_ellipses(n, size, seed=self.seed, supersample=self.supersample, start=start)
-        return Pairs(x, measure(self.op, x, self.noise, self.seed, start))
+
+        def render(size: int) -> torch.Tensor:
+            return phantoms.random_ellipses(n, size, seed=self.seed, supersample=self.supersample, start=start)
+
+        return Pairs(*simulate_pairs(render, self.op, self.noise, self.seed, start, self.simulation_op))
 
 
 class FilePairs:
@@ -86,7 +97,18 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
     if cfg.phantom != "ellipses":
         raise ParameterError(f"on-the-fly training data are random ellipses; got phantom {cfg.phantom!r}")
     op = make_operator(cfg.geometry, cfg.image_size, cfg.n_angles, cfg.n_detectors)
-    return SimulatedPairs(op, parse_noise(cfg.noise), cfg.seed, cfg.supersample), op
+    return SimulatedPairs(op, parse_noise(cfg.noise), cfg.seed, cfg.supersample, simulation_operator(cfg, op)), op
+
+
+def simulation_operator(cfg: DataConfig, op: LinearOperator) -> LinearOperator | None:
+    """The finer-grid operator that simulates the data when ``cfg.simulation_size`` is set."""
+    if cfg.simulation_size is None:
+        return None
+    if cfg.simulation_size < cfg.image_size:
+        raise ParameterError(
+            f"data.simulation_size must be at least data.image_size {cfg.image_size}, got {cfg.simulation_size}"
+        )
+    return finer_operator(op, cfg.simulation_size)
 
 
 def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
@@ -99,5 +121,8 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
                 f"the training operator {op.range_shape}"
             )
         return read_pairs(dataset, range(len(dataset)))
-    x = phantoms.random_ellipses(cfg.n_validation, op.domain_shape[-1], seed=cfg.validation_seed)
-    return Pairs(x, measure(op, x, cfg.noise, cfg.validation_seed))
+
+    def render(size: int) -> torch.Tensor:
+        return phantoms.random_ellipses(cfg.n_validation, size, seed=cfg.validation_seed)
+
+    return Pairs(*simulate_pairs(render, op, cfg.noise, cfg.validation_seed, 0, simulation_operator(cfg, op)))
