@@ -9,7 +9,8 @@ memory reported for it is its own: on CPU the process's peak resident memory rig
 matrices ("build peak") and at the end ("peak"), on CUDA ``torch.cuda.max_memory_allocated``.
 When DeepInverse is installed its ``Tomography`` (parallel beam, exact autograd adjoint, its default) is
 timed in the same process on the same image size and angles, at batch 1 and 16 (batch 1 only at case c,
-where it needs gigabytes of interpolation grids). Its wheels need a torchvision built for the installed
+where it needs gigabytes of interpolation grids); its FBP is ``Tomography.fbp`` (its ``A_dagger`` is a
+least-squares solve). Its wheels need a torchvision built for the installed
 torch: ``pip install deepinv`` into an environment whose torch and torchvision match.
 """
 
@@ -128,7 +129,8 @@ DEEPINV_BATCHES = {"a": (1, 16), "b": (1, 16), "c": (1,)}
 
 
 def deepinv_rows(name: str, op, repeats: int) -> list[dict]:
-    """DeepInverse's ``Tomography`` on the image size and angles of ``op`` (its own detector count)."""
+    """DeepInverse's ``Tomography`` on the image size and angles of ``op`` (its own detector count): times,
+    construction time ("build s") and the size of its cached interpolation grids ("matrix MB")."""
     if not isinstance(op, ParallelBeam2D) or name not in DEEPINV_BATCHES:
         return []
     try:
@@ -137,7 +139,10 @@ def deepinv_rows(name: str, op, repeats: int) -> list[dict]:
     except ImportError:
         return []
     size = op.image_shape[0]
+    start = time.perf_counter()
     physics = Tomography(angles=torch.rad2deg(op.angles).float(), img_width=size, circle=False, normalize=False)
+    build = time.perf_counter() - start
+    grids_mb = sum(b.numel() * b.element_size() for b in physics.buffers()) / 2**20
     x1 = shepp_logan(size).float()[None, None]
     y1 = physics.A(x1)
     gen = torch.Generator().manual_seed(0)
@@ -155,9 +160,11 @@ def deepinv_rows(name: str, op, repeats: int) -> list[dict]:
                 "batch": batch,
                 "forward ms/img": 1e3 * median_seconds(lambda x=x: physics.A(x), repeats) / batch,
                 "adjoint ms/img": 1e3 * median_seconds(lambda y=y: physics.A_adjoint(y), repeats) / batch,
-                "fbp ms/img": 1e3 * median_seconds(lambda y=y: physics.A_dagger(y), repeats) / batch,
+                "fbp ms/img": 1e3 * median_seconds(lambda y=y: physics.fbp(y), repeats) / batch,
+                "build s": build,
+                "matrix MB": grids_mb,
                 "adjoint mismatch": mismatch,
-                "noiseless FBP PSNR (ram-lak)": float(psnr(physics.A_dagger(y1)[0, 0], x1[0, 0])),
+                "noiseless FBP PSNR (ram-lak)": float(psnr(physics.fbp(y1)[0, 0], x1[0, 0])),
             }
         )
     return rows
