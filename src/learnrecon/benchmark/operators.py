@@ -10,8 +10,8 @@ matrices ("build peak") and at the end ("peak"), on CUDA ``torch.cuda.max_memory
 When DeepInverse is installed its ``Tomography`` (parallel beam, exact autograd adjoint, its default) is
 timed in the same process on the same image size and angles, at batch 1 and 16 (batch 1 only at case c,
 where it needs gigabytes of interpolation grids); its FBP is ``Tomography.fbp`` (its ``A_dagger`` is a
-least-squares solve). Its wheels need a torchvision built for the installed
-torch: ``pip install deepinv`` into an environment whose torch and torchvision match.
+least-squares solve). Its wheels need a torchvision built for the installed torch: ``pip install deepinv``
+into an environment whose torch and torchvision match (see docs/operators.md).
 """
 
 from __future__ import annotations
