@@ -54,6 +54,13 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3", "4", "5", "6"]
 
 
+def test_worker_processes_simulate_the_same_batches(tmp_path):
+    full = Trainer(_config(), tmp_path / "serial", progress=False).train()
+    first = Trainer(_config(num_workers=2), tmp_path / "workers", progress=False).train(until=4)
+    second = Trainer(_config(num_workers=2), tmp_path / "workers", resume=True, progress=False).train()
+    assert first["losses"] + second["losses"] == full["losses"]
+
+
 def test_init_from_continues_from_a_checkpoints_weights_and_records_it(tmp_path):
     Trainer(_config(steps=3), tmp_path / "first", progress=False).train()
     start = _weights(tmp_path / "first" / "last")
@@ -185,6 +192,7 @@ def test_a_pickle_is_not_a_checkpoint(tmp_path):
         ({"data": {"image_size": 12.5}}, "'data.image_size' must be int"),
         ({"training": {"steps": 0}}, "training.steps must be >= 1"),
         ({"training": {"loss": "huber"}}, "unknown loss 'huber'"),
+        ({"training": {"num_workers": -1}}, "training.threads and training.num_workers must be >= 0"),
         ({"model": {"name": "lpd", "params": {"depth": "3"}}}, "'depth' must be int"),
     ],
 )
@@ -219,6 +227,8 @@ def test_trains_from_a_data_file(tmp_path):
     values["data"]["train_file"] = str(data)
     summary = Trainer(from_dict(values), tmp_path / "run", progress=False).train()
     assert summary["steps"] == 6 and all(torch.isfinite(torch.tensor(summary["losses"])))
+    values["training"]["num_workers"] = 2
+    assert Trainer(from_dict(values), tmp_path / "workers", progress=False).train()["losses"] == summary["losses"]
 
 
 def test_cli_train_and_evaluate(tmp_path, capsys):

@@ -71,6 +71,8 @@ class TrainingConfig:
     (CUDA when available), "cpu" or "cuda[:i]". ``init_from`` starts from the weights of a checkpoint
     (a path without suffix, or a shipped name such as ``lpd-ellipses``) of the same model, with a fresh
     optimiser and schedule: continued training or fine-tuning, recorded in the checkpoints' provenance.
+    ``threads`` sets torch's CPU threads (0: torch's default); ``num_workers`` > 0 simulates the batches
+    ahead of the step in that many worker processes (the same batches as without them).
     """
 
     steps: int = 1000
@@ -85,6 +87,7 @@ class TrainingConfig:
     device: str = "auto"
     seed: int = 0
     threads: int = 0
+    num_workers: int = 0
     log_every: int = 10
     validate_every: int = 200
     checkpoint_every: int = 200

@@ -206,8 +206,8 @@ class Trainer:
             disable=not (self.progress and self.is_main),
         )
         losses = []
-        while self.step < until:
-            loss, grad_norm = self._train_step()
+        for positions, (x, y) in self._batches(until):
+            loss, grad_norm = self._train_step(positions, x, y)
             losses.append(loss)
             self.seconds = base_seconds + time.perf_counter() - started
             bar.update(1)
@@ -227,15 +227,26 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
-    def _train_step(self) -> tuple[float, float]:
+    def _batches(self, until: int):
+        """``(positions, (x, y))`` of steps ``self.step, …, until − 1``, simulated ahead in
+        ``training.num_workers`` processes when set (each batch a function of its step alone)."""
+        t = self.config.training
+        steps = _StepBatches(self.data, range(self.step, until), t.batch_size, self.rank, self.world)
+        if t.num_workers == 0:
+            return iter(steps[i] for i in range(len(steps)))
+        loader = torch.utils.data.DataLoader(
+            steps, batch_size=None, num_workers=t.num_workers, pin_memory=self.device.type == "cuda", prefetch_factor=4
+        )
+        return iter(loader)
+
+    def _train_step(self, positions: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         t = self.config.training
         lr = learning_rate(self.step, t.lr, t.steps, t.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        positions = step_positions(self.step, t.batch_size, self.rank, self.world)
-        x, y = (v.to(self.device) for v in self.data.batch(positions))
         self.model.train()
         try:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             with self._autocast():
                 x_hat = self.net(y, self.op)
             loss = self.loss_fn(x_hat.float(), x)
@@ -371,6 +382,21 @@ class Trainer:
 _LOG_FILES = ("metrics.csv", "validation.csv")
 
 
+class _StepBatches(torch.utils.data.Dataset):
+    """Item ``i``: the sample positions of step ``steps[i]`` and their pairs (a map-style data set, so that
+    DataLoader workers can simulate batches ahead of the training step)."""
+
+    def __init__(self, data, steps: range, batch_size: int, rank: int, world: int) -> None:
+        self.data, self.steps, self.batch_size, self.rank, self.world = data, steps, batch_size, rank, world
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        positions = step_positions(self.steps[i], self.batch_size, self.rank, self.world)
+        return positions, tuple(self.data.batch(positions))
+
+
 def _truncate_log(path: Path, step: int) -> None:
     """Drop the rows of a CSV log written after ``step`` (by a run that stopped before its next checkpoint)."""
     if not path.exists():
@@ -403,6 +429,8 @@ def _check_training(config: Config) -> None:
         raise ParameterError(f"training.lr must be positive and finite, got {t.lr}")
     if not all(0 <= b < 1 for b in t.betas):
         raise ParameterError(f"training.betas must lie in [0, 1), got {t.betas}")
+    if t.threads < 0 or t.num_workers < 0:
+        raise ParameterError("training.threads and training.num_workers must be >= 0")
     if t.clip_grad_norm < 0 or t.weight_decay < 0:
         raise ParameterError("training.clip_grad_norm and training.weight_decay must be >= 0")
     learning_rate(0, t.lr, t.steps, t.schedule)
