@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from learnrecon._checks import check_complexity, check_finite, check_tensor
 from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.operators._precision import full_float32
 from learnrecon.operators.base import LinearOperator
 
 __all__ = ["Blur", "gaussian_kernel", "motion_kernel"]
@@ -69,7 +70,8 @@ class Blur(LinearOperator):
         k = self._kernel_like(x)
         # conv2d computes a correlation: convolution uses the flipped kernel.
         weight = (k if flip else torch.flip(k, dims=(0, 1)))[None, None]
-        out = F.conv2d(flat, weight, padding=(k.shape[0] // 2, k.shape[1] // 2))
+        with full_float32():
+            out = F.conv2d(flat, weight, padding=(k.shape[0] // 2, k.shape[1] // 2))
         return out.reshape(*batch, *self.domain_shape)
 
     def _fft(self, x: torch.Tensor, conjugate: bool) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from learnrecon.errors import ParameterError
+from learnrecon.operators._precision import full_float32
 from learnrecon.operators.base import LinearOperator
 
 __all__ = ["Wavelet2D"]
@@ -74,14 +75,16 @@ class Wavelet2D(LinearOperator):
         m, n = x.shape
         bank = self._bank(x)
         padded = F.pad(x[:, None], (0, bank.shape[-1] - 1), mode="circular")
-        out = F.conv1d(padded, bank, stride=2)  # (M, 2, N/2)
+        with full_float32():
+            out = F.conv1d(padded, bank, stride=2)  # (M, 2, N/2)
         return out.reshape(m, n)
 
     def _synthesise(self, c: torch.Tensor) -> torch.Tensor:
         """The adjoint (= inverse) of :meth:`_analyse`."""
         m, n = c.shape
         bank = self._bank(c)
-        full = F.conv_transpose1d(c.reshape(m, 2, n // 2), bank, stride=2)[:, 0]  # (M, N + L - 2)
+        with full_float32():
+            full = F.conv_transpose1d(c.reshape(m, 2, n // 2), bank, stride=2)[:, 0]  # (M, N + L - 2)
         out = full[:, :n].clone()
         extra = full[:, n:]
         out[:, : extra.shape[1]] += extra
