@@ -1,8 +1,10 @@
 """Training throughput: optimiser steps per second of the shipped models' configs (batch 5, 128², 30 angles).
 
-Usage: python benchmarks/training.py [--models lpd,lgd,fbpconvnet] [--steps 10] [--device cpu]
+Usage: python benchmarks/training.py [--models lpd,lgd,fbpconvnet] [--steps 10] [--device cpu] [--amp]
 Times full training steps (simulated batch, forward, loss, backward, clipping, Adam) after two warm-up
-steps, and writes benchmarks/results/training-<device>.json and .md.
+steps, and writes benchmarks/results/training-<device>[-bf16].json and .md; ``--amp`` runs the networks
+in bfloat16 autocast (CUDA). The batch is simulated on the CPU in the step ("of which data s"); the
+trainer's ``num_workers`` takes that off the step.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from learnrecon.training.data import make_training_data, step_positions
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-def time_steps(name: str, steps: int, device: torch.device) -> dict:
+def time_steps(name: str, steps: int, device: torch.device, amp: bool = False) -> dict:
     values = yaml.safe_load((CONFIGS / f"{name}_ellipses.yaml").read_text())
     config = from_dict(values)
     data, op = make_training_data(config.data)
@@ -34,7 +36,8 @@ def time_steps(name: str, steps: int, device: torch.device) -> dict:
         start = time.perf_counter()
         x, y = (v.to(device) for v in data.batch(step_positions(step, config.training.batch_size)))
         loaded = time.perf_counter()
-        loss = torch.nn.functional.mse_loss(model(y, op), x)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            loss = torch.nn.functional.mse_loss(model(y, op).float(), x)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -61,13 +64,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast (CUDA only)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = [time_steps(name, args.steps, device) for name in args.models.split(",")]
+    rows = [time_steps(name, args.steps, device, args.amp) for name in args.models.split(",")]
     info = machine_info(device)
-    tag = info.get("gpu", "cpu").replace(" ", "-")
+    tag = info.get("gpu", "cpu").replace(" ", "-") + ("-bf16" if args.amp else "")
     out = Path(__file__).parent / "results"
     write_json(out / f"training-{tag}.json", {"machine": info, "steps": args.steps, "rows": rows})
     table = markdown_table(rows, list(rows[0]), digits={"steps/s": 2, "s/step": 3, "of which data s": 3})
@@ -75,7 +79,8 @@ def main() -> None:
         f"# Training throughput: the shipped models' configs (128², 30 angles, batch 5), median of {args.steps} "
         f"steps after 2 warm-up steps\n\nMachine: {info['platform']}, {info['cpu_count']} CPUs, torch "
         f"{info['torch']} ({info['torch_threads']} threads), device {info['device']}.\n"
-        f"Command: `python benchmarks/training.py --models {args.models} --steps {args.steps}`.\n\n{table}"
+        f"Command: `python benchmarks/training.py --models {args.models} --steps {args.steps} --device {args.device}"
+        f"{' --amp' if args.amp else ''}`.\n\n{table}"
     )
     (out / f"training-{tag}.md").write_text(text)
     print(text)

@@ -39,11 +39,15 @@ CASES = {
 
 
 def median_seconds(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up, waiting for the GPU's queued work."""
+    sync = torch.cuda.synchronize if torch.cuda.is_initialized() else (lambda: None)
     fn()  # warm-up
     times = []
     for _ in range(repeats):
+        sync()
         start = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -60,6 +64,8 @@ def run_case(name: str, repeats: int, device: torch.device) -> list[dict]:
     op = CASES[name]()
     start = time.perf_counter()
     op._matrices(torch.float32, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     build = time.perf_counter() - start
     build_peak = peak_memory_mb(device)
     rows = []

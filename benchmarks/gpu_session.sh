@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# What learnrecon runs on a lent GPU machine (the workplace's `device` tool), from the repository root.
+#
+#   bash benchmarks/gpu_session.sh check          correctness (benchmarks/gpu_check.py), the operator and
+#                                                 training-throughput benchmarks on CUDA, and a 30 s trial of
+#                                                 the three configs/*_ellipses_gpu.yaml runs side by side
+#   bash benchmarks/gpu_session.sh train MINUTES  those three runs side by side, each stopped after MINUTES
+#
+# The machine has torch but not PyWavelets: its wheel travels in .whl/ (see docs/gpu.md). Results land in
+# benchmarks/results/ and runs/gpu*/; when $OUT is set (the device tool) they are packed into $OUT/*.tar.gz,
+# during training every minute, so a run cut off still returns its checkpoints.
+set -u
+mode=${1:?usage: gpu_session.sh check | train MINUTES}
+export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=$PYTHONPATH:/tmp/site
+fi
+models="lpd lgd fbpconvnet"
+
+pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz (at most 16 MiB a file comes back), atomically
+    [ -n "${OUT:-}" ] || return 0
+    local name=$1
+    shift
+    tar czf "$OUT/.$name.tar.gz" --exclude=tensorboard "$@" 2>/dev/null && mv "$OUT/.$name.tar.gz" "$OUT/$name.tar.gz"
+}
+
+pack_runs() {  # pack_runs FOLDER: one archive per model (its checkpoints hold weights and Adam state)
+    for m in $models; do
+        pack "$m" "$1/$m" "$1/$m.log"
+    done
+}
+
+side_by_side() {  # side_by_side FOLDER MINUTES: train the three GPU configs at once into FOLDER/<model>
+    mkdir -p "$1"
+    for m in $models; do
+        python3 -m learnrecon.cli train --config "configs/${m}_ellipses_gpu.yaml" --out "$1/$m" \
+            --max-minutes "$2" --quiet >"$1/$m.log" 2>&1 &
+    done
+}
+
+report() {  # report FOLDER: steps, seconds and best validation of each run
+    for m in $models; do
+        echo "== $m: $(tail -n 1 "$1/$m.log")"
+        tail -n 1 "$1/$m/metrics.csv" 2>/dev/null
+        tail -n 2 "$1/$m/validation.csv" 2>/dev/null
+    done
+}
+
+case $mode in
+check)
+    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
+    python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+    timeout 120 python3 benchmarks/gpu_check.py
+    timeout 150 python3 benchmarks/operators.py --cases a,b,fan,c --repeats 20 --device cuda --no-astra --no-deepinv
+    timeout 45 python3 benchmarks/training.py --steps 20 --device cuda
+    timeout 45 python3 benchmarks/training.py --steps 20 --device cuda --amp
+    side_by_side runs/gpu-trial 0.5
+    wait
+    report runs/gpu-trial
+    pack results --exclude='*.safetensors' benchmarks/results runs/gpu-trial
+    ;;
+train)
+    minutes=${2:?usage: gpu_session.sh train MINUTES}
+    side_by_side runs/gpu "$minutes"
+    for ((i = 1; ; i++)); do
+        [ -z "$(jobs -r)" ] && break
+        sleep 5
+        ((i % 12)) || pack_runs runs/gpu
+    done
+    wait
+    report runs/gpu
+    nvidia-smi --query-gpu=name,memory.used --format=csv
+    pack_runs runs/gpu
+    ;;
+*)
+    echo "unknown mode $mode" >&2
+    exit 2
+    ;;
+esac
