@@ -4,7 +4,8 @@
 #   bash benchmarks/gpu_session.sh check          correctness (benchmarks/gpu_check.py), the operator and
 #                                                 training-throughput benchmarks on CUDA, and a 30 s trial of
 #                                                 the three configs/*_ellipses_gpu.yaml runs side by side
-#   bash benchmarks/gpu_session.sh train MINUTES  those three runs side by side, each stopped after MINUTES
+#   bash benchmarks/gpu_session.sh train MINUTES  those three runs side by side, each stopped after MINUTES,
+#                                                 and gpu_check.py again beside them
 #
 # The machine has torch but not PyWavelets: its wheel travels in .whl/ (see docs/gpu.md). Results land in
 # benchmarks/results/ and runs/gpu*/; when $OUT is set (the device tool) they are packed into $OUT/*.tar.gz,
@@ -63,6 +64,7 @@ check)
 train)
     minutes=${2:?usage: gpu_session.sh train MINUTES}
     side_by_side runs/gpu "$minutes"
+    timeout 120 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &  # correctness again, beside them
     for ((i = 1; ; i++)); do
         [ -z "$(jobs -r)" ] && break
         sleep 5
@@ -70,8 +72,9 @@ train)
     done
     wait
     report runs/gpu
-    nvidia-smi --query-gpu=name,memory.used --format=csv
+    tail -n 3 runs/gpu/gpu_check.log
     pack_runs runs/gpu
+    pack results --exclude='*.safetensors' benchmarks/results runs/gpu/gpu_check.log
     ;;
 *)
     echo "unknown mode $mode" >&2
