@@ -163,3 +163,15 @@ def test_unknown_operator_config_refused():
         build_operator({"type": "Nope"})
     with pytest.raises(ParameterError, match="cannot be stored"):
         operator_config(MatrixOperator(torch.ones(2, 2)))
+
+
+def test_a_device_without_index_shares_the_cache_of_the_current_device(monkeypatch):
+    from learnrecon.operators.base import canonical_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert canonical_device("cuda") == torch.device("cuda", 0) == canonical_device("cuda:0")
+    assert canonical_device("cpu") == torch.device("cpu")
+    op, builds = Identity((2, 2)), []
+    for device in (torch.device("cuda"), torch.device("cuda", 0)):
+        op._cached(("thing", device), lambda: builds.append(1))
+    assert builds == [1]  # one build: the GPU holds one copy however the device is spelt

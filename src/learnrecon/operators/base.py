@@ -25,10 +25,18 @@ import torch
 from learnrecon._checks import check_complexity, check_tensor, check_trailing_shape
 from learnrecon.errors import ParameterError, ShapeError
 
-__all__ = ["LinearOperator", "Adjoint", "Composition", "Sum", "Scaled"]
+__all__ = ["LinearOperator", "Adjoint", "Composition", "Sum", "Scaled", "canonical_device"]
 
 #: Largest number of matrix entries :meth:`LinearOperator.to_dense` builds without ``max_entries=``.
 DEFAULT_MAX_DENSE_ENTRIES = 2**26
+
+
+def canonical_device(device: torch.device | str) -> torch.device:
+    """``device`` with its index filled in: ``cuda`` becomes ``cuda:<current device>`` (what tensors report)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 class _ApplyLinear(torch.autograd.Function):
@@ -240,7 +248,10 @@ class LinearOperator:
 
     # ----------------------------------------------------------------- caching helper
     def _cached(self, key: Hashable, build: Callable[[], object]):
-        """Return ``self._cache[key]``, building it once with ``build()``."""
+        """Return ``self._cache[key]``, building it once with ``build()``; devices in a tuple key count by
+        what they name (``cuda`` is ``cuda:<current>``), so one device never holds two copies."""
+        if isinstance(key, tuple):
+            key = tuple(canonical_device(k) if isinstance(k, torch.device) else k for k in key)
         if key not in self._cache:
             self._cache[key] = build()
         return self._cache[key]
