@@ -9,7 +9,8 @@ Checks (random inputs drawn afresh per check):
 - operators: the dot-product test ``|<A x, y> − <x, A* y>| / (‖A x‖ ‖y‖)`` on the device, and the relative
   difference ``‖A_dev x − A_cpu x‖ / ‖A_cpu x‖`` (and for ``A*``), in float64 and float32;
 - FBP of noiseless Shepp–Logan data: PSNR on the device against the CPU's;
-- solvers (CGLS, Landweber, FISTA with wavelets, TV by PDHG) in float64: device against CPU;
+- solvers (CGLS, Landweber, FISTA with wavelets, TV by PDHG) in float64: device against CPU, within ten times
+  the CPU's own change under a rounding-level (1e-15) perturbation of the data;
 - every model in float64: output and parameter gradients, device against CPU; bfloat16 autocast runs finite;
 - the shipped checkpoints: PSNR on held-out ellipses, device against CPU;
 - training: a few steps on the device, and the out-of-memory error's message.
@@ -130,21 +131,25 @@ def check_fbp(c: Checks, device: torch.device) -> None:
 
 
 def check_solvers(c: Checks, device: torch.device) -> None:
+    """Device against CPU, with the tolerance set by the solver's own sensitivity to rounding: CGLS, for one,
+    amplifies a 1e-16 relative change of ``y`` to 2e-9 after 10 iterations and 8e-4 after 30 on this problem
+    (measured on the CPU), so summing in another order on the device moves it as much."""
     op = ParallelBeam2D(64, 20)
     x = phantoms.shepp_logan(64)[None, None]
     y = measure(op, x, "relative:0.02", 0)
-    runs = {  # CGLS amplifies rounding differences once its directions lose orthogonality: 10 iterations
+    nudged = y * (1 + 1e-15 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype))
+    runs = {
         "CGLS 10 iterations": lambda y: cgls(y, op, n_iter=10),
+        "CGLS 30 iterations": lambda y: cgls(y, op, n_iter=30),
         "Landweber 50 iterations": lambda y: landweber(y, op, n_iter=50),
         "FISTA db2 wavelets 50 iterations": lambda y: fista(y, op, lam=1e-3, n_iter=50, wavelet="db2"),
         "TV by PDHG 100 iterations": lambda y: tv_pdhg(y, op, lam=0.02, n_iter=100),
     }
     for name, solve in runs.items():
-        c.add(f"{name} (float64): device vs CPU", rel(solve(y.to(device)), solve(y)), 1e-9)
-    on_cpu, on_dev = cgls(y, op, n_iter=30), cgls(y.to(device), op, n_iter=30).cpu()
-    psnr_cpu, psnr_dev = (float(metrics.psnr(r, x, data_range=1.0)) for r in (on_cpu, on_dev))
-    c.add("CGLS 30 iterations (float64): |PSNR device − CPU| (dB)", abs(psnr_dev - psnr_cpu), 0.01,
-          f"device {psnr_dev:.3f} dB, CPU {psnr_cpu:.3f} dB; iterates differ by {rel(on_dev, on_cpu):.1e}")  # fmt: skip
+        on_cpu = solve(y)
+        sensitivity = rel(solve(nudged), on_cpu)
+        c.add(f"{name} (float64): device vs CPU", rel(solve(y.to(device)), on_cpu), max(1e-9, 10 * sensitivity),
+              f"the CPU's own change when y moves by 1e-15 (relative): {sensitivity:.1e}")  # fmt: skip
 
 
 def check_model(c: Checks, name: str, device: torch.device) -> None:
