@@ -31,7 +31,7 @@ import torch
 
 from learnrecon import metrics, phantoms
 from learnrecon.data.simulate import measure
-from learnrecon.models import build_model, pretrained, pretrained_names
+from learnrecon.models import SMALL_PARAMS, build_model, pretrained, pretrained_names
 from learnrecon.operators import FiniteDifference2D, ParallelBeam2D, subset
 from learnrecon.operators.blur import Blur, gaussian_kernel
 from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
@@ -39,17 +39,6 @@ from learnrecon.operators.registry import make_operator
 from learnrecon.operators.wavelet import Wavelet2D
 from learnrecon.report import machine_info, markdown_table, write_json
 from learnrecon.solvers import cgls, fbp, fista, landweber, tv_pdhg
-
-#: Small versions of every model (as in tests/test_models.py), on a 64² parallel-beam problem.
-MODELS = {
-    "fbpconvnet": {"depth": 2, "width": 8},
-    "lista": {"n_iter": 4, "matrices": False, "lam": 0.001},
-    "lgd": {"n_iter": 3, "n_memory": 2, "width": 8},
-    "glgd": {"n_iter": 3, "n_memory": 2, "width": 8},
-    "proximal": {"n_iter": 3, "width": 8},
-    "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
-    "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
-}
 
 
 class Checks:
@@ -157,7 +146,7 @@ def check_model(c: Checks, name: str, device: torch.device) -> None:
     x = phantoms.random_ellipses(2, 64, seed=3, dtype=torch.float64)
     y = measure(op, x, "relative:0.05", 3)
     torch.manual_seed(0)
-    model = build_model(name, MODELS[name], op=op).double()
+    model = build_model(name, SMALL_PARAMS[name], op=op).double()
     with torch.no_grad():  # perturbed weights: no zero-initialised layer hides a difference
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -195,7 +184,7 @@ def check_training(c: Checks, device: torch.device) -> None:
     from learnrecon.training import Trainer, TrainingError
 
     small = {
-        "model": {"name": "lpd", "params": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8}},
+        "model": {"name": "lpd", "params": SMALL_PARAMS["lpd"]},
         "data": {"image_size": 64, "n_angles": 20, "n_validation": 2},
         "training": {"steps": 20, "batch_size": 4, "validate_every": 10, "checkpoint_every": 10, "device": str(device),
                      "amp": True, "num_workers": 2},
@@ -236,7 +225,7 @@ def main() -> int:
         c.run(name, check_operator, name, op, is_complex, device)
     c.run("FBP", check_fbp, device)
     c.run("solvers", check_solvers, device)
-    for name in MODELS:
+    for name in SMALL_PARAMS:
         c.run(f"model {name}", check_model, name, device)
     for name in pretrained_names():
         c.run(f"shipped {name}", check_pretrained, name, device)

@@ -11,6 +11,7 @@ from learnrecon.errors import NonFiniteError, ParameterError, ShapeError
 from learnrecon.models import (
     LISTA,
     MODELS,
+    SMALL_PARAMS,
     FBPConvNet,
     LearnedPrimalDual,
     VariationalNetwork,
@@ -26,16 +27,7 @@ from learnrecon.solvers import ista
 
 OP = ParallelBeam2D(32, 10)
 
-#: Small versions of every model, sized for 32² tests.
-SMALL = {
-    "fbpconvnet": {"depth": 2, "width": 8},
-    "lista": {"n_iter": 4, "matrices": False, "lam": 0.001},
-    "lgd": {"n_iter": 3, "n_memory": 2, "width": 8},
-    "glgd": {"n_iter": 3, "n_memory": 2, "width": 8},
-    "proximal": {"n_iter": 3, "width": 8},
-    "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
-    "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
-}
+SMALL = SMALL_PARAMS  # sized for 32² tests
 
 
 def _batch(n=2, seed=0, op=OP):

@@ -12,13 +12,21 @@ from learnrecon.models.lista import LISTA, soft_threshold
 from learnrecon.models.nets import ConvBlock, UNet
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
-from learnrecon.models.registry import MODELS, build_model, model_parameters, pretrained, pretrained_names
+from learnrecon.models.registry import (
+    MODELS,
+    SMALL_PARAMS,
+    build_model,
+    model_parameters,
+    pretrained,
+    pretrained_names,
+)
 from learnrecon.models.variational import VariationalNetwork
 
 __all__ = [
     "INITS",
     "LISTA",
     "MODELS",
+    "SMALL_PARAMS",
     "ConvBlock",
     "FBPConvNet",
     "GeneralisedLGD",

@@ -17,7 +17,15 @@ from learnrecon.models.proximal import LearnedProximal
 from learnrecon.models.variational import VariationalNetwork
 from learnrecon.operators.base import LinearOperator
 
-__all__ = ["MODELS", "PRETRAINED_DIR", "build_model", "model_parameters", "pretrained", "pretrained_names"]
+__all__ = [
+    "MODELS",
+    "PRETRAINED_DIR",
+    "SMALL_PARAMS",
+    "build_model",
+    "model_parameters",
+    "pretrained",
+    "pretrained_names",
+]
 
 MODELS: dict[str, type[nn.Module]] = {
     "fbpconvnet": FBPConvNet,
@@ -27,6 +35,17 @@ MODELS: dict[str, type[nn.Module]] = {
     "proximal": LearnedProximal,
     "lpd": LearnedPrimalDual,
     "vn": VariationalNetwork,
+}
+
+#: Small versions of every model (a few thousand parameters), for tests and device checks on 32²–64² problems.
+SMALL_PARAMS: dict[str, dict[str, Any]] = {
+    "fbpconvnet": {"depth": 2, "width": 8},
+    "lista": {"n_iter": 4, "matrices": False, "lam": 0.001},
+    "lgd": {"n_iter": 3, "n_memory": 2, "width": 8},
+    "glgd": {"n_iter": 3, "n_memory": 2, "width": 8},
+    "proximal": {"n_iter": 3, "width": 8},
+    "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
+    "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
 }
 
 #: Parameters filled in by the library, not by configs.
