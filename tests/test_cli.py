@@ -10,6 +10,7 @@ import torch
 import learnrecon
 from learnrecon.cli import main
 from learnrecon.data import load
+from learnrecon.phantoms import random_ellipses
 
 
 def run_cli(*args):
@@ -76,6 +77,9 @@ def test_simulate_is_reproducible(tmp_path):
     assert main([*args, "--out", str(tmp_path / "b.h5")]) == 0
     a, b = load(tmp_path / "a.h5").tensors(), load(tmp_path / "b.h5").tensors()
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.labels, b.labels)
+    assert main([*args, "--ellipse-scaling", "none", "--out", str(tmp_path / "raw.h5")]) == 0
+    raw = load(tmp_path / "raw.h5").tensors()
+    assert torch.equal(raw.x, random_ellipses(2, 16, seed=1, scaling="none")) and not torch.equal(raw.x, a.x)
 
 
 def test_simulate_refuses_existing_output_without_traceback(tmp_path):

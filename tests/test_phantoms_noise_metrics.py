@@ -54,11 +54,22 @@ def test_supersampling_averages_fine_pixels():
     assert coarse.unique().numel() > random_ellipses(2, 16, seed=1).unique().numel()
 
 
+def test_unscaled_ellipses_are_the_raw_sum_and_minmax_rescales_it():
+    raw, labels = random_ellipses(4, 32, seed=7, scaling="none", return_labels=True)
+    scaled = random_ellipses(4, 32, seed=7)
+    assert bool((raw[:, 0][labels == 0] == 0).all())  # background (no ellipse) is 0, as in Adler & Öktem's code
+    assert raw.min() < 0 < raw.max()  # values of either sign
+    low, high = raw.amin(dim=(1, 2, 3), keepdim=True), raw.amax(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(scaled, (raw - low) / (high - low))
+
+
 def test_random_ellipses_bad_arguments():
     with pytest.raises(ParameterError):
         random_ellipses(-1, 16)
     with pytest.raises(ParameterError):
         random_ellipses(1, 16, supersample=0)
+    with pytest.raises(ParameterError, match="unknown ellipse scaling 'unit'"):
+        random_ellipses(1, 16, scaling="unit")
 
 
 def test_gaussian_noise_levels():

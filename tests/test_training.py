@@ -10,11 +10,13 @@ import pytest
 import torch
 import yaml
 
+from learnrecon import phantoms
 from learnrecon.cli import main
 from learnrecon.config import Config, from_dict, load_config, save_config
 from learnrecon.errors import DataFileError, ParameterError
 from learnrecon.training import Trainer, TrainingError, learning_rate, load_checkpoint, load_model
 from learnrecon.training.checkpoint import checkpoint_paths
+from learnrecon.training.data import make_training_data, make_validation_data, step_positions
 
 SMALL = {
     "model": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
@@ -193,6 +195,7 @@ def test_a_pickle_is_not_a_checkpoint(tmp_path):
         ({"training": {"steps": 0}}, "training.steps must be >= 1"),
         ({"training": {"loss": "huber"}}, "unknown loss 'huber'"),
         ({"training": {"num_workers": -1}}, "training.threads and training.num_workers must be >= 0"),
+        ({"data": {"ellipse_scaling": "unit"}}, "data.ellipse_scaling must be one of minmax, none"),
         ({"model": {"name": "lpd", "params": {"depth": "3"}}}, "'depth' must be int"),
     ],
 )
@@ -217,6 +220,20 @@ def test_shipped_configs_load():
     for path in sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml")):
         config = load_config(path)
         assert config.data.image_size == 128 and config.training.batch_size == 5, path
+
+
+def test_simulated_stream_and_validation_follow_the_ellipse_scaling():
+    values = json.loads(json.dumps(SMALL))
+    values["data"]["ellipse_scaling"] = "none"
+    config = from_dict(values).data
+    stream, op = make_training_data(config)
+    batch = stream.batch(step_positions(3, 2))
+    raw = phantoms.random_ellipses(2, 24, seed=config.seed, start=6, scaling="none")
+    assert torch.equal(batch.x, raw) and not torch.equal(
+        batch.x, phantoms.random_ellipses(2, 24, seed=config.seed, start=6)
+    )
+    validation = make_validation_data(config, op)
+    assert torch.equal(validation.x, phantoms.random_ellipses(2, 24, seed=config.validation_seed, scaling="none"))
 
 
 def test_trains_from_a_data_file(tmp_path):

@@ -39,6 +39,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
     p.add_argument("--supersample", type=int, default=1, help="render ellipses k times finer and average (default 1)")
+    p.add_argument(
+        "--ellipse-scaling",
+        choices=["minmax", "none"],
+        default="minmax",
+        help="ellipses: minmax scales each image to [0, 1] (default); none keeps the raw sum (Adler & Öktem)",
+    )
     p.add_argument("--geometry", choices=["parallel", "fan", "denoise"], default="parallel")
     p.add_argument("--angles", type=int, default=30, help="number of projection angles (default 30)")
     p.add_argument("--detectors", type=int, default=None, help="detector pixels (default: cover the image diagonal)")
@@ -73,7 +79,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
         source_distance=args.source_distance,
         detector_distance=args.detector_distance,
     )
-    x, labels, info = make_phantoms(args.phantom, args.n, args.size, args.seed, args.supersample, args.truth)
+    x, labels, info = make_phantoms(
+        args.phantom, args.n, args.size, args.seed, args.supersample, args.truth, args.ellipse_scaling
+    )
     path = simulate(args.out, op, x, labels, noise, args.seed, info, args.overwrite, progress=not args.quiet)
     print(f"wrote {x.shape[0]} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}) to {path}")
     return 0

@@ -16,7 +16,14 @@ import torch.nn.functional as F
 
 from learnrecon.errors import ParameterError
 
-__all__ = ["ellipses_image", "random_ellipses", "shepp_logan", "shepp_logan_labels", "ELLIPSE_CLASSES"]
+__all__ = [
+    "ELLIPSE_CLASSES",
+    "ELLIPSE_SCALINGS",
+    "ellipses_image",
+    "random_ellipses",
+    "shepp_logan",
+    "shepp_logan_labels",
+]
 
 # value, a, b, x0, y0, phi (degrees): Toft's modified Shepp–Logan (intensities span [0, 1]).
 _SHEPP_LOGAN = (
@@ -37,6 +44,10 @@ _SHEPP_LOGAN_CLASSES = (1, 2, 3, 3, 4, 4, 4, 4, 4, 4)
 
 #: Random-ellipse label classes: 0 background, 1 where the topmost ellipse is denser (v > 0), 2 lighter (v < 0).
 ELLIPSE_CLASSES = {0: "background", 1: "positive ellipse", 2: "negative ellipse"}
+
+#: Intensity scalings of the random ellipses: "minmax" maps each image onto [0, 1]; "none" keeps the sum of
+#: the ellipses' values (background 0, values of either sign), as Adler & Öktem's ``random_phantom`` does.
+ELLIPSE_SCALINGS = ("minmax", "none")
 
 
 def _shape(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -107,6 +118,11 @@ def _random_ellipse_params(rng: np.random.Generator, mean_ellipses: float) -> to
     return torch.from_numpy(np.stack([values, a, b, x0, y0, phi], axis=1))
 
 
+def _minmax(image: torch.Tensor) -> torch.Tensor:
+    low, high = image.min(), image.max()
+    return (image - low) / (high - low) if high > low else torch.zeros_like(image)
+
+
 def random_ellipses(
     n: int,
     size: int | tuple[int, int],
@@ -116,18 +132,23 @@ def random_ellipses(
     dtype: torch.dtype = torch.float32,
     return_labels: bool = False,
     start: int = 0,
+    scaling: str = "minmax",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Random-ellipse phantoms ``(n, 1, H, W)`` as in the LGD/LPD setup, each scaled to [0, 1].
+    """Random-ellipse phantoms ``(n, 1, H, W)`` as in the LGD/LPD setup.
 
     Image ``i`` (``i = start, …, start + n − 1``) draws Poisson(``mean_ellipses``) ellipses from
     ``numpy.random.default_rng([seed, i])``, so it does not depend on ``n``: a stream of training images
-    can be generated in any chunks. The sum of ellipses is min–max scaled to [0, 1] (a constant image
-    becomes 0). With ``supersample=k`` the image is rendered on a k-times finer grid and averaged over
-    k×k blocks (partial-volume effect, against the inverse crime).
+    can be generated in any chunks. With ``scaling="minmax"`` the sum of ellipses is min–max scaled to
+    [0, 1] (a constant image becomes 0); with ``"none"`` it is kept as drawn, as in Adler & Öktem's code
+    (background 0, values of either sign, mostly within ±0.5). With ``supersample=k`` the image is
+    rendered on a k-times finer grid and averaged over k×k blocks (partial-volume effect, against the
+    inverse crime).
 
     With ``return_labels`` also returns labels ``(n, H, W)`` int64 from :data:`ELLIPSE_CLASSES`: the sign
     of the topmost ellipse at the pixel centre (0 where no ellipse covers it).
     """
+    if scaling not in ELLIPSE_SCALINGS:
+        raise ParameterError(f"unknown ellipse scaling {scaling!r}; choose one of {', '.join(ELLIPSE_SCALINGS)}")
     if n < 0 or start < 0 or supersample < 1 or mean_ellipses < 0:
         raise ParameterError(
             f"need n >= 0, start >= 0, supersample >= 1 and mean_ellipses >= 0, got n={n}, start={start}, "
@@ -141,8 +162,7 @@ def random_ellipses(
         params = _random_ellipse_params(np.random.default_rng([seed, start + i]), mean_ellipses)
         fine, top = ellipses_image(params, (k * h, k * w))
         image = F.avg_pool2d(fine[None, None], k)[0, 0] if k > 1 else fine
-        low, high = image.min(), image.max()
-        images[i, 0] = ((image - low) / (high - low) if high > low else torch.zeros_like(image)).to(dtype)
+        images[i, 0] = (_minmax(image) if scaling == "minmax" else image).to(dtype)
         if return_labels:
             top = top[k // 2 :: k, k // 2 :: k]
             sign_class = torch.where(params[:, 0] >= 0, 1, 2)

@@ -21,6 +21,8 @@ class Preset:
         n_detectors: detector pixels (183 covers the diagonal of a 128² image).
         noise: noise spec (see :func:`learnrecon.data.parse_noise`).
         simulation_size: draw the phantoms on this finer grid to simulate the data (None: the image grid).
+        ellipse_scaling: intensities of the validation and test ellipses, "minmax" (each in [0, 1]) or "none"
+            (the raw sum, as in Adler & Öktem's code); see :func:`learnrecon.phantoms.random_ellipses`.
         n_validation: ellipse images used to tune the classical methods' parameters.
         n_test: held-out ellipse images evaluated (Shepp–Logan is always evaluated too).
         fbp_filter: the FBP filter.
@@ -43,6 +45,7 @@ class Preset:
     n_detectors: int = 183
     noise: str = "relative:0.05"
     simulation_size: int | None = None
+    ellipse_scaling: str = "minmax"
     n_validation: int = 4
     n_test: int = 100
     fbp_filter: str = "hann"
@@ -68,7 +71,9 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         "paper",
         "the full reproduction of the LGD/LPD ellipses setup: FBPConvNet, LGD and LPD trained with "
-        "configs/*_paper.yaml (100k steps each; resumable: run the same command again to go on)",
+        "configs/*_paper.yaml (100k steps each; resumable: run the same command again to go on), on ellipses "
+        "as drawn by Adler & Öktem's code (not rescaled to [0, 1])",
+        ellipse_scaling="none",
         pretrained=(),
         train_model=None,
         reproduce=("configs/fbpconvnet_paper.yaml", "configs/lgd_paper.yaml", "configs/lpd_paper.yaml"),

@@ -93,16 +93,26 @@ def sample_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
 
 
 def make_phantoms(
-    kind: str, n: int, size: int, seed: int = 0, supersample: int = 1, truth: str | Path | None = None
+    kind: str,
+    n: int,
+    size: int,
+    seed: int = 0,
+    supersample: int = 1,
+    truth: str | Path | None = None,
+    scaling: str = "minmax",
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Ground truth ``(n, 1, size, size)`` float32, labels ``(n, size, size)`` or None, and a description.
 
-    ``kind`` is "ellipses" (random ellipses as in Adler & Öktem), "shepp-logan" (n copies of the
-    modified phantom) or "file" (images read from ``truth``; ``n`` and ``size`` then only select and check).
+    ``kind`` is "ellipses" (random ellipses as in Adler & Öktem, intensities scaled by ``scaling``, see
+    :func:`learnrecon.phantoms.random_ellipses`), "shepp-logan" (n copies of the modified phantom) or
+    "file" (images read from ``truth``; ``n`` and ``size`` then only select and check).
     """
     if kind == "ellipses":
-        x, labels = phantoms.random_ellipses(n, size, seed=seed, supersample=supersample, return_labels=True)
-        return x.float(), labels, {"kind": kind, "n": n, "size": size, "seed": seed, "supersample": supersample}
+        x, labels = phantoms.random_ellipses(
+            n, size, seed=seed, supersample=supersample, return_labels=True, scaling=scaling
+        )
+        info = {"kind": kind, "n": n, "size": size, "seed": seed, "supersample": supersample, "scaling": scaling}
+        return x.float(), labels, info
     if kind == "shepp-logan":
         x = phantoms.shepp_logan(size).float().expand(n, 1, size, size).clone()
         labels = phantoms.shepp_logan_labels(size).expand(n, size, size).clone()

@@ -37,9 +37,10 @@ def read_pairs(dataset, indices) -> Pairs:
 
 
 class SimulatedPairs:
-    """An endless stream: sample ``i`` is random-ellipse phantom ``i`` of ``seed`` and ``noise(A x_i)``
-    with noise from ``(seed, i)``; with ``simulation_op`` (a finer grid of ``op``) the data are
-    ``noise(A' x'_i)`` of the same ellipses drawn on that grid."""
+    """An endless stream: sample ``i`` is random-ellipse phantom ``i`` of ``seed`` (intensities scaled by
+    ``scaling``, see :func:`learnrecon.phantoms.random_ellipses`) and ``noise(A x_i)`` with noise from
+    ``(seed, i)``; with ``simulation_op`` (a finer grid of ``op``) the data are ``noise(A' x'_i)`` of the
+    same ellipses drawn on that grid."""
 
     def __init__(
         self,
@@ -48,9 +49,10 @@ class SimulatedPairs:
         seed: int,
         supersample: int = 1,
         simulation_op: LinearOperator | None = None,
+        scaling: str = "minmax",
     ) -> None:
         self.op, self.noise, self.seed, self.supersample = op, noise, seed, supersample
-        self.simulation_op = simulation_op
+        self.simulation_op, self.scaling = simulation_op, scaling
 
     def batch(self, positions: torch.Tensor) -> Pairs:
         """The samples at ``positions`` (consecutive, as produced by :func:`step_positions`)."""
@@ -59,7 +61,9 @@ class SimulatedPairs:
             raise ParameterError("simulated training data are drawn in consecutive positions")
 
         def render(size: int) -> torch.Tensor:
-            return phantoms.random_ellipses(n, size, seed=self.seed, supersample=self.supersample, start=start)
+            return phantoms.random_ellipses(
+                n, size, seed=self.seed, supersample=self.supersample, start=start, scaling=self.scaling
+            )
 
         return Pairs(*simulate_pairs(render, self.op, self.noise, self.seed, start, self.simulation_op))
 
@@ -96,8 +100,21 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
         return FilePairs(dataset, cfg.seed), dataset.op
     if cfg.phantom != "ellipses":
         raise ParameterError(f"on-the-fly training data are random ellipses; got phantom {cfg.phantom!r}")
+    check_ellipse_scaling(cfg)
     op = make_operator(cfg.geometry, cfg.image_size, cfg.n_angles, cfg.n_detectors)
-    return SimulatedPairs(op, parse_noise(cfg.noise), cfg.seed, cfg.supersample, simulation_operator(cfg, op)), op
+    stream = SimulatedPairs(
+        op, parse_noise(cfg.noise), cfg.seed, cfg.supersample, simulation_operator(cfg, op), cfg.ellipse_scaling
+    )
+    return stream, op
+
+
+def check_ellipse_scaling(cfg: DataConfig) -> None:
+    """A ParameterError naming ``data.ellipse_scaling`` unless it is one of the known scalings."""
+    if cfg.ellipse_scaling not in phantoms.ELLIPSE_SCALINGS:
+        raise ParameterError(
+            f"config key data.ellipse_scaling must be one of {', '.join(phantoms.ELLIPSE_SCALINGS)}, "
+            f"got {cfg.ellipse_scaling!r}"
+        )
 
 
 def simulation_operator(cfg: DataConfig, op: LinearOperator) -> LinearOperator | None:
@@ -122,7 +139,9 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
             )
         return read_pairs(dataset, range(len(dataset)))
 
+    check_ellipse_scaling(cfg)
+
     def render(size: int) -> torch.Tensor:
-        return phantoms.random_ellipses(cfg.n_validation, size, seed=cfg.validation_seed)
+        return phantoms.random_ellipses(cfg.n_validation, size, seed=cfg.validation_seed, scaling=cfg.ellipse_scaling)
 
     return Pairs(*simulate_pairs(render, op, cfg.noise, cfg.validation_seed, 0, simulation_operator(cfg, op)))
