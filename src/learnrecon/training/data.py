@@ -100,7 +100,7 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
         return FilePairs(dataset, cfg.seed), dataset.op
     if cfg.phantom != "ellipses":
         raise ParameterError(f"on-the-fly training data are random ellipses; got phantom {cfg.phantom!r}")
-    check_ellipse_scaling(cfg)
+    _check_ellipse_scaling(cfg)
     op = make_operator(cfg.geometry, cfg.image_size, cfg.n_angles, cfg.n_detectors)
     stream = SimulatedPairs(
         op, parse_noise(cfg.noise), cfg.seed, cfg.supersample, simulation_operator(cfg, op), cfg.ellipse_scaling
@@ -108,7 +108,7 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
     return stream, op
 
 
-def check_ellipse_scaling(cfg: DataConfig) -> None:
+def _check_ellipse_scaling(cfg: DataConfig) -> None:
     """A ParameterError naming ``data.ellipse_scaling`` unless it is one of the known scalings."""
     if cfg.ellipse_scaling not in phantoms.ELLIPSE_SCALINGS:
         raise ParameterError(
@@ -139,7 +139,7 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
             )
         return read_pairs(dataset, range(len(dataset)))
 
-    check_ellipse_scaling(cfg)
+    _check_ellipse_scaling(cfg)
 
     def render(size: int) -> torch.Tensor:
         return phantoms.random_ellipses(cfg.n_validation, size, seed=cfg.validation_seed, scaling=cfg.ellipse_scaling)
