@@ -225,6 +225,7 @@ def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> t
                 "n_detectors": preset.n_detectors,
                 "noise": preset.noise,
                 "simulation_size": preset.simulation_size,
+                "ellipse_scaling": preset.ellipse_scaling,
                 "n_validation": 8,
             },
             "training": {
