@@ -10,7 +10,7 @@ import torch
 import learnrecon
 from learnrecon.cli import main
 from learnrecon.data import load
-from learnrecon.phantoms import random_ellipses
+from learnrecon.phantoms import dival_ellipses, random_ellipses
 
 
 def run_cli(*args):
@@ -80,6 +80,8 @@ def test_simulate_is_reproducible(tmp_path):
     assert main([*args, "--ellipse-scaling", "none", "--out", str(tmp_path / "raw.h5")]) == 0
     raw = load(tmp_path / "raw.h5").tensors()
     assert torch.equal(raw.x, random_ellipses(2, 16, seed=1, scaling="none")) and not torch.equal(raw.x, a.x)
+    assert main([*args, "--phantom", "dival-ellipses", "--out", str(tmp_path / "dival.h5")]) == 0
+    assert torch.equal(load(tmp_path / "dival.h5").tensors().x, dival_ellipses(2, 16, seed=1))
 
 
 def test_simulate_refuses_existing_output_without_traceback(tmp_path):

@@ -9,7 +9,7 @@ from learnrecon import metrics
 from learnrecon.errors import DeviceError, DTypeError, NonFiniteError, ParameterError, ShapeError
 from learnrecon.noise import gaussian, poisson_prelog
 from learnrecon.operators import Identity
-from learnrecon.phantoms import random_ellipses, shepp_logan, shepp_logan_labels
+from learnrecon.phantoms import dival_ellipses, draw_ellipses, random_ellipses, shepp_logan, shepp_logan_labels
 
 
 def test_shepp_logan_values_and_labels():
@@ -61,6 +61,19 @@ def test_unscaled_ellipses_are_the_raw_sum_and_minmax_rescales_it():
     assert raw.min() < 0 < raw.max()  # values of either sign
     low, high = raw.amin(dim=(1, 2, 3), keepdim=True), raw.amax(dim=(1, 2, 3), keepdim=True)
     torch.testing.assert_close(scaled, (raw - low) / (high - low))
+
+
+def test_dival_ellipses_have_zero_background_and_span_the_unit_interval():
+    x, labels = dival_ellipses(6, 32, seed=2, return_labels=True)
+    assert x.shape == (6, 1, 32, 32) and torch.equal(x, dival_ellipses(6, 32, seed=2))
+    assert bool((x[:, 0][labels == 0] == 0).all())  # outside every ellipse
+    assert torch.all(x.amin(dim=(1, 2, 3)) == 0) and torch.all(x.amax(dim=(1, 2, 3)) == 1)
+    assert torch.equal(draw_ellipses("dival-ellipses", 2, 32, seed=2, start=4), x[4:])
+    assert torch.equal(
+        draw_ellipses("ellipses", 2, 32, seed=2, scaling="none"), random_ellipses(2, 32, 50, 2, scaling="none")
+    )
+    with pytest.raises(ParameterError, match="unknown ellipse phantom 'disks'"):
+        draw_ellipses("disks", 1, 16)
 
 
 def test_random_ellipses_bad_arguments():

@@ -196,6 +196,7 @@ def test_a_pickle_is_not_a_checkpoint(tmp_path):
         ({"training": {"loss": "huber"}}, "unknown loss 'huber'"),
         ({"training": {"num_workers": -1}}, "training.threads and training.num_workers must be >= 0"),
         ({"data": {"ellipse_scaling": "unit"}}, "data.ellipse_scaling must be one of minmax, none"),
+        ({"data": {"phantom": "shepp-logan"}}, "data.phantom must be one of ellipses, dival-ellipses"),
         ({"model": {"name": "lpd", "params": {"depth": "3"}}}, "'depth' must be int"),
     ],
 )
@@ -222,7 +223,7 @@ def test_shipped_configs_load():
         assert config.data.image_size == 128 and config.training.batch_size == 5, path
 
 
-def test_simulated_stream_and_validation_follow_the_ellipse_scaling():
+def test_simulated_stream_and_validation_follow_the_phantom_settings():
     values = json.loads(json.dumps(SMALL))
     values["data"]["ellipse_scaling"] = "none"
     config = from_dict(values).data
@@ -234,6 +235,9 @@ def test_simulated_stream_and_validation_follow_the_ellipse_scaling():
     )
     validation = make_validation_data(config, op)
     assert torch.equal(validation.x, phantoms.random_ellipses(2, 24, seed=config.validation_seed, scaling="none"))
+    values["data"]["phantom"] = "dival-ellipses"
+    stream, _ = make_training_data(from_dict(values).data)
+    assert torch.equal(stream.batch(step_positions(3, 2)).x, phantoms.dival_ellipses(2, 24, seed=config.seed, start=6))
 
 
 def test_trains_from_a_data_file(tmp_path):

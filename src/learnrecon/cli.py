@@ -34,7 +34,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         help="simulate a data set (phantoms -> forward operator -> noise) into an HDF5 file",
         description="Simulate truth/measurement pairs and write them, with labels and the geometry, to HDF5.",
     )
-    p.add_argument("--phantom", choices=["ellipses", "shepp-logan", "file"], default="ellipses")
+    p.add_argument("--phantom", choices=["ellipses", "dival-ellipses", "shepp-logan", "file"], default="ellipses")
     p.add_argument("--truth", help="images to simulate from with --phantom file (.npy, .npz, .dcm or a DICOM folder)")
     p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")

@@ -41,8 +41,9 @@ class DataConfig:
     phantom ``i`` of ``seed`` and its noise comes from ``(seed, i)``, so step ``s`` always sees the same
     batch. With ``train_file`` (an HDF5 file from ``learnrecon simulate``) the pairs and the operator come
     from the file, shuffled per epoch with ``seed``. Validation uses ``n_validation`` ellipses of
-    ``validation_seed`` (or ``validation_file``). ``ellipse_scaling`` is "minmax" (each phantom scaled to
-    [0, 1]) or "none" (the raw sum of ellipses of Adler & Öktem's code). With ``simulation_size`` the
+    ``validation_seed`` (or ``validation_file``). ``phantom`` is "ellipses" (Adler & Öktem's) or
+    "dival-ellipses" (DIVal's); ``ellipse_scaling`` is "minmax" (each "ellipses" phantom scaled to [0, 1])
+    or "none" (their raw sum, as in Adler & Öktem's code). With ``simulation_size`` the
     simulated measurements are computed from the phantoms drawn on a finer ``simulation_size``² grid of
     the same extent (no inverse crime: the data do not come from the operator that reconstructs them).
     """

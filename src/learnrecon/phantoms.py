@@ -9,6 +9,7 @@ ellipse (value v, half-axes a, b, centre (x0, y0), rotation φ counter-clockwise
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -18,7 +19,10 @@ from learnrecon.errors import ParameterError
 
 __all__ = [
     "ELLIPSE_CLASSES",
+    "ELLIPSE_PHANTOMS",
     "ELLIPSE_SCALINGS",
+    "dival_ellipses",
+    "draw_ellipses",
     "ellipses_image",
     "random_ellipses",
     "shepp_logan",
@@ -48,6 +52,10 @@ ELLIPSE_CLASSES = {0: "background", 1: "positive ellipse", 2: "negative ellipse"
 #: Intensity scalings of the random ellipses: "minmax" maps each image onto [0, 1]; "none" keeps the sum of
 #: the ellipses' values (background 0, values of either sign), as Adler & Öktem's ``random_phantom`` does.
 ELLIPSE_SCALINGS = ("minmax", "none")
+
+#: Random-ellipse phantoms: "ellipses" (Adler & Öktem's LGD/LPD setup, :func:`random_ellipses`) and
+#: "dival-ellipses" (DIVal's ellipses data set, :func:`dival_ellipses`).
+ELLIPSE_PHANTOMS = ("ellipses", "dival-ellipses")
 
 
 def _shape(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -118,9 +126,63 @@ def _random_ellipse_params(rng: np.random.Generator, mean_ellipses: float) -> to
     return torch.from_numpy(np.stack([values, a, b, x0, y0, phi], axis=1))
 
 
+def _dival_ellipse_params(rng: np.random.Generator) -> torch.Tensor:
+    """Parameters as in DIVal's ``EllipsesDataset`` (Baguer et al. 2020): min(Poisson(40), 70) ellipses,
+    value uniform in [−0.4, 1], half-axes 0.2·Exp(1), centre uniform in [−0.9, 0.9]², angle uniform in [0, 2π)."""
+    n = min(rng.poisson(40), 70)
+    values = rng.uniform(-0.4, 1.0, n)
+    a = rng.exponential(1.0, n) * 0.2
+    b = rng.exponential(1.0, n) * 0.2
+    x0 = rng.uniform(-0.9, 0.9, n)
+    y0 = rng.uniform(-0.9, 0.9, n)
+    phi = rng.uniform(0.0, 2 * math.pi, n)
+    return torch.from_numpy(np.stack([values, a, b, x0, y0, phi], axis=1))
+
+
 def _minmax(image: torch.Tensor) -> torch.Tensor:
     low, high = image.min(), image.max()
     return (image - low) / (high - low) if high > low else torch.zeros_like(image)
+
+
+def _foreground_to_unit(image: torch.Tensor) -> torch.Tensor:
+    """DIVal's normalisation: the non-zero pixels are shifted by the image's minimum, then all divided by the
+    maximum, so the background stays 0 and the image spans [0, 1]."""
+    image = torch.where(image != 0, image - image.min(), image)
+    high = image.max()
+    return image / high if high > 0 else torch.zeros_like(image)
+
+
+def _draw(
+    params: Callable[[np.random.Generator], torch.Tensor],
+    normalise: Callable[[torch.Tensor], torch.Tensor],
+    n: int,
+    size: int | tuple[int, int],
+    seed: int,
+    start: int,
+    supersample: int,
+    dtype: torch.dtype,
+    return_labels: bool,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Images ``start … start + n − 1`` of a stream: image ``i`` renders ``params(default_rng([seed, i]))``,
+    supersampled ``supersample`` times, then ``normalise``; labels are the sign of the topmost ellipse."""
+    if n < 0 or start < 0 or supersample < 1:
+        raise ParameterError(
+            f"need n >= 0, start >= 0 and supersample >= 1, got n={n}, start={start}, supersample={supersample}"
+        )
+    h, w = _shape(size)
+    k = int(supersample)
+    images = torch.empty(n, 1, h, w, dtype=dtype)
+    labels = torch.empty(n, h, w, dtype=torch.int64)
+    for i in range(n):
+        p = params(np.random.default_rng([seed, start + i]))
+        fine, top = ellipses_image(p, (k * h, k * w))
+        image = F.avg_pool2d(fine[None, None], k)[0, 0] if k > 1 else fine
+        images[i, 0] = normalise(image).to(dtype)
+        if return_labels:
+            top = top[k // 2 :: k, k // 2 :: k]
+            sign_class = torch.where(p[:, 0] >= 0, 1, 2)
+            labels[i] = torch.cat([torch.zeros(1, dtype=torch.int64), sign_class])[top + 1]
+    return (images, labels) if return_labels else images
 
 
 def random_ellipses(
@@ -149,22 +211,48 @@ def random_ellipses(
     """
     if scaling not in ELLIPSE_SCALINGS:
         raise ParameterError(f"unknown ellipse scaling {scaling!r}; choose one of {', '.join(ELLIPSE_SCALINGS)}")
-    if n < 0 or start < 0 or supersample < 1 or mean_ellipses < 0:
-        raise ParameterError(
-            f"need n >= 0, start >= 0, supersample >= 1 and mean_ellipses >= 0, got n={n}, start={start}, "
-            f"supersample={supersample}, mean_ellipses={mean_ellipses}"
+    if mean_ellipses < 0:
+        raise ParameterError(f"mean_ellipses must be >= 0, got {mean_ellipses}")
+    normalise = _minmax if scaling == "minmax" else (lambda image: image)
+    params = lambda rng: _random_ellipse_params(rng, mean_ellipses)  # noqa: E731
+    return _draw(params, normalise, n, size, seed, start, supersample, dtype, return_labels)
+
+
+def dival_ellipses(
+    n: int,
+    size: int | tuple[int, int],
+    seed: int = 0,
+    supersample: int = 1,
+    dtype: torch.dtype = torch.float32,
+    return_labels: bool = False,
+    start: int = 0,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Random-ellipse phantoms ``(n, 1, H, W)`` as in DIVal's ellipses data set (Baguer et al. 2020).
+
+    min(Poisson(40), 70) ellipses of value U(−0.4, 1) centred in [−0.9, 0.9]² (half-axes and angles as in
+    :func:`random_ellipses`); the non-zero pixels are shifted by the image minimum and the image divided by
+    its maximum, so the background is 0 and the values span [0, 1]. Image ``i`` draws from
+    ``numpy.random.default_rng([seed, i])``; ``supersample`` and ``return_labels`` as in
+    :func:`random_ellipses`.
+    """
+    return _draw(_dival_ellipse_params, _foreground_to_unit, n, size, seed, start, supersample, dtype, return_labels)
+
+
+def draw_ellipses(
+    kind: str,
+    n: int,
+    size: int | tuple[int, int],
+    seed: int = 0,
+    start: int = 0,
+    supersample: int = 1,
+    scaling: str = "minmax",
+    return_labels: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Float32 phantoms of ``kind`` (see :data:`ELLIPSE_PHANTOMS`); ``scaling`` applies to "ellipses"."""
+    if kind == "ellipses":
+        return random_ellipses(
+            n, size, seed=seed, supersample=supersample, return_labels=return_labels, start=start, scaling=scaling
         )
-    h, w = _shape(size)
-    k = int(supersample)
-    images = torch.empty(n, 1, h, w, dtype=dtype)
-    labels = torch.empty(n, h, w, dtype=torch.int64)
-    for i in range(n):
-        params = _random_ellipse_params(np.random.default_rng([seed, start + i]), mean_ellipses)
-        fine, top = ellipses_image(params, (k * h, k * w))
-        image = F.avg_pool2d(fine[None, None], k)[0, 0] if k > 1 else fine
-        images[i, 0] = (_minmax(image) if scaling == "minmax" else image).to(dtype)
-        if return_labels:
-            top = top[k // 2 :: k, k // 2 :: k]
-            sign_class = torch.where(params[:, 0] >= 0, 1, 2)
-            labels[i] = torch.cat([torch.zeros(1, dtype=torch.int64), sign_class])[top + 1]
-    return (images, labels) if return_labels else images
+    if kind == "dival-ellipses":
+        return dival_ellipses(n, size, seed=seed, supersample=supersample, return_labels=return_labels, start=start)
+    raise ParameterError(f"unknown ellipse phantom {kind!r}; choose one of {', '.join(ELLIPSE_PHANTOMS)}")

@@ -21,7 +21,9 @@ class Preset:
         n_detectors: detector pixels (183 covers the diagonal of a 128² image).
         noise: noise spec (see :func:`learnrecon.data.parse_noise`).
         simulation_size: draw the phantoms on this finer grid to simulate the data (None: the image grid).
-        ellipse_scaling: intensities of the validation and test ellipses, "minmax" (each in [0, 1]) or "none"
+        phantom: the validation and test ellipses, "ellipses" (Adler & Öktem's) or "dival-ellipses" (DIVal's);
+            see :func:`learnrecon.phantoms.draw_ellipses`.
+        ellipse_scaling: intensities of "ellipses", "minmax" (each in [0, 1]) or "none"
             (the raw sum, as in Adler & Öktem's code); see :func:`learnrecon.phantoms.random_ellipses`.
         n_validation: ellipse images used to tune the classical methods' parameters.
         n_test: held-out ellipse images evaluated (Shepp–Logan is always evaluated too).
@@ -45,6 +47,7 @@ class Preset:
     n_detectors: int = 183
     noise: str = "relative:0.05"
     simulation_size: int | None = None
+    phantom: str = "ellipses"
     ellipse_scaling: str = "minmax"
     n_validation: int = 4
     n_test: int = 100
@@ -80,12 +83,14 @@ PRESETS: dict[str, Preset] = {
     ),
     "dival": Preset(
         "dival",
-        "DIVal ellipses setup (Baguer et al. 2020): 128², 30 angles, 183 detectors, 2.5% relative Gaussian "
-        "noise, data simulated from the ellipses drawn on a 400² grid (no inverse crime); test on Shepp–Logan "
-        "and 100 held-out ellipses. The shipped models were trained on the LGD/LPD setup (5% noise, data from "
-        "the reconstruction grid), so on these data they are evaluated out of their training distribution",
+        "DIVal ellipses setup (Baguer et al. 2020): DIVal's random ellipses (background 0, values in [0, 1]), "
+        "128², 30 angles, 183 detectors, 2.5% relative Gaussian noise, data simulated from the ellipses drawn on "
+        "a 400² grid (no inverse crime); test on Shepp–Logan and 100 held-out ellipses. The shipped models were "
+        "trained on the LGD/LPD setup (Adler & Öktem's ellipses, 5% noise, data from the reconstruction grid), "
+        "so on these data they are evaluated out of their training distribution",
         noise="relative:0.025",
         simulation_size=400,
+        phantom="dival-ellipses",
     ),
     "smoke": Preset(
         "smoke",

@@ -65,7 +65,7 @@ def make_tasks(preset: Preset, op: ParallelBeam2D) -> list[Task]:
         return phantoms.shepp_logan(size).float().reshape(1, 1, size, size)
 
     def ellipses(n: int, seed: int) -> Callable[[int], torch.Tensor]:
-        return lambda size: phantoms.random_ellipses(n, size, seed=seed, scaling=preset.ellipse_scaling).float()
+        return lambda size: phantoms.draw_ellipses(preset.phantom, n, size, seed, scaling=preset.ellipse_scaling)
 
     def eval_set(name: str, render: Callable[[int], torch.Tensor], noise_seed: int) -> EvalSet:
         return EvalSet(name, *simulate_pairs(render, op, preset.noise, noise_seed, 0, sim_op))
@@ -225,6 +225,7 @@ def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> t
                 "n_detectors": preset.n_detectors,
                 "noise": preset.noise,
                 "simulation_size": preset.simulation_size,
+                "phantom": preset.phantom,
                 "ellipse_scaling": preset.ellipse_scaling,
                 "n_validation": 8,
             },

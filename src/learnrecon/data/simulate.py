@@ -104,15 +104,14 @@ def make_phantoms(
     """Ground truth ``(n, 1, size, size)`` float32, labels ``(n, size, size)`` or None, and a description.
 
     ``kind`` is "ellipses" (random ellipses as in Adler & Öktem, intensities scaled by ``scaling``, see
-    :func:`learnrecon.phantoms.random_ellipses`), "shepp-logan" (n copies of the modified phantom) or
-    "file" (images read from ``truth``; ``n`` and ``size`` then only select and check).
+    :func:`learnrecon.phantoms.random_ellipses`), "dival-ellipses" (DIVal's ellipses), "shepp-logan" (n
+    copies of the modified phantom) or "file" (images read from ``truth``; ``n`` and ``size`` then only
+    select and check).
     """
-    if kind == "ellipses":
-        x, labels = phantoms.random_ellipses(
-            n, size, seed=seed, supersample=supersample, return_labels=True, scaling=scaling
-        )
-        info = {"kind": kind, "n": n, "size": size, "seed": seed, "supersample": supersample, "scaling": scaling}
-        return x.float(), labels, info
+    if kind in phantoms.ELLIPSE_PHANTOMS:
+        x, labels = phantoms.draw_ellipses(kind, n, size, seed, 0, supersample, scaling, return_labels=True)
+        info = {"kind": kind, "n": n, "size": size, "seed": seed, "supersample": supersample}
+        return x.float(), labels, {**info, "scaling": scaling} if kind == "ellipses" else info
     if kind == "shepp-logan":
         x = phantoms.shepp_logan(size).float().expand(n, 1, size, size).clone()
         labels = phantoms.shepp_logan_labels(size).expand(n, size, size).clone()
@@ -128,7 +127,7 @@ def make_phantoms(
                 else f"images in {truth} are {tuple(x.shape[-2:])}; only square images are supported"
             )
         return x, None, {"kind": kind, "path": str(truth), "n": int(x.shape[0])}
-    raise ParameterError(f"unknown phantom {kind!r}; choose ellipses, shepp-logan or file")
+    raise ParameterError(f"unknown phantom {kind!r}; choose ellipses, dival-ellipses, shepp-logan or file")
 
 
 def simulate(

@@ -37,10 +37,10 @@ def read_pairs(dataset, indices) -> Pairs:
 
 
 class SimulatedPairs:
-    """An endless stream: sample ``i`` is random-ellipse phantom ``i`` of ``seed`` (intensities scaled by
-    ``scaling``, see :func:`learnrecon.phantoms.random_ellipses`) and ``noise(A x_i)`` with noise from
-    ``(seed, i)``; with ``simulation_op`` (a finer grid of ``op``) the data are ``noise(A' x'_i)`` of the
-    same ellipses drawn on that grid."""
+    """An endless stream: sample ``i`` is phantom ``i`` of ``seed`` of the random-ellipse ``phantom`` (see
+    :func:`learnrecon.phantoms.draw_ellipses`; ``scaling`` applies to "ellipses") and ``noise(A x_i)`` with
+    noise from ``(seed, i)``; with ``simulation_op`` (a finer grid of ``op``) the data are
+    ``noise(A' x'_i)`` of the same ellipses drawn on that grid."""
 
     def __init__(
         self,
@@ -50,9 +50,10 @@ class SimulatedPairs:
         supersample: int = 1,
         simulation_op: LinearOperator | None = None,
         scaling: str = "minmax",
+        phantom: str = "ellipses",
     ) -> None:
         self.op, self.noise, self.seed, self.supersample = op, noise, seed, supersample
-        self.simulation_op, self.scaling = simulation_op, scaling
+        self.simulation_op, self.scaling, self.phantom = simulation_op, scaling, phantom
 
     def batch(self, positions: torch.Tensor) -> Pairs:
         """The samples at ``positions`` (consecutive, as produced by :func:`step_positions`)."""
@@ -61,9 +62,7 @@ class SimulatedPairs:
             raise ParameterError("simulated training data are drawn in consecutive positions")
 
         def render(size: int) -> torch.Tensor:
-            return phantoms.random_ellipses(
-                n, size, seed=self.seed, supersample=self.supersample, start=start, scaling=self.scaling
-            )
+            return phantoms.draw_ellipses(self.phantom, n, size, self.seed, start, self.supersample, self.scaling)
 
         return Pairs(*simulate_pairs(render, self.op, self.noise, self.seed, start, self.simulation_op))
 
@@ -98,18 +97,20 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
     if cfg.train_file is not None:
         dataset = load(cfg.train_file)
         return FilePairs(dataset, cfg.seed), dataset.op
-    if cfg.phantom != "ellipses":
-        raise ParameterError(f"on-the-fly training data are random ellipses; got phantom {cfg.phantom!r}")
-    _check_ellipse_scaling(cfg)
+    _check_phantom(cfg)
     op = make_operator(cfg.geometry, cfg.image_size, cfg.n_angles, cfg.n_detectors)
-    stream = SimulatedPairs(
-        op, parse_noise(cfg.noise), cfg.seed, cfg.supersample, simulation_operator(cfg, op), cfg.ellipse_scaling
-    )
+    noise, simulation_op = parse_noise(cfg.noise), simulation_operator(cfg, op)
+    stream = SimulatedPairs(op, noise, cfg.seed, cfg.supersample, simulation_op, cfg.ellipse_scaling, cfg.phantom)
     return stream, op
 
 
-def _check_ellipse_scaling(cfg: DataConfig) -> None:
-    """A ParameterError naming ``data.ellipse_scaling`` unless it is one of the known scalings."""
+def _check_phantom(cfg: DataConfig) -> None:
+    """A ParameterError naming ``data.phantom`` or ``data.ellipse_scaling`` unless both are known."""
+    if cfg.phantom not in phantoms.ELLIPSE_PHANTOMS:
+        raise ParameterError(
+            f"config key data.phantom must be one of {', '.join(phantoms.ELLIPSE_PHANTOMS)} (simulated on the "
+            f"fly), got {cfg.phantom!r}"
+        )
     if cfg.ellipse_scaling not in phantoms.ELLIPSE_SCALINGS:
         raise ParameterError(
             f"config key data.ellipse_scaling must be one of {', '.join(phantoms.ELLIPSE_SCALINGS)}, "
@@ -139,9 +140,11 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
             )
         return read_pairs(dataset, range(len(dataset)))
 
-    _check_ellipse_scaling(cfg)
+    _check_phantom(cfg)
 
     def render(size: int) -> torch.Tensor:
-        return phantoms.random_ellipses(cfg.n_validation, size, seed=cfg.validation_seed, scaling=cfg.ellipse_scaling)
+        return phantoms.draw_ellipses(
+            cfg.phantom, cfg.n_validation, size, cfg.validation_seed, 0, 1, cfg.ellipse_scaling
+        )
 
     return Pairs(*simulate_pairs(render, op, cfg.noise, cfg.validation_seed, 0, simulation_operator(cfg, op)))
