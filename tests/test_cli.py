@@ -155,6 +155,8 @@ def test_smoke_benchmark_writes_report(tmp_path):
     for per_set in results.values():
         assert set(per_set) == {"Shepp–Logan", "ellipses"}
     assert results["TV"]["ellipses"]["psnr"] > results["FBP (hann)"]["ellipses"]["psnr"]
+    # Non-negativity only where the validation images are non-negative: Shepp–Logan, not the raw ellipses.
+    assert summary["tuned"]["Shepp–Logan"]["TV"]["nonneg"] and not summary["tuned"]["ellipses"]["TV"]["nonneg"]
     assert set(summary["pretrained"]) == shipped and summary["trained_here"]["steps"] == 4
     for name in ("report.md", "training/last.safetensors", "training/metrics.csv"):
         assert (out / name).stat().st_size > 0

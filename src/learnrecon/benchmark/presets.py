@@ -23,8 +23,9 @@ class Preset:
         simulation_size: draw the phantoms on this finer grid to simulate the data (None: the image grid).
         phantom: the validation and test ellipses, "ellipses" (Adler & Öktem's) or "dival-ellipses" (DIVal's);
             see :func:`learnrecon.phantoms.draw_ellipses`.
-        ellipse_scaling: intensities of "ellipses", "minmax" (each in [0, 1]) or "none"
-            (the raw sum, as in Adler & Öktem's code); see :func:`learnrecon.phantoms.random_ellipses`.
+        ellipse_scaling: intensities of "ellipses", "none" (the raw sum, as in Adler & Öktem's code; the
+            shipped models are trained on these) or "minmax" (each rescaled to [0, 1]); see
+            :func:`learnrecon.phantoms.random_ellipses`.
         n_validation: ellipse images used to tune the classical methods' parameters.
         n_test: held-out ellipse images evaluated (Shepp–Logan is always evaluated too).
         fbp_filter: the FBP filter.
@@ -48,7 +49,7 @@ class Preset:
     noise: str = "relative:0.05"
     simulation_size: int | None = None
     phantom: str = "ellipses"
-    ellipse_scaling: str = "minmax"
+    ellipse_scaling: str = "none"
     n_validation: int = 4
     n_test: int = 100
     fbp_filter: str = "hann"
@@ -69,14 +70,12 @@ PRESETS: dict[str, Preset] = {
     "quick": Preset(
         "quick",
         "LGD/LPD ellipses setup: 128², 30 angles, 183 detectors, 5% relative Gaussian noise; test on Shepp–Logan "
-        "and 100 held-out ellipses",
+        "and 100 held-out ellipses as drawn by Adler & Öktem's code (background 0, not rescaled)",
     ),
     "paper": Preset(
         "paper",
         "the full reproduction of the LGD/LPD ellipses setup: FBPConvNet, LGD and LPD trained with "
-        "configs/*_paper.yaml (100k steps each; resumable: run the same command again to go on), on ellipses "
-        "as drawn by Adler & Öktem's code (not rescaled to [0, 1])",
-        ellipse_scaling="none",
+        "configs/*_paper.yaml (100k steps each; resumable: run the same command again to go on)",
         pretrained=(),
         train_model=None,
         reproduce=("configs/fbpconvnet_paper.yaml", "configs/lgd_paper.yaml", "configs/lpd_paper.yaml"),
