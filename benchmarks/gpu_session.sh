@@ -3,8 +3,8 @@
 #
 #   bash benchmarks/gpu_session.sh check          correctness (benchmarks/gpu_check.py), the operator and
 #                                                 training-throughput benchmarks on CUDA, and a 30 s trial of
-#                                                 the three configs/*_ellipses_gpu.yaml runs side by side
-#   bash benchmarks/gpu_session.sh train MINUTES  those three runs side by side, each stopped after MINUTES,
+#                                                 the four configs/*_ellipses_gpu.yaml runs side by side
+#   bash benchmarks/gpu_session.sh train MINUTES  those four runs side by side, each stopped after MINUTES,
 #                                                 and gpu_check.py again beside them
 #
 # The machine has torch but not PyWavelets: its wheel travels in .whl/ (see docs/gpu.md). Results land in
@@ -17,7 +17,7 @@ if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
-models="lpd lgd fbpconvnet"
+models="lpd lgd fbpconvnet fbpconvnet_wide"
 
 pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz (at most 16 MiB a file comes back), atomically
     [ -n "${OUT:-}" ] || return 0
@@ -32,7 +32,7 @@ pack_runs() {  # pack_runs FOLDER: one archive per model (its checkpoints hold w
     done
 }
 
-side_by_side() {  # side_by_side FOLDER MINUTES: train the three GPU configs at once into FOLDER/<model>
+side_by_side() {  # side_by_side FOLDER MINUTES: train the four GPU configs at once into FOLDER/<model>
     mkdir -p "$1"
     for m in $models; do
         python3 -m learnrecon.cli train --config "configs/${m}_ellipses_gpu.yaml" --out "$1/$m" \
