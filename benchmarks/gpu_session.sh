@@ -17,7 +17,7 @@ if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
-models="lpd lgd fbpconvnet fbpconvnet_wide"
+models="lpd lgd fbpconvnet fbpconvnet_deep"
 
 pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz (at most 16 MiB a file comes back), atomically
     [ -n "${OUT:-}" ] || return 0
@@ -26,9 +26,10 @@ pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz (at most 16 MiB a fil
     tar czf "$OUT/.$name.tar.gz" --exclude=tensorboard "$@" 2>/dev/null && mv "$OUT/.$name.tar.gz" "$OUT/$name.tar.gz"
 }
 
-pack_runs() {  # pack_runs FOLDER: one archive per model (its checkpoints hold weights and Adam state)
-    for m in $models; do
-        pack "$m" "$1/$m" "$1/$m.log"
+pack_runs() {  # pack_runs FOLDER: two archives per model, as a checkpoint with its Adam state can pass 8 MiB:
+    for m in $models; do  # the best checkpoint with the logs, and the last (to resume from)
+        pack "$m" --exclude='last.*' "$1/$m" "$1/$m.log"
+        pack "$m-last" "$1/$m"/last.*
     done
 }
 
