@@ -256,8 +256,12 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(SMALL))
     run = tmp_path / "run"
+    early = ["train", "--config", str(config), "--out", str(tmp_path / "early"), "--until", "2", "--quiet"]
+    assert main(early) == 0
+    assert "to step 2 of 6 (" in (said := capsys.readouterr().out) and "no validation yet (every 3 steps)" in said
     assert main(["train", "--config", str(config), "--out", str(run), "--quiet"]) == 0
-    assert "trained lpd to step 6 of 6" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "trained lpd to step 6 of 6" in said and f"checkpoints in {run}/last and {run}/best" in said
     data = tmp_path / "test.h5"
     assert main(["simulate", "--n", "3", "--size", "24", "--angles", "6", "--detectors", "35",
                  "--noise", "relative:0.05", "--seed", "7", "--out", str(data), "--quiet"]) == 0  # fmt: skip

@@ -7,6 +7,7 @@ stderr and give exit status 1, without a traceback; an interrupted run exits wit
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -212,10 +213,13 @@ def _run_train(args: argparse.Namespace) -> int:
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     summary = trainer.train(until=args.until, max_seconds=max_seconds)
     if trainer.is_main:
+        if math.isfinite(summary["best_psnr"]):
+            best = f"best validation PSNR {summary['best_psnr']:.2f} dB; checkpoints in {out}/last and {out}/best"
+        else:
+            best = f"no validation yet (every {config.training.validate_every} steps); checkpoint in {out}/last"
         print(
             f"trained {config.model.name} to step {summary['steps']} of {config.training.steps} "
-            f"({summary['seconds'] / 60:.1f} min in all); best validation PSNR {summary['best_psnr']:.2f} dB; "
-            f"checkpoints in {out}/last and {out}/best"
+            f"({summary['seconds'] / 60:.1f} min in all); {best}"
         )
     return 0
 
