@@ -320,6 +320,14 @@ def test_shipped_models_load_with_provenance_and_beat_fbp():
         pretrained("lpd-lodopab")
 
 
+def test_shipped_weights_fit_the_package_budget():
+    """The issue allows the shipped weights 5 MB in all (a larger model must fit beside the others)."""
+    from learnrecon.models.registry import PRETRAINED_DIR
+
+    sizes = [path.stat().st_size for path in PRETRAINED_DIR.glob("*.safetensors")]
+    assert len(sizes) == 3 and sum(sizes) < 5_000_000, sizes
+
+
 def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):
     from dataclasses import replace
 
