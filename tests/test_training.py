@@ -184,6 +184,31 @@ def test_a_pickle_is_not_a_checkpoint(tmp_path):
         load_model(tmp_path / "model.safetensors")
 
 
+def test_half_precision_weights_take_half_the_space_and_load_as_float32(tmp_path):
+    from learnrecon.operators.registry import build_operator
+    from learnrecon.training.checkpoint import save_checkpoint
+
+    Trainer(_config(steps=1), tmp_path, progress=False).train()
+    model = load_model(tmp_path / "last")
+    meta = {k: model.provenance[k] for k in ("model", "operator")}
+    full = save_checkpoint(tmp_path / "full", model, meta, rng=False)
+    half = save_checkpoint(tmp_path / "half", model, meta, rng=False, weights_dtype=torch.float16)
+    assert load_checkpoint(half)[0]["model/steps.0.dual.0.weight"].dtype == torch.float16
+    def payload(path):  # bytes of tensor data; the JSON header of so small a model is a third of the file
+        return sum(t.numel() * t.element_size() for t in load_checkpoint(path)[0].values())
+
+    assert payload(half) == payload(full) // 2
+    rounded = load_model(half)
+    assert rounded.provenance["weights_dtype"] == "float16"
+    for (name, value), (_, loaded) in zip(model.state_dict().items(), rounded.state_dict().items(), strict=True):
+        assert loaded.dtype == value.dtype, name
+        assert torch.allclose(loaded, value, rtol=1e-3, atol=1e-4), name
+    op = build_operator(meta["operator"])
+    y = op(phantoms.random_ellipses(1, 24, seed=5))
+    with torch.no_grad():
+        assert torch.allclose(rounded(y, op), model(y, op), atol=1e-2)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -65,21 +65,32 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
 
 
+def _stored(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A CPU copy of ``tensor`` to save, its floating-point values rounded to ``dtype`` if given."""
+    tensor = tensor.detach().to("cpu").clone().contiguous()
+    return tensor.to(dtype) if dtype is not None and tensor.is_floating_point() else tensor
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
     meta: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
     rng: bool = True,
+    weights_dtype: torch.dtype | None = None,
 ) -> Path:
     """Save ``model``'s weights (and the optimiser and RNG states) with JSON ``meta``; returns the weights path.
 
     ``meta`` should hold ``model: {name, params}`` so that :func:`load_model` can rebuild the model.
+    ``weights_dtype`` (e.g. ``torch.float16``) stores the model's floating-point tensors rounded to that type,
+    to ship weights in half the space; loading casts them back to the model's dtype.
     """
     weights, info = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model/{k}": v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model/{k}": _stored(v, weights_dtype) for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    if weights_dtype is not None:
+        meta["weights_dtype"] = str(weights_dtype).removeprefix("torch.")
     if optimizer is not None:
         optim_tensors, meta["optimizer"] = _optimizer_parts(optimizer)
         tensors.update({k: v.detach().to("cpu").clone().contiguous() for k, v in optim_tensors.items()})
