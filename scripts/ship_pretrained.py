@@ -4,6 +4,10 @@
 
 writes ``src/learnrecon/pretrained/lpd-ellipses.safetensors`` and ``.json``: the weights, and the
 provenance (config, steps, wall time, device, validation PSNR, the commit of the code that trained it).
+``--out FOLDER`` writes them there instead (benchmarks/gpu_session.sh keeps a GPU run's best weights so,
+small enough to come back from the device).
+The weights are stored as float16 by default, half the space of float32 for a change of PSNR under
+0.002 dB on the quick preset (benchmarks/results/half-precision-weights.md); they load as float32.
 """
 
 from __future__ import annotations
@@ -12,8 +16,19 @@ import argparse
 import subprocess
 from pathlib import Path
 
+import torch
+
 from learnrecon.models.registry import PRETRAINED_DIR
 from learnrecon.training.checkpoint import load_model, save_checkpoint
+
+
+def git_head() -> str | None:
+    """The commit checked out here, or None outside a git checkout (a copy of the tree on the device)."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)
+    except OSError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def main() -> None:
@@ -22,12 +37,16 @@ def main() -> None:
     parser.add_argument("name", help="shipped name, e.g. lpd-ellipses")
     parser.add_argument("--checkpoint", default="best", help="best (default) or last")
     parser.add_argument("--trained-at", default=None, help="commit of the code that trained it (default: HEAD)")
+    parser.add_argument("--out", type=Path, default=PRETRAINED_DIR, help="folder to write to (default: the package)")
+    parser.add_argument(
+        "--dtype", default="float16", choices=["float16", "float32", "bfloat16"], help="stored weight type"
+    )
     args = parser.parse_args()
     model = load_model(Path(args.run) / args.checkpoint)
     meta = dict(model.provenance)
     for key in ("format", "format_version", "sha256", "optimizer"):
         meta.pop(key, None)
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    head = git_head()
     meta.update(
         {
             "shipped_as": args.name,
@@ -36,7 +55,8 @@ def main() -> None:
             "shipped_at_commit": head,
         }
     )
-    path = save_checkpoint(PRETRAINED_DIR / args.name, model, meta, optimizer=None, rng=False)
+    dtype = getattr(torch, args.dtype)
+    path = save_checkpoint(args.out / args.name, model, meta, optimizer=None, rng=False, weights_dtype=dtype)
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): step {meta['step']}, "
         f"validation PSNR {meta.get('best_psnr', float('nan')):.2f} dB"

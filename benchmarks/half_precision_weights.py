@@ -1,0 +1,101 @@
+"""What storing the shipped weights in 16 bits costs: PSNR with the weights as stored and rounded.
+
+Usage: python benchmarks/half_precision_weights.py [--threads 2] [CHECKPOINT ...]
+
+The shipped models may take 5 MB in all (issue 5), which caps a float32 FBPConvNet at about 0.85 M
+parameters beside the LGD and LPD. Storing weights as float16 (``scripts/ship_pretrained.py``'s default)
+halves that cost. For each checkpoint (default: the shipped models; give float32 training checkpoints to
+measure what shipping them as float16 costs) this rounds its weights to float16 and to bfloat16 (and
+computes in float32) and reconstructs the quick preset's Shepp–Logan and 100 held-out ellipses with each;
+it reports the mean PSNR, the change from the weights as stored, and the largest pixel change.
+Writes benchmarks/results/half-precision-weights.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+from learnrecon import metrics
+from learnrecon.benchmark.presets import get_preset
+from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
+from learnrecon.models import pretrained
+from learnrecon.operators.tomography import ParallelBeam2D
+from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.training import load_model
+
+RESULTS = Path(__file__).parent / "results"
+ROUNDED = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def rounded(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of ``model`` whose floating-point weights and buffers are rounded to ``dtype`` (kept float32)."""
+    copy_ = copy.deepcopy(model)
+    with torch.no_grad():
+        for tensor in copy_.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(dtype))
+    return copy_
+
+
+def rows_for(label: str, model: torch.nn.Module, op, tasks) -> list[dict]:
+    """One row for the weights as stored and one per rounding: PSNR on each test set, its change from the
+    weights as stored and the largest pixel change."""
+    stored = model.provenance.get("weights_dtype", "float32")
+    n_params = sum(p.numel() for p in model.parameters())
+    reference = {task.test.name: reconstruct(lambda y: model(y, op), task.test.y) for task in tasks}
+    rows = []
+    for weights, dtype in {f"as stored ({stored})": getattr(torch, stored), **ROUNDED}.items():
+        variant = rounded(model, dtype)
+        row = {"model": label, "weights": weights, "MB": n_params * dtype.itemsize / 1e6}
+        for task in tasks:
+            x_hat = reconstruct(lambda y, m=variant: m(y, op), task.test.y)
+            psnr = float(metrics.psnr(x_hat, task.test.x).mean())
+            as_stored = float(metrics.psnr(reference[task.test.name], task.test.x).mean())
+            row[f"PSNR {task.test.name}"] = psnr
+            row[f"change {task.test.name}"] = psnr - as_stored
+            row[f"max pixel change {task.test.name}"] = float((x_hat - reference[task.test.name]).abs().max())
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("checkpoints", nargs="*", help="checkpoints to round (default: the shipped models)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = get_preset("quick")
+    op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
+    tasks = make_tasks(preset, op)
+    models = {path: load_model(path) for path in args.checkpoints} or {
+        PRETRAINED_LABELS.get(name, name): pretrained(name) for name in preset.pretrained
+    }
+    rows = [row for label, model in models.items() for row in rows_for(label, model, op, tasks)]
+    info = machine_info()
+    write_json(RESULTS / "half-precision-weights.json", {"machine": info, "rows": rows})
+    digits = {key: 4 for key in rows[0] if key.startswith("change")}
+    digits.update({key: 5 for key in rows[0] if key.startswith("max pixel")})
+    table = markdown_table(rows, list(rows[0]), digits=digits)
+    text = (
+        "# Weights stored in 16 bits (quick preset: 128², 30 angles, 5 % relative noise)\n\n"
+        "Each model with its weights as stored and rounded to float16 and bfloat16 (computing in float32); "
+        "PSNR in dB (mean over the test set: 1 Shepp–Logan, 100 held-out ellipses), its change from the "
+        "weights as stored, and the largest change of a pixel (images span [0, 1]). MB: the weights at that "
+        "type.\n"
+        f"Machine: {info['platform']}, torch {info['torch']}. "
+        f"Command: `{shlex.join(['python', *sys.argv])}`.\n\n"
+        f"{table}"
+    )
+    (RESULTS / "half-precision-weights.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
