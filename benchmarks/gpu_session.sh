@@ -8,7 +8,7 @@
 #                                                 and gpu_check.py again beside them
 #
 # The machine has torch but not PyWavelets: its wheel travels in .whl/ (see docs/gpu.md). Results land in
-# benchmarks/results/ and runs/gpu*/; when $OUT is set (the device tool) they are packed into $OUT/*.tar.gz,
+# benchmarks/results/ and runs/gpu*/; when $OUT is set (the device tool) they are packed into $OUT/*.tar.gz.*,
 # during training every minute, so a run cut off still returns its checkpoints.
 set -u
 mode=${1:?usage: gpu_session.sh check | train MINUTES}
@@ -19,17 +19,21 @@ if [ -d .whl ]; then
 fi
 models="lpd lgd fbpconvnet fbpconvnet_deep"
 
-pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz (at most 16 MiB a file comes back), atomically
-    [ -n "${OUT:-}" ] || return 0
-    local name=$1
+pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz.0, .1, ... (15 MiB parts: the device returns at most
+    [ -n "${OUT:-}" ] || return 0  # 8 files of 16 MiB, 64 MiB in all; rejoin with cat NAME.tar.gz.* | tar xz)
+    local name=$1 parts=$OUT/.parts
     shift
-    tar czf "$OUT/.$name.tar.gz" --exclude=tensorboard "$@" 2>/dev/null && mv "$OUT/.$name.tar.gz" "$OUT/$name.tar.gz"
+    mkdir -p "$parts" && rm -f "$parts/$name".tar.gz*
+    tar czf "$parts/$name.tar.gz" --exclude=tensorboard "$@" 2>/dev/null || return 0
+    split -b 15M -d -a 1 "$parts/$name.tar.gz" "$parts/$name.tar.gz." && rm "$parts/$name.tar.gz"
+    rm -f "$OUT/$name".tar.gz.*
+    mv "$parts/$name".tar.gz.* "$OUT/"
 }
 
-pack_runs() {  # pack_runs FOLDER: two archives per model, as a checkpoint with its Adam state can pass 8 MiB:
-    for m in $models; do  # the best checkpoint with the logs, and the last (to resume from)
-        pack "$m" --exclude='last.*' "$1/$m" "$1/$m.log"
-        pack "$m-last" "$1/$m"/last.*
+pack_runs() {  # pack_runs FOLDER: an archive per model: its logs, its best weights as float16 (best16, to ship
+    for m in $models; do  # or start from) and its last checkpoint with the Adam state (to resume from)
+        python3 scripts/ship_pretrained.py "$1/$m" best16 --out "$1/$m" >/dev/null 2>&1
+        pack "$m" --exclude='best.*' "$1/$m" "$1/$m.log"
     done
 }
 
@@ -61,6 +65,7 @@ check)
     wait
     report runs/gpu-trial
     pack results --exclude='*.safetensors' benchmarks/results runs/gpu-trial
+    rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null
     ;;
 train)
     minutes=${2:?usage: gpu_session.sh train MINUTES}
@@ -76,6 +81,7 @@ train)
     tail -n 3 runs/gpu/gpu_check.log
     pack_runs runs/gpu
     pack results --exclude='*.safetensors' benchmarks/results runs/gpu/gpu_check.log
+    rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null
     ;;
 *)
     echo "unknown mode $mode" >&2
