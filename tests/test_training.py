@@ -194,6 +194,7 @@ def test_half_precision_weights_take_half_the_space_and_load_as_float32(tmp_path
     full = save_checkpoint(tmp_path / "full", model, meta, rng=False)
     half = save_checkpoint(tmp_path / "half", model, meta, rng=False, weights_dtype=torch.float16)
     assert load_checkpoint(half)[0]["model/steps.0.dual.0.weight"].dtype == torch.float16
+
     def payload(path):  # bytes of tensor data; the JSON header of so small a model is a third of the file
         return sum(t.numel() * t.element_size() for t in load_checkpoint(path)[0].values())
 
