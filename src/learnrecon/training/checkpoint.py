@@ -93,7 +93,7 @@ def save_checkpoint(
         meta["weights_dtype"] = str(weights_dtype).removeprefix("torch.")
     if optimizer is not None:
         optim_tensors, meta["optimizer"] = _optimizer_parts(optimizer)
-        tensors.update({k: v.detach().to("cpu").clone().contiguous() for k, v in optim_tensors.items()})
+        tensors.update({k: _stored(v, None) for k, v in optim_tensors.items()})
     if rng:
         tensors["rng/torch"] = torch.get_rng_state()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
