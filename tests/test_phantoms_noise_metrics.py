@@ -9,7 +9,14 @@ from learnrecon import metrics
 from learnrecon.errors import DeviceError, DTypeError, NonFiniteError, ParameterError, ShapeError
 from learnrecon.noise import gaussian, poisson_prelog
 from learnrecon.operators import Identity
-from learnrecon.phantoms import dival_ellipses, draw_ellipses, random_ellipses, shepp_logan, shepp_logan_labels
+from learnrecon.phantoms import (
+    dival_ellipses,
+    draw_ellipses,
+    ellipses_image,
+    random_ellipses,
+    shepp_logan,
+    shepp_logan_labels,
+)
 
 
 def test_shepp_logan_values_and_labels():
@@ -74,6 +81,36 @@ def test_dival_ellipses_have_zero_background_and_span_the_unit_interval():
     )
     with pytest.raises(ParameterError, match="unknown ellipse phantom 'disks'"):
         draw_ellipses("disks", 1, 16)
+
+
+def test_ellipses_are_rendered_as_the_full_grid_formula_gives():
+    """Each ellipse is tested on its bounding box only: the image and the topmost index must equal the
+    formula evaluated on every pixel, for ellipses large, tiny, rotated, and partly or wholly off the grid."""
+    rng = torch.Generator().manual_seed(0)
+    n = 60
+    params = torch.stack(
+        [
+            torch.rand(n, generator=rng, dtype=torch.float64) - 0.5,
+            0.005 + 0.6 * torch.rand(n, generator=rng, dtype=torch.float64) ** 2,
+            0.005 + 0.6 * torch.rand(n, generator=rng, dtype=torch.float64) ** 2,
+            3.0 * torch.rand(n, generator=rng, dtype=torch.float64) - 1.5,
+            3.0 * torch.rand(n, generator=rng, dtype=torch.float64) - 1.5,
+            2 * math.pi * torch.rand(n, generator=rng, dtype=torch.float64),
+        ],
+        dim=1,
+    )
+    h, w = 37, 52
+    xs = -1 + (2 * torch.arange(w, dtype=torch.float64) + 1) / w
+    ys = 1 - (2 * torch.arange(h, dtype=torch.float64) + 1) / h
+    value, a, b, x0, y0, phi = (params[:, i, None, None] for i in range(6))
+    dx, dy = xs[None, None, :] - x0, ys[None, :, None] - y0
+    u = (dx * torch.cos(phi) + dy * torch.sin(phi)) / a
+    v = (-dx * torch.sin(phi) + dy * torch.cos(phi)) / b
+    inside = u * u + v * v <= 1
+    expected_top = torch.where(inside.any(0), (inside * torch.arange(1, n + 1)[:, None, None]).amax(0) - 1, -1)
+    image, top = ellipses_image(params, (h, w))
+    assert torch.allclose(image, (inside * value).sum(0), rtol=0, atol=1e-12)
+    assert torch.equal(top, expected_top) and inside.any(0).float().mean() > 0.5
 
 
 def test_random_ellipses_bad_arguments():

@@ -71,22 +71,41 @@ def ellipses_image(
     """Render ellipses ``params`` (E, 6) = (value, a, b, x0, y0, φ in radians) on an (H, W) grid.
 
     Returns the image (sum of the values of the ellipses covering each pixel centre) and the index of
-    the topmost (last) covering ellipse, −1 where none covers.
+    the topmost (last) covering ellipse, −1 where none covers. The grid spans [−1, 1]², y upwards. Pixel
+    ``(x, y)`` is covered when ``u² + v² ≤ 1`` with ``u = (dx cos φ + dy sin φ) / a``,
+    ``v = (−dx sin φ + dy cos φ) / b``, ``(dx, dy) = (x − x0, y − y0)``; each ellipse is tested only on the
+    pixels of its bounding box (half-widths ``√(a² cos² φ + b² sin² φ)`` and ``√(a² sin² φ + b² cos² φ)``),
+    grown by a pixel, so the cost follows the area the ellipses cover, not their number times the image.
     """
     h, w = _shape(size)
     p = params.to(torch.float64)
     xs = -1 + (2 * torch.arange(w, dtype=torch.float64) + 1) / w
     ys = 1 - (2 * torch.arange(h, dtype=torch.float64) + 1) / h
-    dx = xs[None, None, :] - p[:, 3, None, None]
-    dy = ys[None, :, None] - p[:, 4, None, None]
-    cos, sin = torch.cos(p[:, 5])[:, None, None], torch.sin(p[:, 5])[:, None, None]
-    u = (dx * cos + dy * sin) / p[:, 1, None, None]
-    v = (-dx * sin + dy * cos) / p[:, 2, None, None]
-    inside = (u * u + v * v) <= 1  # (E, H, W)
-    image = (inside * p[:, 0, None, None]).sum(dim=0)
-    order = torch.arange(1, p.shape[0] + 1)[:, None, None]
-    top = (inside * order).amax(dim=0) - 1 if p.shape[0] else torch.full((h, w), -1)
+    cos, sin = torch.cos(p[:, 5]), torch.sin(p[:, 5])
+    half_x = torch.sqrt((p[:, 1] * cos) ** 2 + (p[:, 2] * sin) ** 2)
+    half_y = torch.sqrt((p[:, 1] * sin) ** 2 + (p[:, 2] * cos) ** 2)
+    image = torch.zeros(h, w, dtype=torch.float64)
+    top = torch.full((h, w), -1, dtype=torch.int64)
+    for e in range(p.shape[0]):
+        value, a, b, x0, y0 = p[e, :5]
+        cols = _pixel_range(float(x0 - half_x[e] + 1) * w, float(x0 + half_x[e] + 1) * w, w)
+        rows = _pixel_range(float(1 - y0 - half_y[e]) * h, float(1 - y0 + half_y[e]) * h, h)
+        if cols.start >= cols.stop or rows.start >= rows.stop:
+            continue
+        dx = xs[None, cols] - x0
+        dy = ys[rows, None] - y0
+        u = (dx * cos[e] + dy * sin[e]) / a
+        v = (-dx * sin[e] + dy * cos[e]) / b
+        inside = (u * u + v * v) <= 1
+        image[rows, cols] += inside * value
+        top[rows, cols] = torch.where(inside, e, top[rows, cols])
     return image.to(dtype), top
+
+
+def _pixel_range(low: float, high: float, n: int) -> slice:
+    """The pixels ``j`` of ``n`` whose centre ``(2j + 1)/2`` lies in ``[low/2, high/2]`` (coordinates scaled by
+    ``n``, from the grid's edge), grown by one pixel on each side against rounding."""
+    return slice(max(math.floor((low - 1) / 2) - 1, 0), min(math.ceil((high - 1) / 2) + 2, n))
 
 
 def _shepp_logan_params(modified: bool) -> torch.Tensor:
