@@ -330,15 +330,15 @@ def test_shipped_models_load_with_provenance_and_beat_fbp():
     from learnrecon.solvers import fbp
 
     names = pretrained_names()
-    assert names == ["fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses"]
+    assert names == ["fbpconvnet-ellipses", "lgd-ellipses", "lpd-dival", "lpd-ellipses"]
     op = ParallelBeam2D(128, 30)
     for name in names:
         model = pretrained(name)
         for key in ("config", "step", "seconds", "device", "best_psnr", "commit"):
             assert key in model.provenance, (name, key)
-        scaling = model.provenance["config"]["data"]["ellipse_scaling"]  # the ellipses it was trained on
-        x = phantoms.random_ellipses(3, 128, seed=12345, scaling=scaling)
-        y = measure(op, x, "relative:0.05", 12345)
+        data = model.provenance["config"]["data"]  # the ellipses and noise it was trained on
+        x = phantoms.draw_ellipses(data["phantom"], 3, 128, seed=12345, scaling=data["ellipse_scaling"])
+        y = measure(op, x, data["noise"], 12345)
         baseline = float(psnr(fbp(y, op, filter="hann"), x).mean())
         with torch.no_grad():
             assert float(psnr(model(y, op), x).mean()) > baseline + 3, name
@@ -351,7 +351,7 @@ def test_shipped_weights_fit_the_package_budget():
     from learnrecon.models.registry import PRETRAINED_DIR
 
     sizes = [path.stat().st_size for path in PRETRAINED_DIR.glob("*.safetensors")]
-    assert len(sizes) == 3 and sum(sizes) < 5_000_000, sizes
+    assert len(sizes) == 4 and sum(sizes) < 5_000_000, sizes
 
 
 def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):

@@ -84,10 +84,13 @@ PRESETS: dict[str, Preset] = {
         "dival",
         "DIVal ellipses setup (Baguer et al. 2020): DIVal's random ellipses (background 0, values in [0, 1]), "
         "128², 30 angles, 183 detectors, 2.5% relative Gaussian noise, data simulated from the ellipses drawn on "
-        "a 400² grid (no inverse crime); test on Shepp–Logan and 100 held-out ellipses. The shipped models were "
-        "trained on the LGD/LPD setup (Adler & Öktem's ellipses, 5% noise, data from the reconstruction grid), "
-        "so on these data they are evaluated out of their training distribution",
+        "a 400² grid (no inverse crime); test on Shepp–Logan and 100 held-out ellipses. The shipped FBPConvNet, "
+        "LGD and LPD were trained on the LGD/LPD setup (Adler & Öktem's ellipses, 5% noise, data from the "
+        "reconstruction grid), so on these data they are evaluated out of their training distribution; the "
+        "shipped LPD adapted to DIVal is that LPD trained further on these data "
+        "(configs/lpd_dival_from_ellipses.yaml)",
         noise="relative:0.025",
+        pretrained=("fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses", "lpd-dival"),
         simulation_size=400,
         phantom="dival-ellipses",
     ),

@@ -188,6 +188,7 @@ PRETRAINED_LABELS = {
     "fbpconvnet-ellipses": "FBPConvNet (shipped)",
     "lgd-ellipses": "LGD (shipped)",
     "lpd-ellipses": "LPD (shipped)",
+    "lpd-dival": "LPD (shipped, adapted to DIVal)",
 }
 
 
