@@ -88,8 +88,8 @@ def ellipses_image(
     top = torch.full((h, w), -1, dtype=torch.int64)
     for e in range(p.shape[0]):
         value, a, b, x0, y0 = p[e, :5]
-        cols = _pixel_range(float(x0 - half_x[e] + 1) * w, float(x0 + half_x[e] + 1) * w, w)
-        rows = _pixel_range(float(1 - y0 - half_y[e]) * h, float(1 - y0 + half_y[e]) * h, h)
+        cols = _pixel_range(float(x0 - half_x[e] + 1) * w / 2, float(x0 + half_x[e] + 1) * w / 2, w)
+        rows = _pixel_range(float(1 - y0 - half_y[e]) * h / 2, float(1 - y0 + half_y[e]) * h / 2, h)
         if cols.start >= cols.stop or rows.start >= rows.stop:
             continue
         dx = xs[None, cols] - x0
@@ -103,9 +103,9 @@ def ellipses_image(
 
 
 def _pixel_range(low: float, high: float, n: int) -> slice:
-    """The pixels ``j`` of ``n`` whose centre ``(2j + 1)/2`` lies in ``[low/2, high/2]`` (coordinates scaled by
-    ``n``, from the grid's edge), grown by one pixel on each side against rounding."""
-    return slice(max(math.floor((low - 1) / 2) - 1, 0), min(math.ceil((high - 1) / 2) + 2, n))
+    """The pixels ``j`` of a row of ``n`` whose centre ``j + ½`` lies in ``[low, high]`` (positions in pixels from
+    the grid's first edge), grown by one pixel on each side against rounding."""
+    return slice(max(math.floor(low - 0.5) - 1, 0), min(math.ceil(high - 0.5) + 2, n))
 
 
 def _shepp_logan_params(modified: bool) -> torch.Tensor:
