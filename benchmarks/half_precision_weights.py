@@ -48,18 +48,19 @@ def rows_for(label: str, model: torch.nn.Module, op, tasks) -> list[dict]:
     weights as stored and the largest pixel change."""
     stored = model.provenance.get("weights_dtype", "float32")
     n_params = sum(p.numel() for p in model.parameters())
-    reference = {task.test.name: reconstruct(lambda y: model(y, op), task.test.y) for task in tasks}
-    rows = []
-    for weights, dtype in {f"as stored ({stored})": getattr(torch, stored), **ROUNDED}.items():
-        variant = rounded(model, dtype)
+    variants = {f"as stored ({stored})": (model, getattr(torch, stored))}
+    variants.update({name: (rounded(model, dtype), dtype) for name, dtype in ROUNDED.items() if name != stored})
+    rows, reference = [], None
+    for weights, (variant, dtype) in variants.items():
         row = {"model": label, "weights": weights, "MB": n_params * dtype.itemsize / 1e6}
+        x_hats = {task.test.name: reconstruct(lambda y, m=variant: m(y, op), task.test.y) for task in tasks}
+        reference = reference or x_hats  # the first variant: the weights as stored
         for task in tasks:
-            x_hat = reconstruct(lambda y, m=variant: m(y, op), task.test.y)
-            psnr = float(metrics.psnr(x_hat, task.test.x).mean())
-            as_stored = float(metrics.psnr(reference[task.test.name], task.test.x).mean())
-            row[f"PSNR {task.test.name}"] = psnr
-            row[f"change {task.test.name}"] = psnr - as_stored
-            row[f"max pixel change {task.test.name}"] = float((x_hat - reference[task.test.name]).abs().max())
+            name, x = task.test.name, task.test.x
+            psnr = float(metrics.psnr(x_hats[name], x).mean())
+            row[f"PSNR {name}"] = psnr
+            row[f"change {name}"] = psnr - float(metrics.psnr(reference[name], x).mean())
+            row[f"max pixel change {name}"] = float((x_hats[name] - reference[name]).abs().max())
         rows.append(row)
     return rows
 
