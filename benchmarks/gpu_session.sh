@@ -3,9 +3,12 @@
 #
 #   bash benchmarks/gpu_session.sh check          correctness (benchmarks/gpu_check.py), the operator and
 #                                                 training-throughput benchmarks on CUDA, and a 30 s trial of
-#                                                 the four configs/*_ellipses_gpu.yaml runs side by side
+#                                                 the four runs configs/<run>_gpu.yaml side by side
 #   bash benchmarks/gpu_session.sh train MINUTES  those four runs side by side, each stopped after MINUTES,
 #                                                 and gpu_check.py again beside them
+#
+# The runs are $GPU_RUNS, by default the shipped ellipse models and the DIVal LPD continued
+# (lpd_ellipses lgd_ellipses fbpconvnet_ellipses lpd_dival); run R trains configs/R_gpu.yaml into runs/gpu/R.
 #
 # The machine has torch but not PyWavelets: its wheel travels in .whl/ (see docs/gpu.md). Results land in
 # benchmarks/results/ and runs/gpu*/; when $OUT is set (the device tool) they are packed into $OUT/*.tar.gz.*,
@@ -17,7 +20,7 @@ if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
-models="lpd lgd fbpconvnet fbpconvnet_deep"
+gpu_runs=${GPU_RUNS:-"lpd_ellipses lgd_ellipses fbpconvnet_ellipses lpd_dival"}
 
 pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz.0, .1, ... (15 MiB parts: the device returns at most
     [ -n "${OUT:-}" ] || return 0  # 8 files of 16 MiB, 64 MiB in all; rejoin with cat NAME.tar.gz.* | tar xz)
@@ -30,23 +33,23 @@ pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz.0, .1, ... (15 MiB pa
     mv "$parts/$name".tar.gz.* "$OUT/"
 }
 
-pack_runs() {  # pack_runs FOLDER: an archive per model: its logs, its best weights as float16 (best16, to ship
-    for m in $models; do  # or start from) and its last checkpoint with the Adam state (to resume from)
+pack_runs() {  # pack_runs FOLDER: an archive per run: its logs, its best weights as float16 (best16, to ship
+    for m in $gpu_runs; do  # or start from) and its last checkpoint with the Adam state (to resume from)
         python3 scripts/ship_pretrained.py "$1/$m" best16 --out "$1/$m" >/dev/null 2>&1
         pack "$m" --exclude='best.*' "$1/$m" "$1/$m.log"
     done
 }
 
-side_by_side() {  # side_by_side FOLDER MINUTES: train the four GPU configs at once into FOLDER/<model>
+side_by_side() {  # side_by_side FOLDER MINUTES: train the GPU runs at once into FOLDER/<run>
     mkdir -p "$1"
-    for m in $models; do
-        python3 -m learnrecon.cli train --config "configs/${m}_ellipses_gpu.yaml" --out "$1/$m" \
+    for m in $gpu_runs; do
+        python3 -m learnrecon.cli train --config "configs/${m}_gpu.yaml" --out "$1/$m" \
             --max-minutes "$2" --quiet >"$1/$m.log" 2>&1 &
     done
 }
 
 report() {  # report FOLDER: steps, seconds and best validation of each run
-    for m in $models; do
+    for m in $gpu_runs; do
         echo "== $m: $(tail -n 1 "$1/$m.log")"
         tail -n 1 "$1/$m/metrics.csv" 2>/dev/null
         tail -n 2 "$1/$m/validation.csv" 2>/dev/null
@@ -70,7 +73,7 @@ check)
 train)
     minutes=${2:?usage: gpu_session.sh train MINUTES}
     side_by_side runs/gpu "$minutes"
-    timeout 120 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &  # correctness again, beside them
+    timeout 200 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &  # correctness again, beside them
     for ((i = 1; ; i++)); do
         [ -z "$(jobs -r)" ] && break
         sleep 5
