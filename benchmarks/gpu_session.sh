@@ -3,8 +3,8 @@
 #
 #   bash benchmarks/gpu_session.sh check          correctness (benchmarks/gpu_check.py), the operator and
 #                                                 training-throughput benchmarks on CUDA, and a 30 s trial of
-#                                                 the four runs configs/<run>_gpu.yaml side by side
-#   bash benchmarks/gpu_session.sh train MINUTES  those four runs side by side, each stopped after MINUTES,
+#                                                 the runs configs/<run>_gpu.yaml side by side
+#   bash benchmarks/gpu_session.sh train MINUTES  those runs side by side, each stopped after MINUTES,
 #                                                 and gpu_check.py again beside them
 #
 # The runs are $GPU_RUNS, by default the shipped ellipse models and the DIVal LPD continued
