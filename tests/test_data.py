@@ -172,7 +172,7 @@ def test_read_dicom(tmp_path):
 
 def test_finer_operator_simulates_the_same_geometry_without_the_inverse_crime():
     from learnrecon import phantoms
-    from learnrecon.data.simulate import finer_operator, simulate_pairs
+    from learnrecon.data.simulate import finer_operator, simulate_pairs, upsample_bilinear
     from learnrecon.operators import ParallelBeam2D
 
     op = ParallelBeam2D(32, 12, n_detectors=47)
@@ -191,7 +191,35 @@ def test_finer_operator_simulates_the_same_geometry_without_the_inverse_crime():
     assert 1e-3 < relative < 0.05
     x2, y2 = simulate_pairs(render, op, "none", seed=0)
     assert torch.equal(x2, x) and torch.equal(y2, coarse)
+    x3, y3 = simulate_pairs(render, op, "none", seed=0, simulation_op=fine, upsampling="bilinear")
+    upsampled = upsample_bilinear(x, (96, 96))
+    assert torch.equal(x3, x) and torch.equal(y3, fine(upsampled))
+    assert 1e-3 < float((y3 - y).norm() / y.norm()) < 0.05
+    with pytest.raises(ParameterError, match="unknown upsampling 'nearest'; choose one of render, bilinear"):
+        simulate_pairs(render, op, "none", seed=0, simulation_op=fine, upsampling="nearest")
     with pytest.raises(ParameterError, match="smaller than the image size"):
         finer_operator(op, 16)
     with pytest.raises(ParameterError, match="ray transform"):
         finer_operator(Identity((8, 8)), 16)
+
+
+def test_bilinear_upsampling_is_scikit_image_resize_as_dival_uses_it():
+    """DIVal simulates its ellipse data from skimage.transform.resize(x, (400, 400), order=1)."""
+    from skimage.transform import resize
+
+    from learnrecon import phantoms
+    from learnrecon.data.simulate import finer_operator, simulate_pairs
+    from learnrecon.operators import ParallelBeam2D
+
+    op = ParallelBeam2D(32, 12, n_detectors=47)
+    fine = finer_operator(op, 100)
+    x, y = simulate_pairs(
+        lambda size: phantoms.draw_ellipses("dival-ellipses", 2, size, seed=3).float(),
+        op,
+        "none",
+        seed=0,
+        simulation_op=fine,
+        upsampling="bilinear",
+    )
+    reference = torch.from_numpy(resize(x.numpy(), (2, 1, 100, 100), order=1)).float()
+    torch.testing.assert_close(y, fine(reference), rtol=1e-4, atol=1e-4)

@@ -109,6 +109,26 @@ def test_simulation_size_draws_the_data_from_a_finer_grid(tmp_path):
     assert not (tmp_path / "coarse").exists()
 
 
+def test_simulation_upsampling_bilinear_simulates_the_data_from_the_upsampled_images(tmp_path):
+    from learnrecon.data.simulate import upsample_bilinear
+    from learnrecon.training.data import make_training_data, make_validation_data
+
+    values = json.loads(json.dumps(SMALL))
+    values["data"].update(simulation_size=48, simulation_upsampling="bilinear", noise="none")
+    config = from_dict(values)
+    data, op = make_training_data(config.data)
+    pairs = data.batch(torch.arange(4, 6))
+    upsampled = upsample_bilinear(pairs.x, (48, 48))
+    torch.testing.assert_close(pairs.y, data.simulation_op(upsampled))
+    validation = make_validation_data(config.data, op)
+    upsampled = upsample_bilinear(validation.x, (48, 48))
+    torch.testing.assert_close(validation.y, data.simulation_op(upsampled))
+    values["data"]["simulation_upsampling"] = "cubic"
+    with pytest.raises(ParameterError, match="data.simulation_upsampling must be one of render, bilinear, got 'cubic'"):
+        Trainer(from_dict(values), tmp_path / "cubic", progress=False)
+    assert not (tmp_path / "cubic").exists()
+
+
 def test_run_folder_holds_logs_checkpoints_and_figures(tmp_path):
     Trainer(_config(), tmp_path, progress=False).train()
     for name in ("config.yaml", "last.safetensors", "last.json", "best.json", "metrics.csv", "validation.csv"):
@@ -381,15 +401,40 @@ def test_dival_preset_simulates_its_test_data_on_a_finer_grid():
 
     from learnrecon.benchmark import get_preset
     from learnrecon.benchmark.runner import make_tasks
-    from learnrecon.data.simulate import finer_operator
+    from learnrecon.data.simulate import finer_operator, upsample_bilinear
     from learnrecon.operators import ParallelBeam2D
     from learnrecon.phantoms import shepp_logan
 
     dival = get_preset("dival")
     assert (dival.noise, dival.simulation_size, dival.n_angles) == ("relative:0.025", 400, 30)
+    assert dival.simulation_upsampling == "bilinear"
     preset = replace(dival, image_size=32, n_detectors=47, simulation_size=64, noise="none", n_test=2)
     op = ParallelBeam2D(32, 30, n_detectors=47)
     sl_task, ellipse_task = make_tasks(preset, op)
     assert sl_task.test.x.shape == (1, 1, 32, 32) and ellipse_task.test.y.shape == (2, 1, 30, 47)
+    upsampled = upsample_bilinear(sl_task.test.x, (64, 64))
+    torch.testing.assert_close(sl_task.test.y, finer_operator(op, 64)(upsampled))
+    rendered = make_tasks(replace(preset, simulation_upsampling="render"), op)[0].test
     expected = finer_operator(op, 64)(shepp_logan(64).float().reshape(1, 1, 64, 64))
-    torch.testing.assert_close(sl_task.test.y, expected)
+    torch.testing.assert_close(rendered.y, expected)
+
+
+def test_fbp_cutoff_is_tuned_on_validation_data():
+    """Noiseless data want the full band; heavy noise wants a low cut-off."""
+    from dataclasses import replace
+
+    from learnrecon.benchmark import get_preset
+    from learnrecon.benchmark.runner import EvalSet, tune_fbp
+    from learnrecon.noise import gaussian
+    from learnrecon.operators import ParallelBeam2D
+    from learnrecon.phantoms import shepp_logan
+
+    op = ParallelBeam2D(64, 60, n_detectors=91)
+    x = shepp_logan(64).float().reshape(1, 1, 64, 64)
+    preset = replace(get_preset("quick"), fbp_frequency_scalings=(1.0, 0.5))
+    clean = EvalSet("clean", x, op(x))
+    noisy = EvalSet("noisy", x, gaussian(op(x), relative=1.0, generator=torch.Generator().manual_seed(0)))
+    for data, best in ((clean, 1.0), (noisy, 0.5)):
+        cutoff, grid = tune_fbp(preset, op, data)
+        assert cutoff == best and [row["frequency_scaling"] for row in grid] == [1.0, 0.5]
+        assert max(grid, key=lambda row: row["mean PSNR"])["frequency_scaling"] == best

@@ -44,8 +44,10 @@ class DataConfig:
     ``validation_seed`` (or ``validation_file``). ``phantom`` is "ellipses" (Adler & Öktem's) or
     "dival-ellipses" (DIVal's); ``ellipse_scaling`` is "minmax" (each "ellipses" phantom scaled to [0, 1])
     or "none" (their raw sum, as in Adler & Öktem's code). With ``simulation_size`` the
-    simulated measurements are computed from the phantoms drawn on a finer ``simulation_size``² grid of
-    the same extent (no inverse crime: the data do not come from the operator that reconstructs them).
+    simulated measurements are computed on a finer ``simulation_size``² grid of the same extent (no
+    inverse crime: the data do not come from the operator that reconstructs them), from the phantoms
+    drawn again on that grid (``simulation_upsampling: render``) or from the images bilinearly upsampled
+    to it (``bilinear``, the DIVal ellipse data set's protocol).
     """
 
     geometry: str = "parallel"
@@ -57,6 +59,7 @@ class DataConfig:
     ellipse_scaling: str = "minmax"
     supersample: int = 1
     simulation_size: int | None = None
+    simulation_upsampling: str = "render"
     seed: int = 1000
     train_file: str | None = None
     n_validation: int = 16

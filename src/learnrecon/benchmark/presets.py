@@ -20,7 +20,9 @@ class Preset:
         n_angles: parallel-beam angles, uniform in [0, π).
         n_detectors: detector pixels (183 covers the diagonal of a 128² image).
         noise: noise spec (see :func:`learnrecon.data.parse_noise`).
-        simulation_size: draw the phantoms on this finer grid to simulate the data (None: the image grid).
+        simulation_size: simulate the data on this finer grid (None: the image grid).
+        simulation_upsampling: the phantoms on that grid, "render" (drawn again on it) or "bilinear" (the
+            images bilinearly upsampled to it, as the DIVal ellipse data set does).
         phantom: the validation and test ellipses, "ellipses" (Adler & Öktem's) or "dival-ellipses" (DIVal's);
             see :func:`learnrecon.phantoms.draw_ellipses`.
         ellipse_scaling: intensities of "ellipses", "none" (the raw sum, as in Adler & Öktem's code; the
@@ -29,6 +31,8 @@ class Preset:
         n_validation: ellipse images used to tune the classical methods' parameters.
         n_test: held-out ellipse images evaluated (Shepp–Logan is always evaluated too).
         fbp_filter: the FBP filter.
+        fbp_frequency_scalings: the FBP cut-offs (fractions of Nyquist) tried on the validation data of each
+            test set, as DIVal tunes its FBP; one value: no tuning.
         tv_lambdas: the coarse log-grid searched for the TV weight (extended past a winning edge, then refined).
         tv_iterations: PDHG iterations for TV.
         seed: base seed; validation data use ``seed + 1``, test data ``seed + 2``.
@@ -48,11 +52,13 @@ class Preset:
     n_detectors: int = 183
     noise: str = "relative:0.05"
     simulation_size: int | None = None
+    simulation_upsampling: str = "render"
     phantom: str = "ellipses"
     ellipse_scaling: str = "none"
     n_validation: int = 4
     n_test: int = 100
     fbp_filter: str = "hann"
+    fbp_frequency_scalings: tuple[float, ...] = (1.0,)
     tv_lambdas: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0, 30.0)
     tv_iterations: int = 1000
     seed: int = 0
@@ -83,8 +89,9 @@ PRESETS: dict[str, Preset] = {
     "dival": Preset(
         "dival",
         "DIVal ellipses setup (Baguer et al. 2020): DIVal's random ellipses (background 0, values in [0, 1]), "
-        "128², 30 angles, 183 detectors, 2.5% relative Gaussian noise, data simulated from the ellipses drawn on "
-        "a 400² grid (no inverse crime); test on Shepp–Logan and 100 held-out ellipses. The shipped FBPConvNet, "
+        "128², 30 angles, 183 detectors, 2.5% relative Gaussian noise, data simulated from the images bilinearly "
+        "upsampled to 400² as DIVal does (no inverse crime), FBP cut-off tuned as DIVal tunes it; test on "
+        "Shepp–Logan and 100 held-out ellipses. The shipped FBPConvNet, "
         "LGD and LPD were trained on the LGD/LPD setup (Adler & Öktem's ellipses, 5% noise, data from the "
         "reconstruction grid), so on these data they are evaluated out of their training distribution; the "
         "shipped LPD adapted to DIVal is that LPD trained further on these data "
@@ -92,7 +99,9 @@ PRESETS: dict[str, Preset] = {
         noise="relative:0.025",
         pretrained=("fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses", "lpd-dival"),
         simulation_size=400,
+        simulation_upsampling="bilinear",
         phantom="dival-ellipses",
+        fbp_frequency_scalings=(1.0, 0.9, 0.8, 0.7, 0.6, 0.5),
     ),
     "smoke": Preset(
         "smoke",

@@ -58,7 +58,7 @@ def make_tasks(preset: Preset, op: ParallelBeam2D) -> list[Task]:
     """Shepp–Logan (validated on another noise draw of itself) and held-out ellipses (validated on
     ellipses with another seed). The relative noise has a different absolute level on each kind of
     image, so each test set gets its own regularisation parameters. With ``preset.simulation_size`` the
-    data are simulated from the phantoms drawn on that finer grid."""
+    data are simulated on that finer grid (see ``preset.simulation_upsampling``)."""
     sim_op = finer_operator(op, preset.simulation_size) if preset.simulation_size else None
 
     def shepp_logan(size: int) -> torch.Tensor:
@@ -68,7 +68,8 @@ def make_tasks(preset: Preset, op: ParallelBeam2D) -> list[Task]:
         return lambda size: phantoms.draw_ellipses(preset.phantom, n, size, seed, scaling=preset.ellipse_scaling)
 
     def eval_set(name: str, render: Callable[[int], torch.Tensor], noise_seed: int) -> EvalSet:
-        return EvalSet(name, *simulate_pairs(render, op, preset.noise, noise_seed, 0, sim_op))
+        pairs = simulate_pairs(render, op, preset.noise, noise_seed, 0, sim_op, preset.simulation_upsampling)
+        return EvalSet(name, *pairs)
 
     return [
         Task(
@@ -162,6 +163,21 @@ def tune_tv(
     return best[1], grids
 
 
+def tune_fbp(preset: Preset, op: ParallelBeam2D, validation: EvalSet) -> tuple[float, list[dict]]:
+    """The FBP cut-off of ``preset.fbp_frequency_scalings`` maximising mean PSNR on ``validation``.
+
+    Returns it and every cut-off tried with its score.
+    """
+    grid = [
+        {
+            "frequency_scaling": f,
+            "mean PSNR": float(metrics.psnr(fbp(validation.y, op, preset.fbp_filter, f), validation.x).mean()),
+        }
+        for f in preset.fbp_frequency_scalings
+    ]
+    return max(grid, key=lambda row: row["mean PSNR"])["frequency_scaling"], grid
+
+
 def evaluate(methods: dict[str, Method], test: EvalSet, progress: bool = True) -> dict:
     """Per method: reconstructions of ``test``, per-image PSNR/SSIM, their means and time per image."""
     results: dict = {}
@@ -230,6 +246,7 @@ def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> t
                 "n_detectors": preset.n_detectors,
                 "noise": preset.noise,
                 "simulation_size": preset.simulation_size,
+                "simulation_upsampling": preset.simulation_upsampling,
                 "phantom": preset.phantom,
                 "ellipse_scaling": preset.ellipse_scaling,
                 "n_validation": 8,
@@ -311,10 +328,14 @@ def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalS
     results: dict = {}
     tuned: dict = {}
     for task in tasks:
+        cutoff, cutoffs = tune_fbp(preset, op, task.validation)
         tv_params, grids = tune_tv(preset, op, task.validation, progress)
-        tuned[task.test.name] = {"TV": {**tv_params, "validation": task.validation.name, "grids": grids}}
+        tuned[task.test.name] = {
+            "FBP": {"frequency_scaling": cutoff, "validation": task.validation.name, "grid": cutoffs},
+            "TV": {**tv_params, "validation": task.validation.name, "grids": grids},
+        }
         methods: dict[str, Method] = {
-            f"FBP ({preset.fbp_filter})": lambda y: fbp(y, op, filter=preset.fbp_filter),
+            f"FBP ({preset.fbp_filter})": lambda y, f=cutoff: fbp(y, op, preset.fbp_filter, f),
             "TV": lambda y, kw=tv_params: tv_pdhg(y, op, n_iter=preset.tv_iterations, **kw),
             **learned,
         }
@@ -409,12 +430,20 @@ def _learned_markdown(preset: Preset, summary: dict) -> str:
     return text
 
 
+def _fbp_tuning(fbp_tuned: dict) -> str:
+    """A sentence naming the chosen FBP cut-off and the others tried (empty when there was one)."""
+    if len(fbp_tuned["grid"]) < 2:
+        return ""
+    tried = ", ".join(f"{row['frequency_scaling']:g}: {row['mean PSNR']:.2f} dB" for row in fbp_tuned["grid"])
+    return f" FBP cut-off {fbp_tuned['frequency_scaling']:g} of Nyquist, chosen the same way ({tried})."
+
+
 def _report_markdown(preset: Preset, summary: dict) -> str:
     machine = summary["machine"]
     tuning = "".join(
         f"\n**{test}**: {'isotropic' if t['TV']['isotropic'] else 'anisotropic'} TV, λ = {t['TV']['lam']:.4g}, "
         f"{'with' if t['TV']['nonneg'] else 'without'} non-negativity, chosen by mean PSNR on "
-        f"{t['TV']['validation']}.\n\n"
+        f"{t['TV']['validation']}.{_fbp_tuning(t['FBP'])}\n\n"
         + markdown_table(
             [{"variant": v, **row} for v, grid in t["TV"]["grids"].items() for row in grid],
             ["variant", "lambda", "mean PSNR"],

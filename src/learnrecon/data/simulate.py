@@ -27,6 +27,7 @@ from learnrecon.operators.registry import operator_config
 
 __all__ = [
     "NoiseSpec",
+    "UPSAMPLINGS",
     "finer_operator",
     "make_phantoms",
     "measure",
@@ -34,6 +35,7 @@ __all__ = [
     "sample_generator",
     "simulate",
     "simulate_pairs",
+    "upsample_bilinear",
 ]
 
 #: LoDoPaB-CT's maximal attenuation (1/m), used when a Poisson spec names no μ_max.
@@ -206,6 +208,10 @@ def finer_operator(op: LinearOperator, size: int) -> LinearOperator:
     return build_operator({**cfg, "image_size": [size, size]})
 
 
+#: How the phantom on a finer simulation grid is made: drawn again on that grid, or the image bilinearly upsampled.
+UPSAMPLINGS = ("render", "bilinear")
+
+
 def simulate_pairs(
     render: Callable[[int], torch.Tensor],
     op: LinearOperator,
@@ -213,13 +219,50 @@ def simulate_pairs(
     seed: int,
     start: int = 0,
     simulation_op: LinearOperator | None = None,
+    upsampling: str = "render",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Phantoms ``x = render(H)`` (n, 1, H, W) for ``op`` and their noisy measurements (see :func:`measure`),
-    simulated from ``render(H')`` by ``simulation_op`` (a :func:`finer_operator` of ``op``) when given.
+    simulated by ``simulation_op`` (a :func:`finer_operator` of ``op``, grid H') when given, from
 
-    ``render(size)`` must draw the same phantoms at every size (analytic phantoms: ellipses, Shepp–Logan).
+    - ``upsampling="render"``: ``render(H')``, the phantoms drawn again on the finer grid (``render(size)``
+      must then draw the same phantoms at every size: analytic phantoms, ellipses and Shepp–Logan);
+    - ``upsampling="bilinear"``: ``x`` bilinearly interpolated to H' × H' by :func:`upsample_bilinear`, the
+      DIVal ellipse data set's protocol (Baguer et al. 2020).
     """
+    if upsampling not in UPSAMPLINGS:
+        raise ParameterError(f"unknown upsampling {upsampling!r}; choose one of {', '.join(UPSAMPLINGS)}")
     x = render(op.domain_shape[-1])
     if simulation_op is None:
         return x, measure(op, x, noise, seed, start)
-    return x, measure(simulation_op, render(simulation_op.domain_shape[-1]), noise, seed, start)
+    fine_shape = simulation_op.domain_shape[-2:]
+    if upsampling == "render":
+        fine = render(fine_shape[-1])
+    else:
+        fine = upsample_bilinear(x, tuple(fine_shape))
+    return x, measure(simulation_op, fine, noise, seed, start)
+
+
+def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Images ``x`` (..., H, W) bilinearly interpolated to ``size`` (H', W') as scikit-image's
+    ``resize(x, size, order=1)`` does it, which DIVal uses to simulate its ellipse data.
+
+    Output pixel ``j`` samples the input at ``c = (j + ½)·H/H' − ½`` (pixel centres aligned); past the
+    outermost centres the image is mirrored about them (``x[−1] = x[1]``, scikit-image's "reflect").
+    """
+    for dim, n_out in ((-2, size[0]), (-1, size[1])):
+        n = x.shape[dim]
+        shape = [1] * x.ndim
+        shape[dim] = n_out
+        c = (torch.arange(n_out, dtype=torch.float64) + 0.5) * (n / n_out) - 0.5
+        low = torch.floor(c)
+        weight = (c - low).to(device=x.device, dtype=x.dtype).reshape(shape)
+        below, above = (_mirror(low.long() + k, n).to(x.device) for k in (0, 1))
+        x = (1 - weight) * x.index_select(dim, below) + weight * x.index_select(dim, above)
+    return x
+
+
+def _mirror(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices ``i`` into ``n`` samples mirrored about the outermost ones (…, 2, 1, 0, 1, 2, …, n−1, n−2, …)."""
+    period = max(2 * (n - 1), 1)
+    i = i.remainder(period)
+    return torch.where(i > n - 1, period - i, i)

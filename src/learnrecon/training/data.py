@@ -15,7 +15,14 @@ import torch
 from learnrecon import phantoms
 from learnrecon.config import DataConfig
 from learnrecon.data.hdf5 import load
-from learnrecon.data.simulate import NoiseSpec, finer_operator, parse_noise, sample_generator, simulate_pairs
+from learnrecon.data.simulate import (
+    UPSAMPLINGS,
+    NoiseSpec,
+    finer_operator,
+    parse_noise,
+    sample_generator,
+    simulate_pairs,
+)
 from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import make_operator
@@ -40,7 +47,8 @@ class SimulatedPairs:
     """An endless stream: sample ``i`` is phantom ``i`` of ``seed`` of the random-ellipse ``phantom`` (see
     :func:`learnrecon.phantoms.draw_ellipses`; ``scaling`` applies to "ellipses") and ``noise(A x_i)`` with
     noise from ``(seed, i)``; with ``simulation_op`` (a finer grid of ``op``) the data are
-    ``noise(A' x'_i)`` of the same ellipses drawn on that grid."""
+    ``noise(A' x'_i)`` of the same ellipses drawn on that grid, or of ``x_i`` bilinearly upsampled to it
+    (``upsampling``, see :func:`learnrecon.data.simulate.simulate_pairs`)."""
 
     def __init__(
         self,
@@ -51,9 +59,11 @@ class SimulatedPairs:
         simulation_op: LinearOperator | None = None,
         scaling: str = "minmax",
         phantom: str = "ellipses",
+        upsampling: str = "render",
     ) -> None:
         self.op, self.noise, self.seed, self.supersample = op, noise, seed, supersample
-        self.simulation_op, self.scaling, self.phantom = simulation_op, scaling, phantom
+        self.simulation_op, self.upsampling = simulation_op, upsampling
+        self.scaling, self.phantom = scaling, phantom
 
     def batch(self, positions: torch.Tensor) -> Pairs:
         """The samples at ``positions`` (consecutive, as produced by :func:`step_positions`)."""
@@ -64,7 +74,9 @@ class SimulatedPairs:
         def render(size: int) -> torch.Tensor:
             return phantoms.draw_ellipses(self.phantom, n, size, self.seed, start, self.supersample, self.scaling)
 
-        return Pairs(*simulate_pairs(render, self.op, self.noise, self.seed, start, self.simulation_op))
+        return Pairs(
+            *simulate_pairs(render, self.op, self.noise, self.seed, start, self.simulation_op, self.upsampling)
+        )
 
 
 class FilePairs:
@@ -100,7 +112,9 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
     _check_phantom(cfg)
     op = make_operator(cfg.geometry, cfg.image_size, cfg.n_angles, cfg.n_detectors)
     noise, simulation_op = parse_noise(cfg.noise), simulation_operator(cfg, op)
-    stream = SimulatedPairs(op, noise, cfg.seed, cfg.supersample, simulation_op, cfg.ellipse_scaling, cfg.phantom)
+    stream = SimulatedPairs(
+        op, noise, cfg.seed, cfg.supersample, simulation_op, cfg.ellipse_scaling, cfg.phantom, cfg.simulation_upsampling
+    )
     return stream, op
 
 
@@ -120,6 +134,11 @@ def _check_phantom(cfg: DataConfig) -> None:
 
 def simulation_operator(cfg: DataConfig, op: LinearOperator) -> LinearOperator | None:
     """The finer-grid operator that simulates the data when ``cfg.simulation_size`` is set."""
+    if cfg.simulation_upsampling not in UPSAMPLINGS:
+        raise ParameterError(
+            f"config key data.simulation_upsampling must be one of {', '.join(UPSAMPLINGS)}, "
+            f"got {cfg.simulation_upsampling!r}"
+        )
     if cfg.simulation_size is None:
         return None
     if cfg.simulation_size < cfg.image_size:
@@ -147,4 +166,7 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
             cfg.phantom, cfg.n_validation, size, cfg.validation_seed, 0, 1, cfg.ellipse_scaling
         )
 
-    return Pairs(*simulate_pairs(render, op, cfg.noise, cfg.validation_seed, 0, simulation_operator(cfg, op)))
+    simulation_op = simulation_operator(cfg, op)
+    return Pairs(
+        *simulate_pairs(render, op, cfg.noise, cfg.validation_seed, 0, simulation_op, cfg.simulation_upsampling)
+    )
