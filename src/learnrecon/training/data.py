@@ -109,7 +109,7 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
     if cfg.train_file is not None:
         dataset = load(cfg.train_file)
         return FilePairs(dataset, cfg.seed), dataset.op
-    _check_phantom(cfg)
+    _check_simulation_keys(cfg)
     op = make_operator(cfg.geometry, cfg.image_size, cfg.n_angles, cfg.n_detectors)
     noise, simulation_op = parse_noise(cfg.noise), simulation_operator(cfg, op)
     stream = SimulatedPairs(
@@ -118,8 +118,9 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
     return stream, op
 
 
-def _check_phantom(cfg: DataConfig) -> None:
-    """A ParameterError naming ``data.phantom`` or ``data.ellipse_scaling`` unless both are known."""
+def _check_simulation_keys(cfg: DataConfig) -> None:
+    """A ParameterError naming ``data.phantom``, ``data.ellipse_scaling`` or ``data.simulation_upsampling``
+    unless all three are known."""
     if cfg.phantom not in phantoms.ELLIPSE_PHANTOMS:
         raise ParameterError(
             f"config key data.phantom must be one of {', '.join(phantoms.ELLIPSE_PHANTOMS)} (simulated on the "
@@ -130,15 +131,15 @@ def _check_phantom(cfg: DataConfig) -> None:
             f"config key data.ellipse_scaling must be one of {', '.join(phantoms.ELLIPSE_SCALINGS)}, "
             f"got {cfg.ellipse_scaling!r}"
         )
-
-
-def simulation_operator(cfg: DataConfig, op: LinearOperator) -> LinearOperator | None:
-    """The finer-grid operator that simulates the data when ``cfg.simulation_size`` is set."""
     if cfg.simulation_upsampling not in UPSAMPLINGS:
         raise ParameterError(
             f"config key data.simulation_upsampling must be one of {', '.join(UPSAMPLINGS)}, "
             f"got {cfg.simulation_upsampling!r}"
         )
+
+
+def simulation_operator(cfg: DataConfig, op: LinearOperator) -> LinearOperator | None:
+    """The finer-grid operator that simulates the data when ``cfg.simulation_size`` is set."""
     if cfg.simulation_size is None:
         return None
     if cfg.simulation_size < cfg.image_size:
@@ -159,7 +160,7 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
             )
         return read_pairs(dataset, range(len(dataset)))
 
-    _check_phantom(cfg)
+    _check_simulation_keys(cfg)
 
     def render(size: int) -> torch.Tensor:
         return phantoms.draw_ellipses(
