@@ -20,6 +20,7 @@ from learnrecon.models import (
     soft_threshold,
     tv_gradient,
 )
+from learnrecon.models.nets import UNet, widen_unet
 from learnrecon.models.variational import VNStage
 from learnrecon.operators import MatrixOperator, ParallelBeam2D
 from learnrecon.operators.blur import Blur, gaussian_kernel
@@ -221,3 +222,23 @@ def test_vn_potential_derivative_and_its_gradients():
     mix = lambda z, w: _RBFMix.apply(z, w, stage.centres, stage.sigma)  # noqa: E731
     torch.testing.assert_close(mix(z, weights), naive)
     assert torch.autograd.gradcheck(mix, (z, weights))
+
+
+def test_widened_unet_computes_the_same_and_its_new_channels_learn():
+    torch.manual_seed(0)
+    unet = UNet(1, 1, depth=2, width=3)
+    optimiser = torch.optim.SGD(unet.parameters(), lr=0.1)
+    x = torch.randn(3, 1, 20, 24)
+    for _ in range(3):  # non-trivial batch-norm statistics
+        optimiser.zero_grad()
+        unet(x).square().mean().backward()
+        optimiser.step()
+    wide = widen_unet(unet, 5)
+    assert wide.head.in_channels == 5 and wide.down[-1][0].out_channels == 20
+    for mode in (False, True):
+        unet.train(mode), wide.train(mode)
+        torch.testing.assert_close(wide(x), unet(x), atol=1e-5, rtol=1e-5)
+    wide(x).square().mean().backward()
+    assert wide.head.weight.grad[0, 3:].abs().min() > 0  # the new channels' outgoing weights move
+    with pytest.raises(ParameterError, match="narrower"):
+        widen_unet(unet, 2)

@@ -76,6 +76,27 @@ def test_init_from_continues_from_a_checkpoints_weights_and_records_it(tmp_path)
     assert resumed.started_from == meta["started_from"]  # resuming keeps the record and needs no start file
 
 
+def test_a_widened_fbpconvnet_starts_where_its_source_ended_and_records_the_widening(tmp_path):
+    small = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 2}}}
+    Trainer(
+        from_dict({**SMALL, **small, "training": {**SMALL["training"], "steps": 2}}),
+        tmp_path / "narrow",
+        progress=False,
+    ).train()
+    script = Path(__file__).parents[1] / "scripts" / "widen_fbpconvnet.py"
+    widened = tmp_path / "wide_start"
+    subprocess.run([sys.executable, script, str(tmp_path / "narrow" / "best"), "3", str(widened)], check=True)
+    wide = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 3}}}
+    training = {**SMALL["training"], "steps": 1, "init_from": str(widened)}
+    trainer = Trainer(from_dict({**SMALL, **wide, "training": training}), tmp_path / "wide", progress=False)
+    narrow = load_model(tmp_path / "narrow" / "best")
+    y = torch.randn(1, 1, *trainer.op.range_shape)
+    torch.testing.assert_close(trainer.model.eval()(y, trainer.op), narrow(y, trainer.op), atol=1e-5, rtol=1e-5)
+    trainer.train()
+    record = load_checkpoint(tmp_path / "wide" / "last")[1]["started_from"]
+    assert record["widened_from"]["width"] == 2 and record["step"] == 2
+
+
 def test_init_from_another_model_is_refused_and_writes_nothing(tmp_path):
     Trainer(_config(steps=1), tmp_path / "first", progress=False).train()
     values = json.loads(json.dumps(SMALL))

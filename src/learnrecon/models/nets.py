@@ -11,7 +11,7 @@ from torch import nn
 
 from learnrecon.errors import ParameterError
 
-__all__ = ["ConvBlock", "UNet"]
+__all__ = ["ConvBlock", "UNet", "widen_unet"]
 
 
 class ConvBlock(nn.Sequential):
@@ -83,3 +83,60 @@ class UNet(nn.Module):
         for i in reversed(range(self.depth)):
             x = self.up[i](torch.cat([skips.pop(), self.upsample[i](x)], dim=1))
         return self.head(x)[..., :h, :w]
+
+
+def widen_unet(unet: UNet, width: int) -> UNet:
+    """A copy of ``unet`` with ``width`` channels at the top level (doubled at each level), same function.
+
+    Widening with zero outgoing weights, after Net2Net (Chen, Goodfellow & Shlens 2016): every layer's old
+    weights go into its leading channels (both halves of a skip concatenation keep their order); the new
+    channels' incoming weights keep the fresh random initialisation, and the weights from new channels
+    into old ones are zero. So the wider U-Net computes exactly what ``unet`` does, in eval and in train
+    mode, while the new channels' outgoing weights receive gradients and training can use them.
+    ``width`` must be at least ``unet``'s; batch normalisation, if any, is carried over channel by channel.
+    """
+    old_width = unet.down[0][0].out_channels
+    if width < old_width:
+        raise ParameterError(f"widen_unet: width {width} is narrower than the U-Net's {old_width}")
+    batch_norm = any(isinstance(m, nn.BatchNorm2d) for m in unet.modules())
+    in_channels, out_channels = unet.down[0][0].in_channels, unet.head.out_channels
+    wide = UNet(in_channels, out_channels, depth=unet.depth, width=width, batch_norm=batch_norm)
+    wide = wide.to(device=unet.head.weight.device, dtype=unet.head.weight.dtype)
+    old_modules = dict(unet.named_modules())
+    with torch.no_grad():
+        for name, new in wide.named_modules():
+            old = old_modules[name]
+            if isinstance(new, nn.BatchNorm2d):
+                _copy_batch_norm(old, new)
+            elif isinstance(new, nn.Conv2d | nn.ConvTranspose2d):
+                skip_concat = name.startswith("up.") and name.endswith(".0")
+                _copy_conv(old, new, skip_concat)
+    return wide
+
+
+def _old_channels(old: int, new: int, skip_concat: bool) -> torch.Tensor:
+    """Where the ``old`` channels of a layer sit among its ``new`` ones (two halves for a skip concatenation)."""
+    if not skip_concat:
+        return torch.arange(old)
+    return torch.cat([torch.arange(old // 2), new // 2 + torch.arange(old // 2)])
+
+
+def _copy_conv(old: nn.Conv2d | nn.ConvTranspose2d, new: nn.Conv2d | nn.ConvTranspose2d, skip_concat: bool) -> None:
+    transposed = isinstance(new, nn.ConvTranspose2d)
+    old_w = old.weight.transpose(0, 1) if transposed else old.weight  # (out, in, k, k)
+    new_w = new.weight.transpose(0, 1) if transposed else new.weight
+    rows = torch.arange(old_w.shape[0])
+    cols = _old_channels(old_w.shape[1], new_w.shape[1], skip_concat)
+    added_cols = torch.ones(new_w.shape[1], dtype=torch.bool)
+    added_cols[cols] = False
+    new_w[rows[:, None], added_cols.nonzero()[:, 0][None, :]] = 0.0
+    new_w[rows[:, None], cols[None, :]] = old_w
+    if new.bias is not None:
+        new.bias[rows] = old.bias
+
+
+def _copy_batch_norm(old: nn.BatchNorm2d, new: nn.BatchNorm2d) -> None:
+    n = old.num_features
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        getattr(new, key)[:n] = getattr(old, key)
+    new.num_batches_tracked.copy_(old.num_batches_tracked)

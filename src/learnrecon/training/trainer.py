@@ -167,6 +167,7 @@ class Trainer:
             "seconds": meta.get("seconds"),
             "best_psnr": meta.get("best_psnr"),
             "started_from": meta.get("started_from"),
+            **({"widened_from": meta["widened_from"]} if "widened_from" in meta else {}),
         }
 
     def _restore(self) -> None:
