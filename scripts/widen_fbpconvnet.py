@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from learnrecon.models.nets import widen_unet
-from learnrecon.models.registry import PRETRAINED_DIR, pretrained_names
+from learnrecon.models.registry import checkpoint_location
 from learnrecon.training.checkpoint import load_model, save_checkpoint
 
 
@@ -27,13 +27,12 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="checkpoint path to write, without suffix")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new channels' random weights")
     args = parser.parse_args()
-    path = PRETRAINED_DIR / args.source if args.source in pretrained_names() else Path(args.source)
-    model = load_model(path)
+    model = load_model(checkpoint_location(args.source))
     if model.provenance["model"]["name"] != "fbpconvnet":
         raise SystemExit(f"{args.source} holds {model.provenance['model']['name']!r}, not an FBPConvNet")
-    old_width = model.provenance["model"]["params"]["width"]
     torch.manual_seed(args.seed)
     unet = model.unet
+    old_width = unet.down[0][0].out_channels
     model.unet = widen_unet(unet, args.width).eval()
     probe = torch.randn(2, 1, 64, 64)
     with torch.no_grad():

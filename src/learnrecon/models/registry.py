@@ -22,6 +22,7 @@ __all__ = [
     "PRETRAINED_DIR",
     "SMALL_PARAMS",
     "build_model",
+    "checkpoint_location",
     "model_parameters",
     "pretrained",
     "pretrained_names",
@@ -97,6 +98,11 @@ def build_model(name: str, params: dict[str, Any] | None = None, op: LinearOpera
 def pretrained_names() -> list[str]:
     """Names of the shipped checkpoints, e.g. ``["fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses"]``."""
     return sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+
+
+def checkpoint_location(name: str) -> Path:
+    """Where checkpoint ``name`` is: the shipped model of that name, else ``name`` itself as a path (no suffix)."""
+    return PRETRAINED_DIR / name if name in pretrained_names() else Path(name)
 
 
 def pretrained(name: str, device: str = "cpu") -> nn.Module:

@@ -35,7 +35,7 @@ import learnrecon
 from learnrecon import metrics
 from learnrecon.config import Config, save_config
 from learnrecon.errors import DataFileError, LearnreconError, ParameterError
-from learnrecon.models.registry import PRETRAINED_DIR, build_model, pretrained_names
+from learnrecon.models.registry import build_model, checkpoint_location
 from learnrecon.operators.registry import operator_config
 from learnrecon.training.checkpoint import load_checkpoint, load_weights, restore_optimizer, save_checkpoint
 from learnrecon.training.data import make_training_data, make_validation_data, step_positions
@@ -150,7 +150,7 @@ class Trainer:
 
     def _start_from(self, name: str) -> dict:
         """Load the weights of checkpoint (or shipped model) ``name``; return what provenance records of it."""
-        path = PRETRAINED_DIR / name if name in pretrained_names() else Path(name)
+        path = checkpoint_location(name)
         tensors, meta = load_checkpoint(path, self.device)
         saved = meta.get("model", {})
         wanted = self.config.to_dict()["model"]
