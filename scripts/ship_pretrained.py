@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from learnrecon.models.registry import PRETRAINED_DIR
-from learnrecon.training.checkpoint import load_model, save_checkpoint
+from learnrecon.training.checkpoint import load_model, reusable_meta, save_checkpoint
 
 
 def git_head() -> str | None:
@@ -43,9 +43,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     model = load_model(Path(args.run) / args.checkpoint)
-    meta = dict(model.provenance)
-    for key in ("format", "format_version", "sha256", "optimizer"):
-        meta.pop(key, None)
+    meta = reusable_meta(model.provenance)
     head = git_head()
     meta.update(
         {

@@ -17,7 +17,7 @@ import torch
 
 from learnrecon.models.nets import widen_unet
 from learnrecon.models.registry import checkpoint_location
-from learnrecon.training.checkpoint import load_model, save_checkpoint
+from learnrecon.training.checkpoint import load_model, reusable_meta, save_checkpoint
 
 
 def main() -> None:
@@ -39,7 +39,7 @@ def main() -> None:
         change = (model.unet(probe) - unet(probe)).abs().max().item()
     if change > 1e-4:
         raise SystemExit(f"the widened U-Net differs from the source by {change:.3g}: not saved")
-    meta = {k: v for k, v in model.provenance.items() if k not in ("format", "format_version", "sha256", "optimizer")}
+    meta = reusable_meta(model.provenance)
     meta["model"] = {"name": "fbpconvnet", "params": {**meta["model"]["params"], "width": args.width}}
     for key in ("weights_dtype", "shipped_as", "source_checkpoint", "shipped_at_commit"):
         meta.pop(key, None)

@@ -21,7 +21,7 @@ from torch import nn
 
 from learnrecon.errors import DataFileError
 
-__all__ = ["FORMAT", "checkpoint_paths", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["FORMAT", "checkpoint_paths", "load_checkpoint", "load_model", "reusable_meta", "save_checkpoint"]
 
 FORMAT = "learnrecon-checkpoint"
 FORMAT_VERSION = 1
@@ -111,6 +111,12 @@ def save_checkpoint(
         tmp_weights.unlink(missing_ok=True)
         tmp_info.unlink(missing_ok=True)
     return weights
+
+
+def reusable_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a checkpoint's ``meta`` without what :func:`save_checkpoint` writes for each file itself
+    (format, version, sha256) or what belongs to a training run (the optimiser state), to save the weights again."""
+    return {k: v for k, v in meta.items() if k not in ("format", "format_version", "sha256", "optimizer")}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
