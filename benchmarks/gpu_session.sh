@@ -9,6 +9,7 @@
 #
 # The runs are $GPU_RUNS, by default the shipped ellipse models and the DIVal LPD continued
 # (lpd_ellipses lgd_ellipses fbpconvnet_ellipses lpd_dival); run R trains configs/R_gpu.yaml into runs/gpu/R.
+# GPU_CHECK=0 leaves gpu_check.py out of `train` (for a second call in a session that has run it).
 #
 # The machine has torch but not PyWavelets: its wheel travels in .whl/ (see docs/gpu.md). Results land in
 # benchmarks/results/ and runs/gpu*/; when $OUT is set (the device tool) they are packed into $OUT/*.tar.gz.*,
@@ -73,7 +74,9 @@ check)
 train)
     minutes=${2:?usage: gpu_session.sh train MINUTES}
     side_by_side runs/gpu "$minutes"
-    timeout 200 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &  # correctness again, beside them
+    if [ "${GPU_CHECK:-1}" != 0 ]; then  # correctness again, beside them
+        timeout 200 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &
+    fi
     for ((i = 1; ; i++)); do
         [ -z "$(jobs -r)" ] && break
         sleep 5
@@ -81,9 +84,11 @@ train)
     done
     wait
     report runs/gpu
-    tail -n 3 runs/gpu/gpu_check.log
     pack_runs runs/gpu
-    pack results --exclude='*.safetensors' benchmarks/results runs/gpu/gpu_check.log
+    if [ "${GPU_CHECK:-1}" != 0 ]; then
+        tail -n 3 runs/gpu/gpu_check.log
+        pack results --exclude='*.safetensors' benchmarks/results runs/gpu/gpu_check.log
+    fi
     rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null
     ;;
 *)
