@@ -22,6 +22,7 @@ if [ -d .whl ]; then
     export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 gpu_runs=${GPU_RUNS:-"lpd_ellipses lgd_ellipses fbpconvnet_ellipses lpd_dival"}
+gpu_check=${GPU_CHECK:-1}
 
 pack() {  # pack NAME PATH...: PATHs into $OUT/NAME.tar.gz.0, .1, ... (15 MiB parts: the device returns at most
     [ -n "${OUT:-}" ] || return 0  # 8 files of 16 MiB, 64 MiB in all; rejoin with cat NAME.tar.gz.* | tar xz)
@@ -74,7 +75,7 @@ check)
 train)
     minutes=${2:?usage: gpu_session.sh train MINUTES}
     side_by_side runs/gpu "$minutes"
-    if [ "${GPU_CHECK:-1}" != 0 ]; then  # correctness again, beside them
+    if [ "$gpu_check" != 0 ]; then  # correctness again, beside them
         timeout 200 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &
     fi
     for ((i = 1; ; i++)); do
@@ -85,7 +86,7 @@ train)
     wait
     report runs/gpu
     pack_runs runs/gpu
-    if [ "${GPU_CHECK:-1}" != 0 ]; then
+    if [ "$gpu_check" != 0 ]; then
         tail -n 3 runs/gpu/gpu_check.log
         pack results --exclude='*.safetensors' benchmarks/results runs/gpu/gpu_check.log
     fi
