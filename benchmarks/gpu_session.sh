@@ -6,6 +6,10 @@
 #                                                 the runs configs/<run>_gpu.yaml side by side
 #   bash benchmarks/gpu_session.sh train MINUTES  those runs side by side, each stopped after MINUTES,
 #                                                 and gpu_check.py again beside them
+#   bash benchmarks/gpu_session.sh fit MINUTES    a 45 s trial of the runs first, from which
+#                                                 scripts/fit_steps.py sets each config's training.steps so
+#                                                 its cosine ends by 94 % of MINUTES; then `train MINUTES`
+#                                                 (the configs as trained come back in $OUT/configs)
 #
 # The runs are $GPU_RUNS, by default the shipped ellipse models and the DIVal LPD continued
 # (lpd_ellipses lgd_ellipses fbpconvnet_ellipses lpd_dival); run R trains configs/R_gpu.yaml into runs/gpu/R.
@@ -15,7 +19,7 @@
 # benchmarks/results/ and runs/gpu*/; when $OUT is set (the device tool) they are packed into $OUT/*.tar.gz.*,
 # during training every minute, so a run cut off still returns its checkpoints.
 set -u
-mode=${1:?usage: gpu_session.sh check | train MINUTES}
+mode=${1:?usage: gpu_session.sh check | train MINUTES | fit MINUTES}
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
@@ -71,6 +75,17 @@ check)
     report runs/gpu-trial
     pack results --exclude='*.safetensors' benchmarks/results runs/gpu-trial
     rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null
+    ;;
+fit)
+    minutes=${2:?usage: gpu_session.sh fit MINUTES}
+    rm -rf runs/gpu-trial
+    side_by_side runs/gpu-trial 0.75
+    wait
+    python3 scripts/fit_steps.py runs/gpu-trial "$(python3 -c "print($minutes * 0.944)")" $gpu_runs || exit 1
+    if [ -n "${OUT:-}" ]; then
+        mkdir -p "$OUT/configs" && for m in $gpu_runs; do cp "configs/${m}_gpu.yaml" "$OUT/configs/"; done
+    fi
+    exec bash "$0" train "$minutes"
     ;;
 train)
     minutes=${2:?usage: gpu_session.sh train MINUTES}

@@ -459,3 +459,21 @@ def test_fbp_cutoff_is_tuned_on_validation_data():
         cutoff, grid = tune_fbp(preset, op, data)
         assert cutoff == best and [row["frequency_scaling"] for row in grid] == [1.0, 0.5]
         assert max(grid, key=lambda row: row["mean PSNR"])["frequency_scaling"] == best
+
+
+def test_fit_steps_sets_the_steps_a_trial_rate_fills(tmp_path):
+    """scripts/fit_steps.py: 10 steps/s over 1.7 min is 1,020 steps, written as 1,000 (a multiple of 500)."""
+    script = Path(__file__).parents[1] / "scripts" / "fit_steps.py"
+    (tmp_path / "trial" / "run").mkdir(parents=True)
+    rows = ["step,loss,lr,grad_norm,seconds"] + [f"{s},0.1,1e-4,0.5,{5 + s / 10}" for s in range(0, 600, 50)]
+    (tmp_path / "trial" / "run" / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "configs").mkdir()
+    config = "training:\n  steps: 3500\n  batch_size: 32\n"
+    (tmp_path / "configs" / "run_gpu.yaml").write_text(config)
+    subprocess.run([sys.executable, script, "trial", "1.7", "run"], cwd=tmp_path, check=True)
+    assert (tmp_path / "configs" / "run_gpu.yaml").read_text() == config.replace("3500", "1000")
+
+    (tmp_path / "trial" / "run" / "metrics.csv").write_text("\n".join(rows[:3]) + "\n")
+    command = [sys.executable, script, "trial", "1.7", "run"]
+    failed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
+    assert failed.returncode != 0 and "too few" in failed.stderr
