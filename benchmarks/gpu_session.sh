@@ -62,6 +62,26 @@ report() {  # report FOLDER: steps, seconds and best validation of each run
     done
 }
 
+train_runs() {  # train_runs MINUTES: the GPU runs side by side into runs/gpu, packed every minute and at the end
+    side_by_side runs/gpu "$1"
+    if [ "$gpu_check" != 0 ]; then  # correctness again, beside them
+        timeout 200 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &
+    fi
+    for ((i = 1; ; i++)); do
+        [ -z "$(jobs -r)" ] && break
+        sleep 5
+        ((i % 12)) || pack_runs runs/gpu
+    done
+    wait
+    report runs/gpu
+    pack_runs runs/gpu
+    if [ "$gpu_check" != 0 ]; then
+        tail -n 3 runs/gpu/gpu_check.log
+        pack results --exclude='*.safetensors' benchmarks/results runs/gpu/gpu_check.log
+    fi
+    rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null
+}
+
 case $mode in
 check)
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv
@@ -85,27 +105,10 @@ fit)
     if [ -n "${OUT:-}" ]; then
         mkdir -p "$OUT/configs" && for m in $gpu_runs; do cp "configs/${m}_gpu.yaml" "$OUT/configs/"; done
     fi
-    exec bash "$0" train "$minutes"
+    train_runs "$minutes"
     ;;
 train)
-    minutes=${2:?usage: gpu_session.sh train MINUTES}
-    side_by_side runs/gpu "$minutes"
-    if [ "$gpu_check" != 0 ]; then  # correctness again, beside them
-        timeout 200 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &
-    fi
-    for ((i = 1; ; i++)); do
-        [ -z "$(jobs -r)" ] && break
-        sleep 5
-        ((i % 12)) || pack_runs runs/gpu
-    done
-    wait
-    report runs/gpu
-    pack_runs runs/gpu
-    if [ "$gpu_check" != 0 ]; then
-        tail -n 3 runs/gpu/gpu_check.log
-        pack results --exclude='*.safetensors' benchmarks/results runs/gpu/gpu_check.log
-    fi
-    rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null
+    train_runs "${2:?usage: gpu_session.sh train MINUTES}"
     ;;
 *)
     echo "unknown mode $mode" >&2
