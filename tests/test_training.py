@@ -288,12 +288,13 @@ def test_shipped_configs_load():
     """Every config loads at 128²; the paper-length ones keep the published schedule (batch 5, 100k steps, lr 1e-3),
     where the rounds that continue shipped weights may change the batch."""
     paths = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
-    for path in paths:
-        assert load_config(path).data.image_size == 128, path
+    configs = {path: load_config(path) for path in paths}
+    for path, config in configs.items():
+        assert config.data.image_size == 128, path
     paper = [p for p in paths if p.stem.endswith("_paper") or p.stem == "lpd_dival"]
     assert len(paper) == 4
     for path in paper:
-        t = load_config(path).training
+        t = configs[path].training
         assert (t.batch_size, t.steps, t.lr, t.init_from) == (5, 100_000, 1e-3, None), path
 
 
@@ -477,10 +478,10 @@ def test_fit_steps_sets_the_steps_a_trial_rate_fills(tmp_path):
     (tmp_path / "configs").mkdir()
     config = "training:\n  steps: 3500\n  batch_size: 32\n"
     (tmp_path / "configs" / "run_gpu.yaml").write_text(config)
-    subprocess.run([sys.executable, script, "trial", "1.7", "run"], cwd=tmp_path, check=True)
+    command = [sys.executable, script, "trial", "1.7", "run"]
+    subprocess.run(command, cwd=tmp_path, check=True)
     assert (tmp_path / "configs" / "run_gpu.yaml").read_text() == config.replace("3500", "1000")
 
     (tmp_path / "trial" / "run" / "metrics.csv").write_text("\n".join(rows[:3]) + "\n")
-    command = [sys.executable, script, "trial", "1.7", "run"]
     failed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert failed.returncode != 0 and "too few" in failed.stderr
