@@ -6,6 +6,7 @@ Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :cla
 """
 
 from learnrecon.models.base import INITS, Unrolled, initial_reconstruction, normalised
+from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent, tv_gradient
 from learnrecon.models.lista import LISTA, soft_threshold
@@ -27,6 +28,7 @@ __all__ = [
     "LISTA",
     "MODELS",
     "SMALL_PARAMS",
+    "SymmetryAverage",
     "ConvBlock",
     "FBPConvNet",
     "GeneralisedLGD",

@@ -3,6 +3,7 @@
 from learnrecon.operators.base import Adjoint, Composition, LinearOperator, Scaled, Sum
 from learnrecon.operators.basic import Identity, MatrixOperator
 from learnrecon.operators.gradient import FiniteDifference2D
+from learnrecon.operators.symmetry import Symmetry, dihedral_symmetries
 from learnrecon.operators.tomography import FanBeam2D, ParallelBeam2D, RayTransform2D, subset
 
 __all__ = [
@@ -17,5 +18,7 @@ __all__ = [
     "RayTransform2D",
     "Scaled",
     "Sum",
+    "Symmetry",
+    "dihedral_symmetries",
     "subset",
 ]

@@ -1,0 +1,102 @@
+"""Symmetries of a parallel-beam geometry: the quarter turns and reflections of the image grid that the
+ray transform carries to permutations of the data.
+
+For an orthogonal map ``L`` of the plane and the image ``(g x)(t) = x(L⁻¹ t)``,
+
+    (A g x)(θ, s) = ∫ x(L⁻¹ t) δ(t·u_θ − s) dt = (A x)(ψ, s),    u_ψ = Lᵀ u_θ,
+
+with ``u_θ = (cos θ, sin θ)`` the detector axis (:mod:`learnrecon.operators.tomography`), and
+``(A x)(ψ + π, s) = (A x)(ψ, −s)``. When each ``ψ`` is one of the operator's angles up to a half turn, the
+data of ``g x`` are those of ``x`` with the angles permuted and some rows reversed along the detector
+(whose cells sit symmetrically about the centre): ``A g = T_g A``. The discrete operator keeps this
+exactly (to rounding, tested), because ``g`` maps the centred pixel grid onto itself.
+
+``g`` is ``turns`` quarter turns counter-clockwise on screen (``torch.rot90(x, turns, (-2, -1))``, row 0 at
+the top), then, if ``reflect``, the columns reversed (``x ↦ −x``): the eight elements of the square's
+dihedral group, the odd turns only on square images. Uniformly spaced angles over [0, π) admit all
+eight when their number is even, the four with even turns when it is odd; a half turn is always
+admitted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import torch
+
+from learnrecon.errors import ParameterError
+from learnrecon.operators.base import LinearOperator
+from learnrecon.operators.tomography import ParallelBeam2D
+
+__all__ = ["Symmetry", "dihedral_symmetries"]
+
+
+class Symmetry(NamedTuple):
+    """One image symmetry ``g`` and its action ``T_g`` on the data (``A g x = T_g A x``).
+
+    ``source`` (n_angles,) long and ``reverse`` (n_angles,) bool: row ``m`` of ``T_g y`` is row
+    ``source[m]`` of ``y``, reversed along the detector where ``reverse[m]``.
+    """
+
+    turns: int
+    reflect: bool
+    source: torch.Tensor
+    reverse: torch.Tensor
+
+    def image(self, x: torch.Tensor) -> torch.Tensor:
+        """``g x`` for images ``(*batch, H, W)``."""
+        x = torch.rot90(x, self.turns, (-2, -1))
+        return x.flip(-1) if self.reflect else x
+
+    def image_inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """``g⁻¹ x`` for images ``(*batch, H, W)``."""
+        x = x.flip(-1) if self.reflect else x
+        return torch.rot90(x, -self.turns, (-2, -1))
+
+    def data(self, y: torch.Tensor) -> torch.Tensor:
+        """``T_g y`` for data ``(*batch, n_angles, n_detectors)``."""
+        rows = y[..., self.source.to(y.device), :]
+        return torch.where(self.reverse.to(y.device)[:, None], rows.flip(-1), rows)
+
+
+def _linear_map(turns: int, reflect: bool) -> torch.Tensor:
+    """The 2×2 matrix ``L`` of ``g`` on the plane (x to the right, y up)."""
+    c, s = round(math.cos(turns * math.pi / 2)), round(math.sin(turns * math.pi / 2))
+    rotation = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    reflection = torch.diag(torch.tensor([-1.0 if reflect else 1.0, 1.0], dtype=torch.float64))
+    return reflection @ rotation
+
+
+def _data_action(op: ParallelBeam2D, turns: int, reflect: bool, tol: float) -> Symmetry | None:
+    """``T_g`` of ``op``, or None where some ``ψ`` is not one of ``op``'s angles up to a half turn."""
+    axes = torch.stack([torch.cos(op.angles), torch.sin(op.angles)], dim=-1)  # (A, 2) u_θ
+    pulled = axes @ _linear_map(turns, reflect)  # rows u_θᵀ L = (Lᵀ u_θ)ᵀ = u_ψ
+    gap = pulled[:, None, :] - axes[None, :, :]  # (A, A, 2): u_ψm − u_θj
+    same = gap.abs().amax(dim=-1) < tol  # u_ψ = u_θj
+    opposite = (gap + 2 * axes[None]).abs().amax(dim=-1) < tol  # u_ψ = −u_θj: the row of θ_j, reversed
+    found = same | opposite
+    if not bool(found.any(dim=1).all()):
+        return None
+    source = found.to(torch.int8).argmax(dim=1)
+    reverse = ~same.gather(1, source[:, None]).squeeze(1)
+    return Symmetry(turns, reflect, source, reverse)
+
+
+def dihedral_symmetries(op: LinearOperator, tol: float = 1e-9) -> list[Symmetry]:
+    """The elements of the square's dihedral group that ``op``'s geometry admits, the identity first.
+
+    Args:
+        op: a :class:`ParallelBeam2D` (or an angle subset of one).
+        tol: how close two detector axes (unit vectors) must be to count as the same angle.
+
+    Returns the symmetries ``g`` with ``op(g.image(x)) = g.data(op(x))``; at least the identity and the
+    half turn.
+    """
+    if not isinstance(op, ParallelBeam2D):
+        raise ParameterError(f"dihedral symmetries are defined for ParallelBeam2D operators, got {op.name}")
+    height, width = op.image_shape
+    turns = range(4) if height == width else (0, 2)
+    actions = (_data_action(op, k, reflect, tol) for reflect, k in itertools.product((False, True), turns))
+    return [action for action in actions if action is not None]

@@ -1,0 +1,86 @@
+"""Symmetries of parallel-beam geometries (A g = T_g A) and the symmetry average of a reconstructor."""
+
+import math
+
+import pytest
+import torch
+
+from learnrecon.errors import ParameterError
+from learnrecon.models.ensemble import SymmetryAverage
+from learnrecon.operators import FanBeam2D, Identity, ParallelBeam2D
+from learnrecon.operators.symmetry import dihedral_symmetries
+from learnrecon.solvers import fbp
+
+ALL_EIGHT = [(k, reflect) for reflect in (False, True) for k in range(4)]
+EVEN_TURNS = [(0, False), (2, False), (0, True), (2, True)]
+
+
+def elements(op):
+    return [(g.turns, g.reflect) for g in dihedral_symmetries(op)]
+
+
+def random_images(shape, seed=0):
+    return torch.rand(2, 1, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        ParallelBeam2D(24, 12),
+        ParallelBeam2D(24, 8, n_detectors=41, detector_spacing=0.7),
+        ParallelBeam2D(16, angles=torch.arange(8) * math.pi / 4 + 0.3),  # over [0.3, 2π + 0.3)
+        ParallelBeam2D((12, 20), 9),
+    ],
+    ids=["12 angles", "other detector", "full turn", "odd, not square"],
+)
+def test_symmetries_carry_images_to_permuted_data(op):
+    x = random_images(op.image_shape)
+    data = op(x)
+    group = dihedral_symmetries(op)
+    assert len(group) >= 2  # the identity and the half turn, at least
+    for g in group:
+        torch.testing.assert_close(op(g.image(x)), g.data(data), rtol=0, atol=1e-12)
+        torch.testing.assert_close(g.image_inverse(g.image(x)), x, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "op, expected",
+    [
+        (ParallelBeam2D(16, 30), ALL_EIGHT),
+        (ParallelBeam2D(16, 45), EVEN_TURNS),
+        (ParallelBeam2D((16, 24), 30), EVEN_TURNS),
+        (ParallelBeam2D(16, angles=[0.1, 0.5, 1.3]), [(0, False), (2, False)]),
+    ],
+    ids=["30 angles", "45 angles", "not square", "irregular angles"],
+)
+def test_symmetries_are_those_the_geometry_admits(op, expected):
+    assert elements(op) == expected
+    identity = dihedral_symmetries(op)[0]
+    assert identity.source.tolist() == list(range(op.angles.numel())) and not identity.reverse.any()
+
+
+def test_symmetries_need_a_parallel_beam_operator():
+    for op in (FanBeam2D(16, 12, 25, 40.0, 20.0), Identity((8, 8))):
+        with pytest.raises(ParameterError, match="ParallelBeam2D"):
+            dihedral_symmetries(op)
+
+
+class FBPPlus(torch.nn.Module):
+    """FBP plus a fixed image: equivariant only without the image."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset = offset
+
+    def forward(self, y, op):
+        return fbp(y, op, "hann") + self.offset
+
+
+def test_symmetry_average_keeps_an_equivariant_method_and_averages_the_rest():
+    op = ParallelBeam2D(24, 12)
+    y = op(random_images(op.image_shape))
+    offset = random_images(op.image_shape, seed=1)[:1]
+    torch.testing.assert_close(SymmetryAverage(FBPPlus(0.0))(y, op), fbp(y, op, "hann"), rtol=0, atol=1e-10)
+    group = dihedral_symmetries(op)
+    averaged_offset = sum(g.image_inverse(offset) for g in group) / len(group)
+    torch.testing.assert_close(SymmetryAverage(FBPPlus(offset))(y, op), fbp(y, op, "hann") + averaged_offset)
