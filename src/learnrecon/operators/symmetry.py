@@ -8,7 +8,7 @@ For an orthogonal map ``L`` of the plane and the image ``(g x)(t) = x(L⁻¹ t)`
 with ``u_θ = (cos θ, sin θ)`` the detector axis (:mod:`learnrecon.operators.tomography`), and
 ``(A x)(ψ + π, s) = (A x)(ψ, −s)``. When each ``ψ`` is one of the operator's angles up to a half turn, the
 data of ``g x`` are those of ``x`` with the angles permuted and some rows reversed along the detector
-(whose cells sit symmetrically about the centre): ``A g = T_g A``. The discrete operator keeps this
+(whose cells sit symmetrically about the centre): ``A g = T_g A``. The native (Joseph) operator keeps this
 exactly (to rounding, tested), because ``g`` maps the centred pixel grid onto itself.
 
 ``g`` is ``turns`` quarter turns counter-clockwise on screen (``torch.rot90(x, turns, (-2, -1))``, row 0 at
