@@ -100,7 +100,7 @@ def main() -> None:
     preset = PRESETS["quick"]
     overrides = {"n_test": args.n_test, "n_validation": args.n_validation}
     preset = type(preset)(**{**preset.__dict__, **overrides})
-    op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
+    op = preset.operator()
     relative = float(preset.noise.split(":")[1])
     rows, record = [], {"machine": machine_info(), "setup": preset.__dict__, "results": {}}
     for task in make_tasks(preset, op):

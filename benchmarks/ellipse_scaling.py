@@ -27,7 +27,6 @@ from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import make_tasks
 from learnrecon.data.simulate import measure
 from learnrecon.models import build_model
-from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table, write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -67,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     preset = get_preset("quick")
-    op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
+    op = preset.operator()
     shepp_logan = make_tasks(preset, op)[0].test
     rim = rim_mask(preset.image_size, 2)
     rows = []

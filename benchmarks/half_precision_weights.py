@@ -25,7 +25,6 @@ from learnrecon import metrics
 from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
 from learnrecon.models import pretrained
-from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table, write_json
 from learnrecon.training import load_model
 
@@ -73,7 +72,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset("quick")
-    op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
+    op = preset.operator()
     tasks = make_tasks(preset, op)
     models = {path: load_model(path) for path in args.checkpoints} or {
         PRETRAINED_LABELS.get(name, name): pretrained(name) for name in preset.pretrained

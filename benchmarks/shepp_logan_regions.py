@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from learnrecon import phantoms
 from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import make_tasks, pretrained_methods, reconstruct, tune_tv
-from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table, reconstruction_grid, write_json
 from learnrecon.solvers import fbp, tv_pdhg
 
@@ -68,7 +67,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset("quick")
-    op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
+    op = preset.operator()
     task = make_tasks(preset, op)[0]  # Shepp–Logan
     tv_params, _ = tune_tv(preset, op, task.validation)
     methods = {

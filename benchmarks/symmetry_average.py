@@ -26,7 +26,6 @@ from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
 from learnrecon.models import pretrained
 from learnrecon.models.ensemble import SymmetryAverage
-from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table, write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -53,7 +52,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     preset = get_preset("quick")
-    op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
+    op = preset.operator()
     tasks = make_tasks(preset, op)
     rows = []
     for name in preset.pretrained:

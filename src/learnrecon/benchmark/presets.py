@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from learnrecon.errors import ParameterError
+from learnrecon.operators.tomography import ParallelBeam2D
 
 __all__ = ["PRESETS", "Preset", "get_preset"]
 
@@ -70,6 +71,10 @@ class Preset:
     train_batch_size: int = 5
     reproduce: tuple[str, ...] = ()
     runs_dir: str = "runs/paper"
+
+    def operator(self) -> ParallelBeam2D:
+        """The ray transform of the preset: ``image_size``², ``n_angles`` uniform in [0, π), ``n_detectors``."""
+        return ParallelBeam2D(self.image_size, self.n_angles, n_detectors=self.n_detectors)
 
 
 PRESETS: dict[str, Preset] = {

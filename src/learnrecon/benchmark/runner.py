@@ -316,7 +316,7 @@ def run_benchmark(preset: Preset, out: str | Path, overwrite: bool = False, prog
 
 
 def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalSet], dict]:
-    op = ParallelBeam2D(preset.image_size, preset.n_angles, n_detectors=preset.n_detectors)
+    op = preset.operator()
     tasks = make_tasks(preset, op)
     learned, provenance = pretrained_methods(preset, op)
     reproduced, runs = reproduced_methods(preset, op, progress)
