@@ -348,6 +348,19 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
         sum(result["per_image"]["psnr"]) / 3
     )
     assert main([*args, "--quiet"]) == 1  # refuses to overwrite
+    averaged_out = tmp_path / "averaged.json"
+    averaged = ["evaluate", "--checkpoint", str(run / "best.safetensors"), "--data", str(data), "--symmetry-average"]
+    assert main([*averaged, "--out", str(averaged_out), "--quiet"]) == 0
+    assert "averaged over the geometry's symmetries" in capsys.readouterr().out
+    average = json.loads(averaged_out.read_text())
+    assert average["symmetry_average"] and not result["symmetry_average"]
+    assert len(average["per_image"]["psnr"]) == 3 and average["psnr"] != result["psnr"]
+    denoising = tmp_path / "denoise.h5"
+    assert main(["simulate", "--n", "2", "--size", "24", "--geometry", "denoise", "--noise", "gaussian:0.1",
+                 "--out", str(denoising), "--quiet"]) == 0  # fmt: skip
+    refused = tmp_path / "refused.json"
+    assert main([*averaged[:3], "--data", str(denoising), "--symmetry-average", "--out", str(refused)]) == 1
+    assert "ParallelBeam2D" in capsys.readouterr().err and not refused.exists()
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err
 

@@ -238,6 +238,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", default=None, help="items to evaluate: i, start:stop or start:stop:step")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--symmetry-average",
+        action="store_true",
+        help="average the model over the quarter turns and reflections the parallel-beam geometry admits "
+        "(up to 8x the time)",
+    )
     p.add_argument("--out", default=None, help="write the results as JSON here")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -249,7 +255,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from learnrecon.data import load
     from learnrecon.data.files import check_output_path
     from learnrecon.errors import DataFileError
-    from learnrecon.models import pretrained
+    from learnrecon.models import SymmetryAverage, pretrained
     from learnrecon.reconstruction import parse_index
     from learnrecon.report import write_json
     from learnrecon.training import evaluate_model, load_model
@@ -258,6 +264,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         check_output_path(args.out, args.overwrite)
     model = pretrained(args.pretrained, args.device) if args.pretrained else load_model(args.checkpoint, args.device)
+    if args.symmetry_average:
+        model = SymmetryAverage(model)
     dataset = load(args.data)
     picked = parse_index(args.index, len(dataset))
     x, y = read_pairs(dataset, picked)
@@ -265,13 +273,15 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise DataFileError(f"{args.data} holds no truth to evaluate against")
     result = evaluate_model(model, dataset.op, x, y, args.batch_size, args.device, not args.quiet)
     name = args.pretrained or args.checkpoint
+    averaged = " averaged over the geometry's symmetries" if args.symmetry_average else ""
     print(
-        f"{name} on {len(picked)} items of {args.data}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f}, "
-        f"{result['ms_per_image']:.1f} ms per image"
+        f"{name}{averaged} on {len(picked)} items of {args.data}: PSNR {result['psnr']:.2f} dB, "
+        f"SSIM {result['ssim']:.3f}, {result['ms_per_image']:.1f} ms per image"
     )
     if args.out:
         result.pop("reconstructions")
-        write_json(args.out, {"model": name, "data": args.data, "index": picked.tolist(), **result})
+        record = {"model": name, "symmetry_average": args.symmetry_average, "data": args.data}
+        write_json(args.out, {**record, "index": picked.tolist(), **result})
         print(f"wrote {args.out}")
     return 0
 
