@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from learnrecon import metrics
+from learnrecon.models.base import INFERENCE_BATCH_SIZE
 from learnrecon.operators.base import LinearOperator
 
 __all__ = ["evaluate_model"]
@@ -20,7 +21,7 @@ def evaluate_model(
     op: LinearOperator,
     x: torch.Tensor,
     y: torch.Tensor,
-    batch_size: int = 16,
+    batch_size: int = INFERENCE_BATCH_SIZE,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict:
