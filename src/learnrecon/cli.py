@@ -236,12 +236,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--pretrained", help="a shipped model, e.g. lpd-ellipses")
     p.add_argument("--data", required=True, help="HDF5 data file with truth")
     p.add_argument("--index", default=None, help="items to evaluate: i, start:stop or start:stop:step")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="images per forward pass (default: learnrecon.models.INFERENCE_BATCH_SIZE)",
-    )
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--symmetry-average",
@@ -260,7 +255,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from learnrecon.data import load
     from learnrecon.data.files import check_output_path
     from learnrecon.errors import DataFileError
-    from learnrecon.models import INFERENCE_BATCH_SIZE, SymmetryAverage, pretrained
+    from learnrecon.models import SymmetryAverage, pretrained
     from learnrecon.reconstruction import parse_index
     from learnrecon.report import write_json
     from learnrecon.training import evaluate_model, load_model
@@ -276,8 +271,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     x, y = read_pairs(dataset, picked)
     if x.numel() == 0:
         raise DataFileError(f"{args.data} holds no truth to evaluate against")
-    batch_size = args.batch_size or INFERENCE_BATCH_SIZE
-    result = evaluate_model(model, dataset.op, x, y, batch_size, args.device, not args.quiet)
+    result = evaluate_model(model, dataset.op, x, y, args.batch_size, args.device, not args.quiet)
     name = args.pretrained or args.checkpoint
     averaged = " averaged over the geometry's symmetries" if args.symmetry_average else ""
     print(

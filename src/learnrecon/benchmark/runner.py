@@ -29,7 +29,6 @@ from learnrecon import metrics, phantoms
 from learnrecon.benchmark.presets import Preset
 from learnrecon.data.simulate import finer_operator, simulate_pairs
 from learnrecon.errors import DataFileError
-from learnrecon.models.base import INFERENCE_BATCH_SIZE
 from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table, metric_bars, reconstruction_grid, training_curve, write_json
 from learnrecon.solvers import fbp, tv_pdhg
@@ -85,11 +84,7 @@ def make_tasks(preset: Preset, op: ParallelBeam2D) -> list[Task]:
 
 
 def reconstruct(
-    method: Method,
-    y: torch.Tensor,
-    batch_size: int = INFERENCE_BATCH_SIZE,
-    desc: str | None = None,
-    progress: bool = False,
+    method: Method, y: torch.Tensor, batch_size: int = 16, desc: str | None = None, progress: bool = False
 ) -> torch.Tensor:
     """Apply ``method`` to ``y`` in batches, without gradients (a progress bar over batches if asked)."""
     starts = range(0, y.shape[0], batch_size)

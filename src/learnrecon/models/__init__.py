@@ -5,7 +5,7 @@ Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :cla
 :class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction.
 """
 
-from learnrecon.models.base import INFERENCE_BATCH_SIZE, INITS, Unrolled, initial_reconstruction, normalised
+from learnrecon.models.base import INITS, Unrolled, initial_reconstruction, normalised
 from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent, tv_gradient
@@ -24,7 +24,6 @@ from learnrecon.models.registry import (
 from learnrecon.models.variational import VariationalNetwork
 
 __all__ = [
-    "INFERENCE_BATCH_SIZE",
     "INITS",
     "LISTA",
     "MODELS",

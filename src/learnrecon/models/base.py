@@ -19,15 +19,9 @@ from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.tomography import RayTransform2D
 
-__all__ = ["INFERENCE_BATCH_SIZE", "INITS", "State", "Unrolled", "initial_reconstruction", "normalised"]
+__all__ = ["INITS", "State", "Unrolled", "initial_reconstruction", "normalised"]
 
 State = tuple[torch.Tensor, ...]
-
-#: Images per forward pass when a model reconstructs a data set (the benchmark, ``learnrecon evaluate``,
-#: validation in training). Small on purpose: at batch 16 a 32-channel activation of a 128² image (33.5 MB)
-#: is over glibc's mmap threshold and is page-faulted afresh on every call; on the 2-core CPU the shipped
-#: LPD took 70 ms per image at batch 16 and 29 at batch 4 (``benchmarks/inference_batch.py``).
-INFERENCE_BATCH_SIZE = 4
 
 #: Initial reconstructions: zeros, filtered backprojection (ray transforms only), the adjoint ``op.H y``,
 #: or "auto" (FBP for a ray transform, otherwise the adjoint).

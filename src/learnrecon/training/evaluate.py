@@ -9,7 +9,6 @@ import torch
 from tqdm.auto import tqdm
 
 from learnrecon import metrics
-from learnrecon.models.base import INFERENCE_BATCH_SIZE
 from learnrecon.operators.base import LinearOperator
 
 __all__ = ["evaluate_model"]
@@ -21,7 +20,7 @@ def evaluate_model(
     op: LinearOperator,
     x: torch.Tensor,
     y: torch.Tensor,
-    batch_size: int = INFERENCE_BATCH_SIZE,
+    batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict:

@@ -35,7 +35,6 @@ import learnrecon
 from learnrecon import metrics
 from learnrecon.config import Config, save_config
 from learnrecon.errors import DataFileError, LearnreconError, ParameterError
-from learnrecon.models.base import INFERENCE_BATCH_SIZE
 from learnrecon.models.registry import build_model, checkpoint_location
 from learnrecon.operators.registry import operator_config
 from learnrecon.training.checkpoint import load_checkpoint, load_weights, restore_optimizer, save_checkpoint
@@ -295,7 +294,7 @@ class Trainer:
     # -- validation, logs, checkpoints ------------------------------------------------------------------
 
     @torch.no_grad()
-    def reconstruct(self, y: torch.Tensor, batch_size: int = INFERENCE_BATCH_SIZE) -> torch.Tensor:
+    def reconstruct(self, y: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
         """The model's reconstructions of ``y`` (eval mode, in batches)."""
         self.model.eval()
         out = [
