@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``learnrecon`` console script; returns the exit status."""
+    """Run the ``learnrecon`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
@@ -332,5 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def console() -> int:
+    """The ``learnrecon`` console script: :func:`main` with glibc malloc tuned for large tensors
+    (:func:`learnrecon.runtime.tune_malloc`; :func:`main` alone leaves the process's allocator as it is)."""
+    from learnrecon.runtime import tune_malloc
+
+    tune_malloc()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

@@ -1,0 +1,48 @@
+"""Process-wide settings for speed on the CPU: glibc malloc's policy for large tensors.
+
+glibc's ``malloc`` serves a request over its mmap threshold (dynamic, at most 32 MB on 64-bit Linux) with
+fresh pages from the kernel, returns them on ``free``, and trims the top of its heap when enough is free.
+A 32-channel activation of a batch of 128² images is that large, so the learned models take page faults on
+every forward pass, and whether smaller allocations do too depends on what the process freed before. On this
+project's 2-core CPU that made the shipped LPD's inference 2–3× slower, most of the time spent in the kernel
+(``benchmarks/allocator.py``).
+
+:func:`tune_malloc` turns glibc's use of mmap for allocations off and raises its trim threshold to the largest
+it takes (2 GiB): freed memory is kept for reuse, and the process holds on to its peak memory until it ends.
+The ``learnrecon`` command calls it; so may any script that wants the same.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+
+__all__ = ["tune_malloc"]
+
+#: ``mallopt`` parameters (glibc's malloc.h).
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+
+#: Environment variables that mean the user has chosen an allocator or its settings.
+USER_CHOICES = ("LD_PRELOAD", "GLIBC_TUNABLES")
+
+
+def _user_chose() -> bool:
+    return any(name in os.environ for name in USER_CHOICES) or any(name.startswith("MALLOC_") for name in os.environ)
+
+
+def tune_malloc() -> bool:
+    """Keep large allocations on glibc's heap and freed memory for reuse (see the module docstring).
+
+    Returns True when the policy was set; False, doing nothing, off glibc Linux or when the environment
+    already chooses the allocator or its settings (``LD_PRELOAD``, ``GLIBC_TUNABLES``, ``MALLOC_*``).
+    """
+    if not sys.platform.startswith("linux") or _user_chose():
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
