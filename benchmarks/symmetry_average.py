@@ -1,14 +1,14 @@
 """How far the shipped models are from equivariant: each alone and averaged over the symmetries of the geometry.
 
-Usage: python benchmarks/symmetry_average.py [--threads 2]
+Usage: python benchmarks/symmetry_average.py [--preset quick|dival] [--threads 2]
 
-The quick preset's geometry (128², 30 uniform angles over [0, π)) is carried onto itself by the eight
-quarter turns and reflections of the image grid (``learnrecon.operators.symmetry``), and so is the
-distribution of its training ellipses. A model that had learned that symmetry would give the same result as
+The presets' geometry (128², 30 uniform angles over [0, π)) is carried onto itself by the eight quarter
+turns and reflections of the image grid (``learnrecon.operators.symmetry``), and so is the distribution of
+the training ellipses. A model that had learned that symmetry would give the same result as
 its average over the eight (``learnrecon.models.ensemble.SymmetryAverage``); the gain of the average
-measures what it has not learned, at eight times the cost. For each shipped model this reconstructs the
-quick preset's Shepp–Logan and 100 held-out ellipses both ways and reports the mean PSNR/SSIM and the time
-per image. Writes benchmarks/results/symmetry-average.{json,md}.
+measures what it has not learned, at eight times the cost. For each shipped model of the preset this reconstructs
+its Shepp–Logan and 100 held-out ellipses both ways and reports the mean PSNR/SSIM and the time per image.
+Writes benchmarks/results/symmetry-average-<preset>.{json,md}.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstru
 from learnrecon.models import pretrained
 from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.runtime import tune_malloc
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -47,11 +48,13 @@ def row_for(label: str, variant: str, model, op, tasks) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=("quick", "dival"), default="quick", help="the benchmark preset's data")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    tune_malloc()  # as the learnrecon command does (benchmarks/allocator.py)
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = get_preset("quick")
+    preset = get_preset(args.preset)
     op = preset.operator()
     tasks = make_tasks(preset, op)
     rows = []
@@ -60,12 +63,13 @@ def main() -> None:
         rows.append(row_for(label, "alone", model, op, tasks))
         rows.append(row_for(label, "averaged over 8 symmetries", SymmetryAverage(model), op, tasks))
     info = machine_info()
-    write_json(RESULTS / "symmetry-average.json", {"machine": info, "rows": rows})
+    stem = f"symmetry-average-{preset.name}"
+    write_json(RESULTS / f"{stem}.json", {"machine": info, "preset": preset.name, "rows": rows})
     digits = {key: 3 for key in rows[0] if key.startswith("SSIM")}
     table = markdown_table(rows, list(rows[0]), digits={**digits, "ms/image": 1})
     text = (
-        "# Shipped models alone and averaged over the symmetries of the geometry (quick preset: 128², "
-        "30 angles, 5 % relative noise)\n\n"
+        f"# Shipped models alone and averaged over the symmetries of the geometry ({preset.name} preset)\n\n"
+        f"Data: {preset.description}.\n\n"
         "x̂(y) = (1/8) Σ_g g⁻¹ f(T_g y) over the quarter turns and reflections g of the image grid, "
         "T_g their action on the data (A g = T_g A). Mean PSNR (dB) and SSIM on Shepp–Logan and 100 held-out "
         "ellipses; time per image over both test sets.\n"
@@ -73,7 +77,7 @@ def main() -> None:
         f"Command: `{shlex.join(['python', *sys.argv])}`.\n\n"
         f"{table}"
     )
-    (RESULTS / "symmetry-average.md").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(text)
     print(text)
 
 
