@@ -9,7 +9,8 @@ with ``u_θ = (cos θ, sin θ)`` the detector axis (:mod:`learnrecon.operators.t
 ``(A x)(ψ + π, s) = (A x)(ψ, −s)``. When each ``ψ`` is one of the operator's angles up to a half turn, the
 data of ``g x`` are those of ``x`` with the angles permuted and some rows reversed along the detector
 (whose cells sit symmetrically about the centre): ``A g = T_g A``. The native (Joseph) operator keeps this
-exactly (to rounding, tested), because ``g`` maps the centred pixel grid onto itself.
+exactly (to rounding), because ``g`` maps the centred pixel grid onto itself, and ASTRA's to its float32
+rounding (both tested).
 
 ``g`` is ``turns`` quarter turns counter-clockwise on screen (``torch.rot90(x, turns, (-2, -1))``, row 0 at
 the top), then, if ``reflect``, the columns reversed (``x ↦ −x``): the eight elements of the square's
