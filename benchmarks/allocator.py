@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import shlex
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import torch
+from results_file import provenance, publish
 
-from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.report import machine_info, markdown_table
 
-RESULTS = Path(__file__).parent / "results"
 POLICIES = {"default": "glibc's default", "tuned": "tune_malloc"}
 
 
@@ -84,7 +82,6 @@ def main() -> None:
             row[f"ms/image, {label}"] = min(runs[policy]["ms_per_image"][key])
         rows.append(row)
     info = machine_info()
-    write_json(RESULTS / "allocator.json", {"machine": info, "runs": runs, "rows": rows})
     table = markdown_table(rows, list(rows[0]), digits={"batch": 0, **{k: 1 for k in rows[0] if k.startswith("ms")}})
     process = "; ".join(
         f"{label}: {runs[policy]['kernel_seconds']:.1f} s in the kernel, "
@@ -95,12 +92,9 @@ def main() -> None:
         "# Time per image of the shipped models with glibc malloc's default policy and with tune_malloc\n\n"
         f"Quick preset, 100 held-out ellipses; the faster of {args.repeats} passes. Each policy in one fresh "
         f"process ({process}).\n"
-        f"Machine: {info['platform']}, {info['cpu_count']} CPUs, torch {info['torch']} "
-        f"({info['torch_threads']} threads). Command: `{shlex.join(['python', *sys.argv])}`.\n\n"
-        f"{table}"
+        f"{provenance(info)}\n\n{table}"
     )
-    (RESULTS / "allocator.md").write_text(text)
-    print(text)
+    publish("allocator", {"machine": info, "runs": runs, "rows": rows}, text)
 
 
 if __name__ == "__main__":

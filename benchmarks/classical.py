@@ -16,18 +16,16 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import torch
+from results_file import provenance, publish
 
 from learnrecon import metrics
 from learnrecon.benchmark import PRESETS
 from learnrecon.benchmark.runner import EvalSet, make_tasks, reconstruct, tune_log_grid
 from learnrecon.operators import ParallelBeam2D
-from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.report import machine_info, markdown_table
 from learnrecon.solvers import cgls, fbp, fista, landweber, sart, tikhonov, tv_pdhg
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def noise_norms(op: ParallelBeam2D, x: torch.Tensor, relative: float) -> torch.Tensor:
@@ -138,10 +136,7 @@ def main() -> None:
             row[f"{test} parameter"] = f"{r['parameter']} = {r['value']:.4g}"
         row["ms / image (ellipses, batch 16)"] = per_set["ellipses"]["ms_per_image"]
         rows.append(row)
-    RESULTS.mkdir(exist_ok=True)
-    write_json(RESULTS / "classical.json", record)
     columns = list(rows[0])
-    machine = record["machine"]
     text = (
         "# Classical baselines, LGD/LPD ellipse setup\n\n"
         f"128², 30 angles, 183 detectors, 5 % relative Gaussian noise; Shepp–Logan and {args.n_test} held-out "
@@ -149,12 +144,9 @@ def main() -> None:
         f"parameters tuned by mean PSNR on validation data of the same kind ({args.n_validation} ellipses; "
         "another noise draw of Shepp–Logan). Landweber stops by the discrepancy principle (τ = 1.02, true δ).\n\n"
         + markdown_table(rows, columns, digits={c: 3 for c in columns if c.endswith("SSIM")})
-        + f"\nMachine: {machine['platform']}, {machine['cpu_count']} CPUs, torch {machine['torch']} "
-        f"({machine['torch_threads']} threads). Command: `python benchmarks/classical.py --n-test {args.n_test} "
-        f"--n-validation {args.n_validation}`.\n"
+        + f"\n{provenance(record['machine'])}\n"
     )
-    (RESULTS / "classical.md").write_text(text)
-    print(text)
+    publish("classical", record, text)
 
 
 if __name__ == "__main__":

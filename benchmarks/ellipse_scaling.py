@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_file import provenance, publish
 from shepp_logan_regions import region_row, rim_mask
 from tqdm.auto import tqdm
 
@@ -27,9 +27,8 @@ from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import make_tasks
 from learnrecon.data.simulate import measure
 from learnrecon.models import build_model
-from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.report import machine_info, markdown_table
 
-RESULTS = Path(__file__).parent / "results"
 MODEL = {"depth": 3, "width": 16, "init": "fbp", "fbp_filter": "hann"}  # the shipped FBPConvNet
 TRAIN_SEED, HELD_OUT_SEED, BATCH = 1000, 2, 5
 
@@ -81,7 +80,6 @@ def main() -> None:
             rows.append({**row, "training s": seconds})
     info = machine_info()
     summary = {"machine": info, "steps": args.steps, "seeds": args.seeds, "rows": rows}
-    write_json(RESULTS / "ellipse-scaling.json", summary)
     table = markdown_table(rows, list(rows[0]), digits={"rim share of squared error": 3, "training s": 0})
     text = (
         f"# FBPConvNet trained from scratch for {args.steps} steps on min–max scaled or raw ellipses, "
@@ -89,11 +87,9 @@ def main() -> None:
         "Shepp–Logan columns: PSNR over the image, within 2 pixels of the skull, elsewhere (range 1). "
         "Held-out ellipses: 32 of seed 2 drawn with the training scaling, PSNR with each image's own range "
         "(the two columns are not comparable with each other).\n"
-        f"Machine: {info['platform']}, torch {info['torch']} ({args.threads} threads). "
-        f"Command: `python benchmarks/ellipse_scaling.py --steps {args.steps} --seeds {args.seeds}`.\n\n{table}"
+        f"{provenance(info)}\n\n{table}"
     )
-    (RESULTS / "ellipse-scaling.md").write_text(text)
-    print(text)
+    publish("ellipse-scaling", summary, text)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import zlib
 from pathlib import Path
 
 import torch
+from results_file import provenance, publish
 
 from learnrecon import metrics, phantoms
 from learnrecon.data.simulate import measure
@@ -38,7 +39,7 @@ from learnrecon.operators.blur import Blur, gaussian_kernel
 from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
 from learnrecon.operators.registry import make_operator
 from learnrecon.operators.wavelet import Wavelet2D
-from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.report import machine_info, markdown_table
 from learnrecon.solvers import cgls, fbp, fista, landweber, tv_pdhg
 
 
@@ -231,17 +232,15 @@ def main() -> int:
     c.run("training", check_training, device)
     info = machine_info(device)
     failed = [r for r in c.rows if not r["passed"]]
-    out = Path(__file__).parent / "results"
     tag = info["gpu"].replace(" ", "-")
-    write_json(out / f"gpu-check-{tag}.json", {"machine": info, "seconds": time.perf_counter() - start, "rows": c.rows})
+    seconds = time.perf_counter() - start
     shown = [{**r, "value": f"{r['value']:.3g}", "tolerance": f"{r['tolerance']:g}"} for r in c.rows]
     table = markdown_table(shown, ["check", "value", "tolerance", "passed", "note"])
     text = (
-        f"# Correctness on {info['gpu']}: device against CPU\n\nMachine: {info['platform']}, torch {info['torch']}, "
-        f"{info['gpu']}. Command: `python benchmarks/gpu_check.py`. {len(c.rows) - len(failed)} of {len(c.rows)} "
-        f"checks passed in {time.perf_counter() - start:.0f} s.\n\n{table}"
+        f"# Correctness on {info['gpu']}: device against CPU\n\n{provenance(info)} "
+        f"{len(c.rows) - len(failed)} of {len(c.rows)} checks passed in {seconds:.0f} s.\n\n{table}"
     )
-    (out / f"gpu-check-{tag}.md").write_text(text)
+    publish(f"gpu-check-{tag}", {"machine": info, "seconds": seconds, "rows": c.rows}, text)
     print(f"{len(c.rows) - len(failed)} of {len(c.rows)} checks passed")
     return 1 if failed else 0
 

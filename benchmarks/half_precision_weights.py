@@ -15,20 +15,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import shlex
-import sys
-from pathlib import Path
 
 import torch
+from results_file import provenance, publish
 
 from learnrecon import metrics
 from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
 from learnrecon.models import pretrained
-from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.report import machine_info, markdown_table
 from learnrecon.training import load_model
 
-RESULTS = Path(__file__).parent / "results"
 ROUNDED = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -79,7 +76,6 @@ def main() -> None:
     }
     rows = [row for label, model in models.items() for row in rows_for(label, model, op, tasks)]
     info = machine_info()
-    write_json(RESULTS / "half-precision-weights.json", {"machine": info, "rows": rows})
     digits = {key: 4 for key in rows[0] if key.startswith("change")}
     digits.update({key: 5 for key in rows[0] if key.startswith("max pixel")})
     table = markdown_table(rows, list(rows[0]), digits=digits)
@@ -89,12 +85,9 @@ def main() -> None:
         "PSNR in dB (mean over the test set: 1 Shepp–Logan, 100 held-out ellipses), its change from the "
         "weights as stored, and the largest change of a pixel (images span [0, 1]). MB: the weights at that "
         "type.\n"
-        f"Machine: {info['platform']}, torch {info['torch']}. "
-        f"Command: `{shlex.join(['python', *sys.argv])}`.\n\n"
-        f"{table}"
+        f"{provenance(info)}\n\n{table}"
     )
-    (RESULTS / "half-precision-weights.md").write_text(text)
-    print(text)
+    publish("half-precision-weights", {"machine": info, "rows": rows}, text)
 
 
 if __name__ == "__main__":

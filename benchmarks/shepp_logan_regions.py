@@ -18,14 +18,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from results_file import RESULTS, provenance, publish
 
 from learnrecon import phantoms
 from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import make_tasks, pretrained_methods, reconstruct, tune_tv
-from learnrecon.report import machine_info, markdown_table, reconstruction_grid, write_json
+from learnrecon.report import machine_info, markdown_table, reconstruction_grid
 from learnrecon.solvers import fbp, tv_pdhg
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def rim_mask(size: int, margin: int) -> torch.Tensor:
@@ -80,19 +79,17 @@ def main() -> None:
     rows = [region_row(name, x_hat, x, rim) for name, x_hat in reconstructions.items()]
     info = machine_info()
     summary = {"machine": info, "tv": tv_params, "margin": args.margin, "rows": rows}
-    write_json(RESULTS / "shepp-logan-regions.json", summary)
     crop_figure(RESULTS / "shepp-logan-skull.png", x, reconstructions, rows)
     table = markdown_table(rows, list(rows[0]), digits={"rim share of squared error": 3})
     text = (
         "# Shepp–Logan error by region (quick preset: 128², 30 angles, 5 % relative noise)\n\n"
         f"Rim: the skull label dilated by {args.margin} pixels ({int(rim.sum())} of {rim.numel()} pixels). "
         f"TV: {tv_params}, tuned on the validation noise draw.\n"
-        f"Machine: {info['platform']}, torch {info['torch']}. Command: `python benchmarks/shepp_logan_regions.py`.\n"
+        f"{provenance(info)}\n"
         "The top of the skull, rows 0–47 and columns 8–55, with error maps: shepp-logan-skull.png.\n\n"
         f"{table}"
     )
-    (RESULTS / "shepp-logan-regions.md").write_text(text)
-    print(text)
+    publish("shepp-logan-regions", summary, text)
 
 
 if __name__ == "__main__":

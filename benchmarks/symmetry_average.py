@@ -14,22 +14,18 @@ Writes benchmarks/results/symmetry-average-<preset>.{json,md}.
 from __future__ import annotations
 
 import argparse
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import torch
+from results_file import provenance, publish
 
 from learnrecon import metrics
 from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
 from learnrecon.models import pretrained
 from learnrecon.models.ensemble import SymmetryAverage
-from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.report import machine_info, markdown_table
 from learnrecon.runtime import tune_malloc
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def row_for(label: str, variant: str, model, op, tasks) -> dict:
@@ -64,7 +60,6 @@ def main() -> None:
         rows.append(row_for(label, "averaged over 8 symmetries", SymmetryAverage(model), op, tasks))
     info = machine_info()
     stem = f"symmetry-average-{preset.name}"
-    write_json(RESULTS / f"{stem}.json", {"machine": info, "preset": preset.name, "rows": rows})
     digits = {key: 3 for key in rows[0] if key.startswith("SSIM")}
     table = markdown_table(rows, list(rows[0]), digits={**digits, "ms/image": 1})
     text = (
@@ -73,12 +68,9 @@ def main() -> None:
         "x̂(y) = (1/8) Σ_g g⁻¹ f(T_g y) over the quarter turns and reflections g of the image grid, "
         "T_g their action on the data (A g = T_g A). Mean PSNR (dB) and SSIM on Shepp–Logan and 100 held-out "
         "ellipses; time per image over both test sets.\n"
-        f"Machine: {info['platform']}, torch {info['torch']}. "
-        f"Command: `{shlex.join(['python', *sys.argv])}`.\n\n"
-        f"{table}"
+        f"{provenance(info)}\n\n{table}"
     )
-    (RESULTS / f"{stem}.md").write_text(text)
-    print(text)
+    publish(stem, {"machine": info, "preset": preset.name, "rows": rows}, text)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 import yaml
+from results_file import provenance, publish
 
 from learnrecon.config import from_dict
 from learnrecon.models import build_model
-from learnrecon.report import machine_info, markdown_table, write_json
+from learnrecon.report import machine_info, markdown_table
 from learnrecon.training.data import make_training_data, step_positions
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -72,18 +73,12 @@ def main() -> None:
     rows = [time_steps(name, args.steps, device, args.amp) for name in args.models.split(",")]
     info = machine_info(device)
     tag = info.get("gpu", "cpu").replace(" ", "-") + ("-bf16" if args.amp else "")
-    out = Path(__file__).parent / "results"
-    write_json(out / f"training-{tag}.json", {"machine": info, "steps": args.steps, "rows": rows})
     table = markdown_table(rows, list(rows[0]), digits={"steps/s": 2, "s/step": 3, "of which data s": 3})
     text = (
         f"# Training throughput: the shipped models' configs (128², 30 angles, batch 5), median of {args.steps} "
-        f"steps after 2 warm-up steps\n\nMachine: {info['platform']}, {info['cpu_count']} CPUs, torch "
-        f"{info['torch']} ({info['torch_threads']} threads), device {info['device']}.\n"
-        f"Command: `python benchmarks/training.py --models {args.models} --steps {args.steps} --device {args.device}"
-        f"{' --amp' if args.amp else ''}`.\n\n{table}"
+        f"steps after 2 warm-up steps, device {info['device']}\n\n{provenance(info)}\n\n{table}"
     )
-    (out / f"training-{tag}.md").write_text(text)
-    print(text)
+    publish(f"training-{tag}", {"machine": info, "steps": args.steps, "rows": rows}, text)
 
 
 if __name__ == "__main__":
