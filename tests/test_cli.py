@@ -158,6 +158,7 @@ def test_smoke_benchmark_writes_report(tmp_path):
     # Non-negativity only where the validation images are non-negative: Shepp–Logan, not the raw ellipses.
     assert summary["tuned"]["Shepp–Logan"]["TV"]["nonneg"] and not summary["tuned"]["ellipses"]["TV"]["nonneg"]
     assert set(summary["pretrained"]) == shipped and summary["trained_here"]["steps"] == 4
+    assert summary["trained_here"]["config"]["model"]["params"]["init"] == "fbp"
     for name in ("report.md", "training/last.safetensors", "training/metrics.csv"):
         assert (out / name).stat().st_size > 0
     for figure in ("reconstructions", "psnr", "ssim", "training"):

@@ -461,6 +461,20 @@ def test_dival_preset_simulates_its_test_data_on_a_finer_grid():
     torch.testing.assert_close(rendered.y, expected)
 
 
+def test_presets_train_the_shipped_lpd_configuration_from_scratch():
+    """The LPD the quick and DIVal benchmarks train from scratch is the shipped LPD's model, FBP as its start."""
+    from learnrecon.benchmark import get_preset
+    from learnrecon.models import model_parameters
+    from learnrecon.models.registry import checkpoint_location
+
+    shipped = load_checkpoint(checkpoint_location("lpd-ellipses"))[1]["model"]
+    defaults = model_parameters(shipped["name"])
+    for name in ("quick", "dival"):
+        preset = get_preset(name)
+        assert preset.train_model == shipped["name"]
+        assert {**defaults, **dict(preset.train_params)} == {**defaults, **shipped["params"]}
+
+
 def test_fbp_cutoff_is_tuned_on_validation_data():
     """Noiseless data want the full band; heavy noise wants a low cut-off."""
     from dataclasses import replace

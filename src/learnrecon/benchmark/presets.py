@@ -38,7 +38,8 @@ class Preset:
         tv_iterations: PDHG iterations for TV.
         seed: base seed; validation data use ``seed + 1``, test data ``seed + 2``.
         pretrained: shipped models evaluated (see :func:`learnrecon.models.pretrained_names`).
-        train_model, train_params: the model trained from scratch during the benchmark (None: none).
+        train_model, train_params: the model trained from scratch during the benchmark (None: none); by
+            default the shipped LPD's configuration, FBP as its initial image.
         train_minutes, train_steps: its budget (whichever ends first); the learning rate is constant.
         train_batch_size: its batch size.
         reproduce: training configs (YAML paths) trained to completion in ``runs_dir/<config name>``, resuming
@@ -65,7 +66,7 @@ class Preset:
     seed: int = 0
     pretrained: tuple[str, ...] = ("fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses")
     train_model: str | None = "lpd"
-    train_params: tuple[tuple[str, object], ...] = ()
+    train_params: tuple[tuple[str, object], ...] = (("init", "fbp"),)
     train_minutes: float = 4.0
     train_steps: int = 100_000
     train_batch_size: int = 5
@@ -118,7 +119,7 @@ PRESETS: dict[str, Preset] = {
         n_test=4,
         tv_lambdas=(0.3, 3.0),
         tv_iterations=100,
-        train_params=(("n_iter", 2), ("width", 8)),
+        train_params=(("n_iter", 2), ("width", 8), ("init", "fbp")),
         train_steps=4,
         train_batch_size=2,
     ),
