@@ -167,6 +167,35 @@ def test_smoke_benchmark_writes_report(tmp_path):
     status, _, err = run_cli("benchmark", "--preset", "smoke", "--out", str(out), "--quiet")
     assert status == 1 and "already exists" in err
 
+    # The run trained here, given back as a checkpoint, scores as it did when it was trained.
+    checkpoint = str(out / "training" / "last.safetensors")
+    again = tmp_path / "again"
+    status, stdout, err = run_cli(
+        "benchmark", "--preset", "smoke", "--checkpoint", checkpoint, "--out", str(again), "--quiet"
+    )
+    assert status == 0, err
+    summary = json.loads((again / "results.json").read_text())
+    label = f"{checkpoint} (4 steps)"
+    assert summary["checkpoints"][label]["model"] == "lpd" and label in stdout
+    for test in ("Shepp–Logan", "ellipses"):
+        scored = summary["results"][label][test]["psnr"]
+        assert scored == pytest.approx(results["LPD (trained here, 4 steps)"][test]["psnr"], abs=1e-4)
+    assert "## Checkpoints evaluated" in (again / "report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--preset", "smoke", "--checkpoint", "missing.safetensors"), "does not exist"),
+        (("operators", "--checkpoint", "missing.safetensors"), "not to 'operators'"),
+    ],
+)
+def test_benchmark_refuses_bad_checkpoint_arguments(tmp_path, args, message):
+    out = tmp_path / "out"
+    status, _, err = run_cli("benchmark", *args, "--out", str(out), "--quiet")
+    assert status == 1 and message in err
+    assert not out.exists() and not any(tmp_path.iterdir())
+
 
 def test_reconstruct_lists_methods(capsys):
     assert main(["reconstruct", "--method", "list"]) == 0

@@ -149,6 +149,12 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         help="quick (default, minutes on a laptop CPU), smoke (seconds) or paper (the full reproduction: trains "
         "FBPConvNet, LGD and LPD for 100k steps each in runs/paper/, resumable; needs a GPU)",
     )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="a checkpoint (.safetensors with its .json) evaluated beside the shipped models; repeatable",
+    )
     p.add_argument("--cases", default="a,b", help="operators: cases among a, b, c, fan (default a,b)")
     p.add_argument("--repeats", type=int, default=5, help="operators: timed runs per measurement (median)")
     p.add_argument("--device", default="cpu", help="operators: cpu or cuda")
@@ -161,10 +167,15 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_benchmark(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from learnrecon.benchmark import get_preset, run_benchmark
     from learnrecon.benchmark.runner import results_table
+    from learnrecon.errors import ParameterError
 
     if args.what == "operators":
+        if args.checkpoint:
+            raise ParameterError("--checkpoint belongs to the reconstruction benchmark, not to 'operators'")
         from learnrecon.benchmark.operators import run_operator_benchmark
 
         out = args.out or "results/operators"
@@ -176,7 +187,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         print(f"results written to {out}/")
         return 0
 
-    preset = get_preset(args.preset)
+    preset = replace(get_preset(args.preset), checkpoints=tuple(args.checkpoint))
     out = args.out or f"results/{preset.name}"
     summary = run_benchmark(preset, out, overwrite=args.overwrite, progress=not args.quiet)
     print(results_table(summary))

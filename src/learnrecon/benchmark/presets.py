@@ -38,6 +38,8 @@ class Preset:
         tv_iterations: PDHG iterations for TV.
         seed: base seed; validation data use ``seed + 1``, test data ``seed + 2``.
         pretrained: shipped models evaluated (see :func:`learnrecon.models.pretrained_names`).
+        checkpoints: checkpoints of the user's (``.safetensors`` paths) evaluated beside them, with the preset's
+            operator (``learnrecon benchmark --checkpoint PATH``).
         train_model, train_params: the model trained from scratch during the benchmark (None: none); by
             default the shipped LPD's configuration, FBP as its initial image.
         train_minutes, train_steps: its budget (whichever ends first); the learning rate is constant.
@@ -65,6 +67,7 @@ class Preset:
     tv_iterations: int = 1000
     seed: int = 0
     pretrained: tuple[str, ...] = ("fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses")
+    checkpoints: tuple[str, ...] = ()
     train_model: str | None = "lpd"
     train_params: tuple[tuple[str, object], ...] = (("init", "fbp"),)
     train_minutes: float = 4.0

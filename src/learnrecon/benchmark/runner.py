@@ -217,16 +217,33 @@ def pretrained_methods(preset: Preset, op: ParallelBeam2D) -> tuple[dict[str, Me
         model = pretrained(name)
         label = PRETRAINED_LABELS.get(name, name)
         methods[label] = lambda y, m=model: m(y, op)
-        meta = model.provenance
-        provenance[label] = {
-            "name": name,
-            "steps": meta.get("step"),
-            "training_minutes": round(meta.get("seconds", 0.0) / 60, 1),
-            "device": meta.get("device"),
-            "validation_psnr": meta.get("best_psnr"),
-            "commit": meta.get("commit"),
-        }
+        provenance[label] = {"name": name, **_training_record(model.provenance)}
     return methods, provenance
+
+
+def checkpoint_methods(preset: Preset, op: ParallelBeam2D) -> tuple[dict[str, Method], dict[str, dict]]:
+    """The checkpoints of ``preset.checkpoints`` as methods labelled ``<path> (<steps> steps)``, and their
+    provenance (model, steps, time, device, validation PSNR, commit)."""
+    from learnrecon.training import load_model
+
+    methods, provenance = {}, {}
+    for path in preset.checkpoints:
+        model = load_model(path)
+        label = f"{path} ({model.provenance.get('step', '?')} steps)"
+        methods[label] = lambda y, m=model: m(y, op)
+        provenance[label] = {"model": model.provenance["model"]["name"], **_training_record(model.provenance)}
+    return methods, provenance
+
+
+def _training_record(meta: dict) -> dict:
+    """Steps, minutes, device, best validation PSNR and commit of a checkpoint's metadata."""
+    return {
+        "steps": meta.get("step"),
+        "training_minutes": round(meta.get("seconds", 0.0) / 60, 1),
+        "device": meta.get("device"),
+        "validation_psnr": meta.get("best_psnr"),
+        "commit": meta.get("commit"),
+    }
 
 
 def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> tuple[str, Method, dict]:
@@ -319,7 +336,9 @@ def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalS
     op = preset.operator()
     tasks = make_tasks(preset, op)
     learned, provenance = pretrained_methods(preset, op)
+    yours, checkpoints = checkpoint_methods(preset, op)
     reproduced, runs = reproduced_methods(preset, op, progress)
+    learned.update(yours)
     learned.update(reproduced)
     trained = {}
     if preset.train_model is not None:
@@ -346,6 +365,7 @@ def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalS
         "machine": machine_info(),
         "tuned": tuned,
         "pretrained": provenance,
+        "checkpoints": checkpoints,
         "reproduced": runs,
         "trained_here": trained,
         "results": {
@@ -400,7 +420,7 @@ def _write_outputs(folder: Path, preset: Preset, tests: list[EvalSet], results: 
 
 
 def _learned_markdown(preset: Preset, summary: dict) -> str:
-    """The provenance of the shipped models and the run trained during the benchmark."""
+    """The provenance of the shipped models, the checkpoints given, and the runs trained during the benchmark."""
     text = ""
     if summary["pretrained"]:
         rows = [{"model": label, **info} for label, info in summary["pretrained"].items()]
@@ -411,6 +431,10 @@ def _learned_markdown(preset: Preset, summary: dict) -> str:
             + markdown_table(rows, columns)
             + "\n"
         )
+    if summary["checkpoints"]:
+        rows = [{"method": label, **info} for label, info in summary["checkpoints"].items()]
+        columns = ["method", "model", "steps", "training_minutes", "device", "validation_psnr"]
+        text += "## Checkpoints evaluated\n\nGiven with `--checkpoint`:\n\n" + markdown_table(rows, columns) + "\n"
     if summary["reproduced"]:
         rows = [{"model": label, **info} for label, info in summary["reproduced"].items()]
         text += (
