@@ -336,9 +336,9 @@ def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalS
     op = preset.operator()
     tasks = make_tasks(preset, op)
     learned, provenance = pretrained_methods(preset, op)
-    yours, checkpoints = checkpoint_methods(preset, op)
+    given, checkpoints = checkpoint_methods(preset, op)
     reproduced, runs = reproduced_methods(preset, op, progress)
-    learned.update(yours)
+    learned.update(given)
     learned.update(reproduced)
     trained = {}
     if preset.train_model is not None:
