@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -15,8 +16,16 @@ import torch  # noqa: E402
 __all__ = ["metric_bars", "reconstruction_grid"]
 
 
+#: Characters per line of a panel's title: longer method names wrap instead of running into the next panel.
+TITLE_WIDTH = 30
+
+
 def _image(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float32).reshape(t.shape[-2:]).numpy()
+
+
+def _title(text: str) -> str:
+    return textwrap.fill(text, TITLE_WIDTH, break_long_words=False, break_on_hyphens=False)
 
 
 def reconstruction_grid(
@@ -51,10 +60,10 @@ def reconstruction_grid(
         for j, m in enumerate(methods, start=1):
             axes[row, j].imshow(_image(reconstructions[m][s]), cmap="gray", vmin=vmin, vmax=vmax)
             caption = f"\n{captions[m][s]}" if captions else ""
-            axes[row, j].set_title(f"{m}{caption}", fontsize=8)
+            axes[row, j].set_title(f"{_title(m)}{caption}", fontsize=8)
             if error_maps:
                 axes[row + 1, j].imshow(errors[j - 1], cmap="magma", vmin=0, vmax=emax)
-                axes[row + 1, j].set_title(f"|{m} − truth|", fontsize=8)
+                axes[row + 1, j].set_title(_title(f"|{m} − truth|"), fontsize=8)
         if error_maps:
             axes[row + 1, 0].text(0.5, 0.5, f"error maps\n(0 … {emax:.2f})", ha="center", va="center", fontsize=8)
     for ax in axes.flat:
