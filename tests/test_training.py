@@ -392,7 +392,7 @@ def test_shipped_models_load_with_provenance_and_beat_fbp():
     from learnrecon.solvers import fbp
 
     names = pretrained_names()
-    assert names == ["fbpconvnet-ellipses", "lgd-ellipses", "lpd-dival", "lpd-ellipses"]
+    assert names == ["fbpconvnet-dival", "fbpconvnet-ellipses", "lgd-ellipses", "lpd-dival", "lpd-ellipses"]
     op = ParallelBeam2D(128, 30)
     for name in names:
         model = pretrained(name)
@@ -413,7 +413,7 @@ def test_shipped_weights_fit_the_package_budget():
     from learnrecon.models.registry import PRETRAINED_DIR
 
     sizes = [path.stat().st_size for path in PRETRAINED_DIR.glob("*.safetensors")]
-    assert len(sizes) == 4 and sum(sizes) < 5_000_000, sizes
+    assert len(sizes) == 5 and sum(sizes) < 5_000_000, sizes
 
 
 def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):

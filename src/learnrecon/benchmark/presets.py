@@ -104,9 +104,10 @@ PRESETS: dict[str, Preset] = {
         "LGD and LPD were trained on the LGD/LPD setup (Adler & Öktem's ellipses, 5% noise, data from the "
         "reconstruction grid), so on these data they are evaluated out of their training distribution; the "
         "shipped LPD adapted to DIVal is that LPD trained further on these data "
-        "(configs/lpd_dival_from_ellipses.yaml)",
+        "(configs/lpd_dival_from_ellipses.yaml), the shipped FBPConvNet adapted to DIVal a width-16 U-Net trained so "
+        "(configs/fbpconvnet_dival_w16_from_ellipses.yaml)",
         noise="relative:0.025",
-        pretrained=("fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses", "lpd-dival"),
+        pretrained=("fbpconvnet-ellipses", "fbpconvnet-dival", "lgd-ellipses", "lpd-ellipses", "lpd-dival"),
         simulation_size=400,
         simulation_upsampling="bilinear",
         phantom="dival-ellipses",

@@ -202,6 +202,7 @@ def evaluate(methods: dict[str, Method], test: EvalSet, progress: bool = True) -
 #: Report labels of the shipped models.
 PRETRAINED_LABELS = {
     "fbpconvnet-ellipses": "FBPConvNet (shipped)",
+    "fbpconvnet-dival": "FBPConvNet (shipped, adapted to DIVal)",
     "lgd-ellipses": "LGD (shipped)",
     "lpd-ellipses": "LPD (shipped)",
     "lpd-dival": "LPD (shipped, adapted to DIVal)",
