@@ -10,13 +10,14 @@ import pytest
 import torch
 import yaml
 
-from learnrecon import phantoms
+from learnrecon import metrics, phantoms
 from learnrecon.cli import main
 from learnrecon.config import Config, from_dict, load_config, save_config
 from learnrecon.errors import DataFileError, ParameterError
 from learnrecon.training import Trainer, TrainingError, learning_rate, load_checkpoint, load_model
 from learnrecon.training.checkpoint import checkpoint_paths
 from learnrecon.training.data import make_training_data, make_validation_data, step_positions
+from learnrecon.training.losses import get_loss
 
 SMALL = {
     "model": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
@@ -185,6 +186,29 @@ def test_cosine_learning_rate():
     assert learning_rate(50, 1e-3, 100, "cosine") == pytest.approx(5e-4)
     assert learning_rate(100, 1e-3, 100, "cosine") == pytest.approx(0.0)
     assert learning_rate(70, 1e-3, 100, "constant") == 1e-3
+
+
+def test_psnr_loss_is_minus_the_mean_per_image_psnr_and_blind_to_each_images_scale():
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 16, 16)
+    x_hat = (x + 0.05 * torch.randn_like(x)).requires_grad_()
+    loss = get_loss("psnr")(x_hat, x)
+    assert torch.allclose(loss, -metrics.psnr(x_hat, x).mean())
+    # one image ten times brighter, with ten times the error: mean PSNR, and the loss, do not change, MSE does
+    scale = torch.tensor([10.0, 1.0, 1.0]).reshape(3, 1, 1, 1)
+    assert torch.allclose(get_loss("psnr")(scale * x_hat, scale * x), loss)
+    assert get_loss("mse")(scale * x_hat, scale * x) > 30 * get_loss("mse")(x_hat, x)
+    # its gradient is MSE's, image by image, divided by that image's MSE (times -10/ln 10)
+    loss.backward()
+    err = (x_hat - x).detach()
+    mse_b = err.pow(2).flatten(1).mean(1).reshape(3, 1, 1, 1)
+    expected = (10 / torch.log(torch.tensor(10.0))) / 3 * (2 * err / err[0].numel()) / mse_b
+    assert torch.allclose(x_hat.grad, expected, rtol=1e-4)
+
+
+def test_an_unknown_loss_names_the_choices():
+    with pytest.raises(ParameterError, match="unknown loss 'psnr2'.*mse, l1, ssim, psnr"):
+        get_loss("psnr2")
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

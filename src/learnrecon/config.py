@@ -73,7 +73,7 @@ class TrainingConfig:
 
     Adam(β = ``betas``) with learning rate ``lr`` decayed to 0 by a cosine over ``steps`` (``schedule:
     constant`` keeps it), gradients clipped to norm ``clip_grad_norm`` (0: off), ``loss`` in
-    {mse, l1, ssim}; ``amp`` runs the networks in bfloat16 autocast on CUDA. ``device`` is "auto"
+    {mse, l1, ssim, psnr}; ``amp`` runs the networks in bfloat16 autocast on CUDA. ``device`` is "auto"
     (CUDA when available), "cpu" or "cuda[:i]". ``init_from`` starts from the weights of a checkpoint
     (a path without suffix, or a shipped name such as ``lpd-ellipses``) of the same model, with a fresh
     optimiser and schedule: continued training or fine-tuning, recorded in the checkpoints' provenance.
