@@ -84,16 +84,19 @@ def _fit(model, op, x, y, steps=100, lr=1e-2):
     return losses
 
 
-#: The loss after 100 steps on one batch must fall below this fraction of the first loss. The
+#: The loss after 100 steps (OVERFIT_STEPS) on one batch must fall below this fraction of the first loss. The
 #: operator-aware LISTA has two parameters per layer and ellipses are not sparse: it can only improve a little.
 OVERFIT_RATIO = {"lista": 0.9}
+#: LGD learns slowest (no regulariser gradient to start from, unlike GLGD): on one 2-core AMD EPYC its loss was at
+#: 0.49-0.51 of the first after 100 steps, too close to 0.5 for another CPU's rounding, and 0.29 after 200.
+OVERFIT_STEPS = {"lgd": 200}
 
 
 @pytest.mark.parametrize("name", SMALL)
 def test_overfits_one_batch(name):
     torch.manual_seed(0)
     x, y = _batch()
-    losses = _fit(build_model(name, SMALL[name]), OP, x, y)
+    losses = _fit(build_model(name, SMALL[name]), OP, x, y, steps=OVERFIT_STEPS.get(name, 100))
     assert losses[-1] < OVERFIT_RATIO.get(name, 0.5) * losses[0], f"{name}: loss {losses[0]:.3g} -> {losses[-1]:.3g}"
 
 
