@@ -198,7 +198,7 @@ def test_psnr_loss_is_minus_the_mean_per_image_psnr_and_blind_to_each_images_sca
     scale = torch.tensor([10.0, 1.0, 1.0]).reshape(3, 1, 1, 1)
     assert torch.allclose(get_loss("psnr")(scale * x_hat, scale * x), loss)
     assert get_loss("mse")(scale * x_hat, scale * x) > 30 * get_loss("mse")(x_hat, x)
-    # its gradient is MSE's, image by image, divided by that image's MSE (times -10/ln 10)
+    # its gradient is MSE's, image by image, divided by that image's MSE (times 10/ln 10, over the batch of 3)
     loss.backward()
     err = (x_hat - x).detach()
     mse_b = err.pow(2).flatten(1).mean(1).reshape(3, 1, 1, 1)
