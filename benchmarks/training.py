@@ -1,10 +1,12 @@
-"""Training throughput: optimiser steps per second of the shipped models' configs (batch 5, 128², 30 angles).
+"""Training throughput: optimiser steps per second of the shipped models (batch 5, 128², 30 angles).
 
 Usage: python benchmarks/training.py [--models lpd,lgd,fbpconvnet] [--steps 10] [--device cpu] [--amp]
-Times full training steps (simulated batch, forward, loss, backward, clipping, Adam) after two warm-up
-steps, and writes benchmarks/results/training-<device>[-bf16].json and .md; ``--amp`` runs the networks
-in bfloat16 autocast (CUDA). The batch is simulated on the CPU in the step ("of which data s"); the
-trainer's ``num_workers`` takes that off the step.
+Times full training steps of the shipped ``<model>-ellipses`` networks (their architecture, e.g. the
+width-24 U-Net, with their weights) on the ``configs/<model>_ellipses.yaml`` data (simulated batch, forward,
+loss, backward, clipping, Adam) after two warm-up steps, and writes
+benchmarks/results/training-<device>[-bf16].json and .md; ``--amp`` runs the networks in bfloat16 autocast
+(CUDA). The batch is simulated on the CPU in the step ("of which data s"); the trainer's ``num_workers``
+takes that off the step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import yaml
 from results_file import provenance, publish
 
 from learnrecon.config import from_dict
-from learnrecon.models import build_model
+from learnrecon.models import pretrained
 from learnrecon.report import machine_info, markdown_table
 from learnrecon.training.data import make_training_data, step_positions
 
@@ -30,7 +32,7 @@ def time_steps(name: str, steps: int, device: torch.device, amp: bool = False) -
     values = yaml.safe_load((CONFIGS / f"{name}_ellipses.yaml").read_text())
     config = from_dict(values)
     data, op = make_training_data(config.data)
-    model = build_model(config.model.name, config.model.params, op=op).to(device)
+    model = pretrained(f"{name}-ellipses", device=str(device)).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     data_times, step_times = [], []
     for step in range(steps + 2):
@@ -75,7 +77,7 @@ def main() -> None:
     tag = info.get("gpu", "cpu").replace(" ", "-") + ("-bf16" if args.amp else "")
     table = markdown_table(rows, list(rows[0]), digits={"steps/s": 2, "s/step": 3, "of which data s": 3})
     text = (
-        f"# Training throughput: the shipped models' configs (128², 30 angles, batch 5), median of {args.steps} "
+        f"# Training throughput: the shipped models (128², 30 angles, batch 5), median of {args.steps} "
         f"steps after 2 warm-up steps, device {info['device']}\n\n{provenance(info)}\n\n{table}"
     )
     publish(f"training-{tag}", {"machine": info, "steps": args.steps, "rows": rows}, text)
