@@ -7,7 +7,7 @@ import torch
 
 from learnrecon import phantoms
 from learnrecon.data.simulate import measure
-from learnrecon.errors import NonFiniteError, ParameterError, ShapeError
+from learnrecon.errors import DeviceError, DTypeError, NonFiniteError, ParameterError, ShapeError
 from learnrecon.models import (
     LISTA,
     MODELS,
@@ -22,8 +22,9 @@ from learnrecon.models import (
 )
 from learnrecon.models.nets import UNet, widen_unet
 from learnrecon.models.variational import VNStage
-from learnrecon.operators import MatrixOperator, ParallelBeam2D
+from learnrecon.operators import FiniteDifference2D, MatrixOperator, ParallelBeam2D
 from learnrecon.operators.blur import Blur, gaussian_kernel
+from learnrecon.operators.mri import MRI
 from learnrecon.solvers import ista
 
 OP = ParallelBeam2D(32, 10)
@@ -53,6 +54,89 @@ def test_shapes_and_dtypes(name, dtype):
         separate = model(y[:, 1:], OP)
         joint = model(y, OP)[:, 1:]
     torch.testing.assert_close(joint, separate)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_data_of_another_precision_give_the_models_precision(name):
+    """Float64 data through a float32 model (and the reverse) run in the model's type, as float32 data would."""
+    _, y = _batch()
+    for model_dtype, data_dtype in ((torch.float32, torch.float64), (torch.float64, torch.float32)):
+        torch.manual_seed(0)
+        model = build_model(name, SMALL[name]).to(model_dtype).eval()
+        with torch.no_grad():
+            x_hat = model(y.to(data_dtype), OP)
+            same = model(y.to(model_dtype), OP)
+        assert x_hat.dtype == model_dtype
+        torch.testing.assert_close(x_hat, same, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", SMALL)
+def test_data_on_another_device_than_the_model_is_named(name):
+    model = build_model(name, SMALL[name]).to("meta")
+    _, y = _batch(1)
+    with pytest.raises(DeviceError, match="measurements are on cpu but the model's weights are on meta"):
+        model(y, OP)
+
+
+def test_operators_a_network_cannot_convolve_are_named():
+    mri = MRI(torch.ones(32, 32))
+    y_mri = mri(torch.ones(1, 1, 32, 32, dtype=torch.complex128))
+    for name in ("fbpconvnet", "lgd", "glgd", "proximal", "lpd", "vn"):
+        with pytest.raises(DTypeError, match="works on real images; MRI has complex images"):
+            build_model(name, SMALL[name] | {"init": "adjoint"})(y_mri, mri)
+    matrix = MatrixOperator(torch.randn(20, 40))
+    with pytest.raises(ShapeError, match=r"convolves 2-D images; .* has images of shape \(40,\)"):
+        build_model("lgd", SMALL["lgd"])(torch.zeros(1, 1, 20), matrix)
+    grad = FiniteDifference2D(32)
+    with pytest.raises(ShapeError, match=r"LearnedPrimalDual convolves 2-D data; .* has data of shape \(2, 32, 32\)"):
+        build_model("lpd", SMALL["lpd"])(torch.zeros(1, 1, 2, 32, 32), grad)
+    with pytest.raises(ParameterError, match="learns real matrices"):
+        LISTA(operator=mri)
+
+
+def test_operator_lista_starts_as_ista_on_the_normalised_problem_and_takes_complex_data():
+    """Untrained LISTA without matrices is ISTA for ½‖Ax − y‖² + λ‖A‖²‖x‖₁ (it works on A/‖A‖), also for MRI."""
+    gen = torch.Generator().manual_seed(2)
+    op = MatrixOperator(torch.randn(20, 40, generator=gen, dtype=torch.float64))
+    truth = torch.zeros(2, 1, 40, dtype=torch.float64)
+    truth[:, :, :4] = torch.randn(2, 1, 4, generator=gen, dtype=torch.float64)
+    model = LISTA(n_iter=6, lam=0.02, matrices=False).double()
+    with torch.no_grad():
+        x_hat = model(op(truth), op)
+    expected = ista(op(truth), op, lam=0.02 * op.norm() ** 2, n_iter=6)
+    torch.testing.assert_close(x_hat, expected, rtol=1e-3, atol=1e-6)
+    mri = MRI((torch.rand(16, 16, generator=gen) < 0.5).float())
+    image = torch.zeros(1, 1, 16, 16, dtype=torch.complex128)
+    image[..., 4:8, 4:8] = 1 + 1j
+    model = LISTA(n_iter=4, lam=1e-3, matrices=False)
+    x_hat = model(mri(image), mri)
+    assert x_hat.is_complex() and x_hat.shape == image.shape
+    x_hat.abs().sum().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["lgd", "lpd", "vn"])
+def test_checkpointed_activations_give_the_same_gradients_and_keep_less_for_the_backward_pass(name):
+    x, y = _batch()
+    grads, kept = [], []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = build_model(name, SMALL[name])
+        model.checkpoint_activations = recompute
+        saved = []
+
+        def pack(t, saved=saved):
+            saved.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = (model(y, OP) - x).pow(2).mean()
+        loss.backward()
+        grads.append([p.grad for p in model.parameters()])
+        kept.append(sum(saved))
+    for plain, recomputed in zip(*grads, strict=True):
+        torch.testing.assert_close(recomputed, plain)
+    assert kept[1] < kept[0] / 3
 
 
 @pytest.mark.parametrize("name", SMALL)
@@ -169,11 +253,14 @@ def test_vn_filters_are_zero_mean_unit_norm_and_their_transpose_is_the_adjoint()
     assert math.isclose(float((kx * z).sum()), float((x * ktz).sum()), rel_tol=1e-12)
 
 
-def test_vn_potentials_start_near_linear():
-    stage = VNStage(n_filters=2, filter_size=3, n_rbf=31, v_max=1.0, alpha=0.1)
-    z = torch.linspace(-0.8, 0.8, 9).reshape(1, 1, 9, 1).expand(1, 2, 9, 1)
+@pytest.mark.parametrize("n_rbf", [9, 31])
+def test_vn_potentials_start_as_alpha_z(n_rbf):
+    """φ'(z) ≈ α z inside the span of the centres (Gaussians of width σ = their spacing sum to √(2π) z)."""
+    stage = VNStage(n_filters=2, filter_size=3, n_rbf=n_rbf, v_max=1.0, alpha=0.1)
+    z = torch.linspace(-0.5, 0.5, 9).reshape(1, 1, 9, 1).expand(1, 2, 9, 1)
     ratio = stage.potential_derivative(z)[0, 0, :, 0] / z[0, 0, :, 0]
-    assert torch.allclose(ratio[ratio.isfinite()], ratio[ratio.isfinite()].mean(), rtol=0.05)
+    ratio = ratio[ratio.isfinite()]
+    torch.testing.assert_close(ratio, torch.full_like(ratio, 0.1), rtol=0.02, atol=0.0)
 
 
 def test_models_take_any_operator():
@@ -207,6 +294,12 @@ def test_bad_input_is_named():
         build_model("lpd", {"widht": 3})
     with pytest.raises(ParameterError, match="'n_iter' must be int"):
         build_model("lpd", {"n_iter": "ten"})
+    with pytest.raises(ParameterError, match="'n_iter' must be int, got 3.0"):
+        build_model("lpd", {"n_iter": 3.0})
+    with pytest.raises(ParameterError, match="'normalise' must be bool"):
+        build_model("lpd", {"normalise": 1})
+    with pytest.raises(DTypeError, match="measurements must be a torch.Tensor, got list"):
+        model([[0.0]], OP)
     with pytest.raises(ParameterError, match="init='fbp' needs a ray transform"):
         FBPConvNet(depth=1, width=2)(torch.zeros(1, 1, 32, 32), Blur(gaussian_kernel(1.0), 32))
     with pytest.raises(ParameterError, match="odd filter_size"):

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from learnrecon._checks import check_finite, check_tensor, check_trailing_shape
-from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.errors import DeviceError, DTypeError, ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.tomography import RayTransform2D
 
@@ -63,8 +64,46 @@ def flatten_channels(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     return y.reshape(-1, 1, *op.range_shape)
 
 
+def check_convolved_spaces(op: LinearOperator, model: str, spaces: tuple[str, ...] = ("images",)) -> None:
+    """Raise unless ``op``'s ``spaces`` (``"images"``: its domain, ``"data"``: its range) are real and 2-D,
+    as the convolutional networks of ``model`` need."""
+    described = {"images": (op.domain_shape, op.domain_complex), "data": (op.range_shape, op.range_complex)}
+    for what in spaces:
+        shape, is_complex = described[what]
+        if is_complex:
+            raise DTypeError(f"{model} works on real {what}; {op.name} has complex {what}")
+        if len(shape) != 2:
+            raise ShapeError(f"{model} convolves 2-D {what}; {op.name} has {what} of shape {tuple(shape)}")
+
+
+def network_input(model: nn.Module, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
+    """``y`` as ``(N, 1, *op.range_shape)`` (see :func:`flatten_channels`), after checking that it is on
+    the device of ``model``'s weights."""
+    y = flatten_channels(y, op)
+    weight = next(model.parameters(), None)
+    if weight is not None and weight.device != y.device:
+        raise DeviceError(
+            f"measurements are on {y.device} but the model's weights are on {weight.device}; "
+            "move one of them with .to(device)"
+        )
+    return y
+
+
+def as_weights_dtype(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` in the floating-point type of ``model``'s weights (data of another precision than the
+    network's give an initial reconstruction of theirs)."""
+    weight = next(model.parameters(), None)
+    return x if weight is None or x.is_complex() else x.to(weight.dtype)
+
+
 class Unrolled(nn.Module):
     """``n_iter`` learned steps from an initial state; subclasses define the steps and the state.
+
+    ``convolved_spaces`` names the spaces the steps convolve (see :func:`check_convolved_spaces`):
+    :meth:`forward` checks that the operator's are real and 2-D. With ``checkpoint_activations`` set, a
+    forward pass that records gradients keeps only the states between iterations and recomputes each
+    iteration's activations in the backward pass (activation checkpointing: memory for one iteration's
+    activations plus ``n_iter`` states, instead of ``n_iter`` iterations' activations).
 
     Args:
         steps: one step module per iteration, or a single one applied at every iteration (shared weights).
@@ -72,6 +111,9 @@ class Unrolled(nn.Module):
         init: the initial reconstruction (see :data:`INITS`).
         normalise: run the scheme on ``A/‖A‖`` and ``y/‖A‖`` as in the papers (the output scale is unchanged).
     """
+
+    convolved_spaces: tuple[str, ...] = ("images",)
+    checkpoint_activations: bool = False
 
     def __init__(self, steps: list[nn.Module], n_iter: int, init: str, normalise: bool) -> None:
         super().__init__()
@@ -99,15 +141,21 @@ class Unrolled(nn.Module):
 
     def prepare(self, y: torch.Tensor, op: LinearOperator) -> tuple[State, torch.Tensor, LinearOperator]:
         """The initial state and the (normalised) data and operator the steps work with."""
-        x0 = initial_reconstruction(y, op, self.init)
+        x0 = as_weights_dtype(self, initial_reconstruction(y, op, self.init))
         if self.normalise:
             y, op = normalised(y, op)
         return self.initial_state(x0, y, op), y, op
 
     def forward(self, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
         """Reconstruct ``(B, C, *op.domain_shape)`` from ``y`` ``(B, C, *op.range_shape)``."""
+        check_convolved_spaces(op, type(self).__name__, self.convolved_spaces)
+        flat = network_input(self, y, op)
         batch = y.shape[: -len(op.range_shape)]
-        state, y_work, op_work = self.prepare(flatten_channels(y, op), op)
+        state, y_work, op_work = self.prepare(flat, op)
+        recompute = self.checkpoint_activations and torch.is_grad_enabled()
         for k in range(self.n_iter):
-            state = self.step(k)(state, y_work, op_work)
+            if recompute:
+                state = checkpoint(self.step(k), state, y_work, op_work, use_reentrant=False)
+            else:
+                state = self.step(k)(state, y_work, op_work)
         return self.readout(state).reshape(*batch, *op.domain_shape)

@@ -8,7 +8,9 @@ small linear systems: ``n`` unknowns, ``m`` measurements).
 
 The operator-aware variant (``matrices=False``) keeps the operator and learns a step and a threshold
 per layer, ``x_{k+1} = S_θk(x_k − γ_k A*(A x_k − y))`` (as in LISTA-CP/ALISTA); it works at any size
-and on any operator.
+and on any operator, real or complex. It runs on the normalised ``A/‖A‖``, ``y/‖A‖`` and starts at
+``γ = 1``, ``θ = λ``: ISTA for ``½‖A x − y‖²/‖A‖² + λ‖x‖₁``, whose minimiser is that of
+``½‖A x − y‖² + λ‖A‖²‖x‖₁``.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ __all__ = ["LISTA", "soft_threshold"]
 
 
 def soft_threshold(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    """``S_θ(z) = sign(z)·max(|z| − θ, 0)`` (elementwise)."""
-    return torch.sign(z) * torch.relu(z.abs() - theta)
+    """``S_θ(z) = sign(z)·max(|z| − θ, 0)`` (elementwise; ``sign(z) = z/|z|`` for complex ``z``)."""
+    return torch.sgn(z) * torch.relu(z.abs() - theta)
 
 
 class MatrixStep(nn.Module):
@@ -39,7 +41,7 @@ class MatrixStep(nn.Module):
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         (x,) = state
-        z = y.flatten(1) @ self.w_e.T + x.flatten(1) @ self.s.T
+        z = y.flatten(1).to(self.w_e.dtype) @ self.w_e.T + x.flatten(1) @ self.s.T
         return (soft_threshold(z, self.theta).reshape(x.shape),)
 
 
@@ -53,7 +55,7 @@ class OperatorStep(nn.Module):
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         (x,) = state
-        return (soft_threshold(x - self.step * op.H(op(x) - y), self.theta),)
+        return (soft_threshold(x - self.step * op.H(op(x.to(y.dtype)) - y).to(x.dtype), self.theta),)
 
 
 class LISTA(Unrolled):
@@ -61,13 +63,16 @@ class LISTA(Unrolled):
 
     Args:
         n_iter: layers.
-        lam: the ℓ1 weight λ of the ISTA the layers start from.
+        lam: the ℓ1 weight λ of the ISTA the layers start from (with ``matrices=False``, of the
+            normalised problem: see the module docstring).
         operator: with ``matrices=True``, the operator whose dense matrix initialises ``W_e`` and ``S``
             (it fixes the problem size: ``n = prod(domain)``, ``m = prod(range)``); the model then only
             accepts operators of that shape.
         matrices: learn ``W_e`` and ``S`` (True) or only a step and threshold per layer (False).
         share_weights: one layer's parameters for all layers (LISTA's original tied form).
     """
+
+    convolved_spaces = ()
 
     def __init__(
         self,
@@ -83,9 +88,13 @@ class LISTA(Unrolled):
         if matrices:
             if operator is None:
                 raise ParameterError("LISTA with matrices=True needs the operator that fixes its size")
+            if operator.domain_complex or operator.range_complex:
+                raise ParameterError(
+                    f"LISTA with matrices=True learns real matrices; {operator.name} is complex: use matrices=False"
+                )
             a = operator.to_dense(dtype=torch.float32).real
             lip = float(torch.linalg.matrix_norm(a, ord=2)) ** 2
-            w_e, s = a.T / lip, torch.eye(a.shape[1]) - a.T @ a / lip
+            w_e, s = a.T / lip, torch.eye(a.shape[1], dtype=a.dtype) - a.T @ a / lip
             steps: list[nn.Module] = [MatrixStep(w_e, s, lam / lip) for _ in range(n_steps)]
             shape = (tuple(operator.domain_shape), tuple(operator.range_shape))
         else:

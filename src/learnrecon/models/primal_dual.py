@@ -51,6 +51,8 @@ class LearnedPrimalDual(Unrolled):
         normalise: work with ``A/‖A‖`` and ``y/‖A‖``.
     """
 
+    convolved_spaces = ("images", "data")
+
     def __init__(
         self,
         n_iter: int = 10,
@@ -67,4 +69,4 @@ class LearnedPrimalDual(Unrolled):
         self.n_primal, self.n_dual = n_primal, n_dual
 
     def initial_state(self, x0: torch.Tensor, y: torch.Tensor, op: LinearOperator) -> State:
-        return x0.expand(-1, self.n_primal, -1, -1).clone(), y.new_zeros(y.shape[0], self.n_dual, *y.shape[2:])
+        return x0.expand(-1, self.n_primal, -1, -1).clone(), x0.new_zeros(y.shape[0], self.n_dual, *y.shape[2:])

@@ -2,8 +2,8 @@
 
     x_{k+1} = Γ_θk(x_k − τ_k A*(A x_k − y)),    Γ_θ(z) = z + CNN_θ(z),
 
-with a learned step ``τ_k`` per iteration (stored as log τ_k, so it stays positive; it starts at
-``1/‖A‖²``, which is 1 on the normalised operator) and a residual CNN that starts as the identity.
+with a learned step ``τ_k`` per iteration (stored as log τ_k, so it stays positive; it starts at 1,
+which is ``1/‖A‖²`` on the normalised operator, the default) and a residual CNN that starts as the identity.
 """
 
 from __future__ import annotations

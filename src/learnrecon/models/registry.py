@@ -72,6 +72,18 @@ def _model_class(name: str) -> type[nn.Module]:
     return MODELS[name]
 
 
+def _fits(default: Any, value: Any) -> bool:
+    """Whether ``value`` has the type of the parameter whose default is ``default``: a bool for a bool, an int
+    for an int, an int or float for a float, anything but a bool for another default (``None``, a string)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    return True
+
+
 def build_model(name: str, params: dict[str, Any] | None = None, op: LinearOperator | None = None) -> nn.Module:
     """Model ``name`` with ``params`` (unknown keys and wrong types are named in the error).
 
@@ -82,10 +94,8 @@ def build_model(name: str, params: dict[str, Any] | None = None, op: LinearOpera
     for key, value in params.items():
         if key not in known:
             raise ParameterError(f"model {name!r} has no parameter {key!r}; its parameters: {', '.join(known)}")
-        default = known[key]
-        if isinstance(default, bool) != isinstance(value, bool) or (
-            isinstance(default, int | float) and not isinstance(value, int | float)
-        ):
+        if not _fits(known[key], value):
+            default = known[key]
             raise ParameterError(
                 f"model parameter {key!r} must be {type(default).__name__}, got {value!r} ({type(value).__name__})"
             )

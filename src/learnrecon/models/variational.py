@@ -13,6 +13,8 @@ The potentials start as ``φ'(z) ≈ α z`` (a quadratic smoothness prior) and `
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,7 +67,8 @@ class VNStage(nn.Module):
         centres = torch.linspace(-v_max, v_max, n_rbf)
         self.register_buffer("centres", centres)
         self.sigma = float(centres[1] - centres[0])
-        self.weights = nn.Parameter(alpha * centres.repeat(n_filters, 1))  # (n_filters, n_rbf)
+        # Σ_j μ_j exp(−(z − μ_j)²/(2σ²)) ≈ √(2π) z when σ is the spacing of the μ_j, hence the 1/√(2π).
+        self.weights = nn.Parameter(alpha / math.sqrt(2 * math.pi) * centres.repeat(n_filters, 1))  # (n_filters, n_rbf)
         self.log_lam = nn.Parameter(torch.zeros(()))
 
     def kernels(self) -> torch.Tensor:
