@@ -57,6 +57,12 @@ def test_resume_continues_bit_for_bit(tmp_path):
     assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3", "4", "5", "6"]
 
 
+def test_checkpointed_activations_train_as_without(tmp_path):
+    plain = Trainer(_config(steps=3), tmp_path / "plain", progress=False).train()
+    recomputed = Trainer(_config(steps=3, checkpoint_activations=True), tmp_path / "ckpt", progress=False).train()
+    assert recomputed["losses"] == pytest.approx(plain["losses"], rel=1e-5)
+
+
 def test_worker_processes_simulate_the_same_batches(tmp_path):
     full = Trainer(_config(), tmp_path / "serial", progress=False).train()
     first = Trainer(_config(num_workers=2), tmp_path / "workers", progress=False).train(until=4)
@@ -222,6 +228,80 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / "last.safetensors").read_bytes() == before
 
 
+def test_a_stop_names_the_checkpoint_actually_kept_and_the_samples_of_the_batch(tmp_path):
+    def poisoned(trainer):
+        real_loss = trainer.loss_fn
+        trainer.loss_fn = lambda a, b: real_loss(a, b) * float("nan")
+        return trainer
+
+    with pytest.raises(TrainingError, match="at step 1 .*no checkpoint had been saved yet"):
+        poisoned(Trainer(_config(), tmp_path / "fresh", progress=False)).train()
+    Trainer(_config(), tmp_path / "resumed", progress=False).train(until=1)  # checkpoint at its last step, 1
+    with pytest.raises(TrainingError, match=r"at step 2 .*resumed/last \(step 1\)"):
+        poisoned(Trainer(_config(), tmp_path / "resumed", resume=True, progress=False)).train()
+    trainer = Trainer(_config(), tmp_path / "bad_data", progress=False)
+    real_batch = trainer.data.batch
+    trainer.data.batch = lambda positions: real_batch(positions)._replace(y=real_batch(positions).y * float("nan"))
+    stopped = r"non-finite data \(measurements contains .* NaN.*\) at step 1 \(batch of samples \[0, 1\]\)"
+    with pytest.raises(TrainingError, match=stopped):
+        trainer.train()
+
+
+def test_file_data_name_the_files_samples_not_the_stream_positions(tmp_path):
+    data = tmp_path / "train.h5"
+    assert main(["simulate", "--n", "5", "--size", "24", "--angles", "6", "--detectors", "35",
+                 "--out", str(data), "--quiet"]) == 0  # fmt: skip
+    values = json.loads(json.dumps(SMALL))
+    values["data"]["train_file"] = str(data)
+    stream, _ = make_training_data(from_dict(values).data)
+    positions = torch.arange(0, 10)
+    first, second = stream.indices(positions[:5]), stream.indices(positions[5:])
+    assert sorted(first) == sorted(second) == [0, 1, 2, 3, 4] and first != [0, 1, 2, 3, 4]
+    from learnrecon.data import load
+
+    dataset = load(data)
+    torch.testing.assert_close(stream.batch(positions[:3]).y, torch.stack([dataset[i].y for i in first[:3]]))
+
+
+def test_resuming_with_another_experiment_is_refused_and_writes_nothing(tmp_path):
+    Trainer(_config(), tmp_path, progress=False).train(until=3)
+    saved = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "metrics.csv", "last.json")}
+    with pytest.raises(DataFileError, match="differs from the run's in training.batch_size, training.lr"):
+        Trainer(_config(batch_size=4, lr=5e-2), tmp_path, resume=True, progress=False)
+    values = json.loads(json.dumps(SMALL))
+    values["model"] = {"name": "lgd", "params": {"n_iter": 2, "width": 4}}
+    with pytest.raises(DataFileError, match="holds model 'lpd'"):
+        Trainer(from_dict(values), tmp_path, resume=True, progress=False)
+    assert saved == {name: (tmp_path / name).read_bytes() for name in saved}
+    # where and how long it runs, and what it logs, may change
+    summary = Trainer(_config(steps=7, threads=2, log_every=2), tmp_path, resume=True, progress=False).train()
+    assert summary["steps"] == 7
+
+
+def test_weights_only_checkpoints_are_a_start_not_a_run_to_resume(tmp_path):
+    from learnrecon.training.checkpoint import save_checkpoint
+
+    trainer = Trainer(_config(), tmp_path / "run", progress=False)
+    trainer.train(until=1)
+    save_checkpoint(tmp_path / "run" / "last", trainer.model, trainer.metadata(), optimizer=None, rng=False)
+    with pytest.raises(DataFileError, match="holds weights only .*training.init_from"):
+        Trainer(_config(), tmp_path / "run", resume=True, progress=False)
+
+
+def test_overwrite_clears_the_old_runs_figures_and_events_and_figures_follow_figure_every(tmp_path):
+    Trainer(_config(), tmp_path, progress=False).train()
+    (tmp_path / "tensorboard").mkdir(exist_ok=True)
+    (tmp_path / "tensorboard" / "events.old").write_text("old")
+    Trainer(_config(steps=5, validate_every=2, figure_every=3), tmp_path, overwrite=True, progress=False).train()
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
+        "validation-0000003.png",
+        "validation-0000005.png",
+    ]
+    assert not (tmp_path / "tensorboard" / "events.old").exists()
+    steps = [row.split(",")[0] for row in (tmp_path / "validation.csv").read_text().splitlines()[1:]]
+    assert steps == ["2", "3", "4", "5"]
+
+
 def test_corrupt_and_mismatched_checkpoints_are_refused(tmp_path):
     Trainer(_config(steps=1), tmp_path, progress=False).train()
     weights, info = checkpoint_paths(tmp_path / "last")
@@ -289,6 +369,12 @@ def test_half_precision_weights_take_half_the_space_and_load_as_float32(tmp_path
         ({"data": {"ellipse_scaling": "unit"}}, "data.ellipse_scaling must be one of minmax, none"),
         ({"data": {"phantom": "shepp-logan"}}, "data.phantom must be one of ellipses, dival-ellipses"),
         ({"model": {"name": "lpd", "params": {"depth": "3"}}}, "'depth' must be int"),
+        ({"training": {"device": "gpu0"}}, "training.device 'gpu0' is not a device"),
+        ({"data": {"n_validation": 0}}, "data.n_validation must be >= 1"),
+        (
+            {"model": {"name": "fbpconvnet", "params": {}}, "training": {"checkpoint_activations": True}},
+            "checkpoint_activations applies to unrolled models; fbpconvnet is not one",
+        ),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, change, message):
@@ -298,6 +384,25 @@ def test_bad_configs_name_the_key(tmp_path, change, message):
     with pytest.raises(ParameterError, match=message):
         Trainer(from_dict(values), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_config_files_that_are_empty_not_text_or_write_1e_3_are_read_as_meant(tmp_path):
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    with pytest.raises(DataFileError, match="is empty"):
+        load_config(tmp_path / "empty.yaml")
+    (tmp_path / "latin1.yaml").write_bytes("model: {name: lpd}  # réglé\n".encode("latin-1"))
+    with pytest.raises(DataFileError, match="not UTF-8"):
+        load_config(tmp_path / "latin1.yaml")
+    (tmp_path / "lr.yaml").write_text("training: {lr: 1e-3, steps: 10}\n")
+    assert yaml.safe_load((tmp_path / "lr.yaml").read_text())["training"]["lr"] == "1e-3"  # YAML 1.1
+    assert load_config(tmp_path / "lr.yaml").training.lr == 1e-3
+
+
+def test_a_file_as_the_output_folder_is_refused(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(DataFileError, match="is a file"):
+        Trainer(_config(), tmp_path / "afile", progress=False)
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 def test_config_yaml_round_trip_and_safe_loading(tmp_path):
@@ -387,6 +492,39 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     assert "ParallelBeam2D" in capsys.readouterr().err and not refused.exists()
     assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_evaluate_checks_before_it_works_and_warns_of_another_geometry(tmp_path, capsys):
+    data = tmp_path / "test.h5"
+    assert main(["simulate", "--n", "2", "--size", "24", "--angles", "8", "--detectors", "35",
+                 "--out", str(data), "--quiet"]) == 0  # fmt: skip
+    Trainer(_config(steps=1), tmp_path / "run", progress=False).train()
+    checkpoint = str(tmp_path / "run" / "last.safetensors")
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--batch-size", "0"]) == 1
+    assert "--batch-size must be a positive integer" in capsys.readouterr().err
+    out = tmp_path / "new" / "sub" / "r.json"
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nothing"), "--data", str(data), "--out", str(out)]) == 1
+    assert not (tmp_path / "new").exists()
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    assert "differs from the one the model was trained with in angles" in capsys.readouterr().err
+    assert json.loads(out.read_text())["per_image"]["psnr"] and not list(out.parent.glob(".*tmp*"))
+
+
+def test_cli_train_interrupted_says_where_to_resume(tmp_path, capsys, monkeypatch):
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL))
+    real = Trainer._after_step
+
+    def interrupted_at_step_4(self, loss, grad_norm):
+        real(self, loss, grad_norm)
+        if self.step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_after_step", interrupted_at_step_4)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 130
+    assert f"interrupted at step 4; continue from {tmp_path / 'run'}/last (step 3) with --resume" in (
+        capsys.readouterr().err
+    )
 
 
 def test_distributed_data_parallel_with_gloo_matches_one_process(tmp_path):

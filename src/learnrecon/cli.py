@@ -222,7 +222,17 @@ def _run_train(args: argparse.Namespace) -> int:
     out = args.out or f"runs/{Path(args.config).stem}"
     trainer = Trainer(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
-    summary = trainer.train(until=args.until, max_seconds=max_seconds)
+    try:
+        summary = trainer.train(until=args.until, max_seconds=max_seconds)
+    except KeyboardInterrupt:
+        if trainer.is_main:
+            kept = (
+                f"continue from {out}/last (step {trainer.saved_step}) with --resume"
+                if trainer.saved_step is not None
+                else "no checkpoint had been saved"
+            )
+            print(f"learnrecon train: interrupted at step {trainer.step}; {kept}", file=sys.stderr)
+        return 130
     if trainer.is_main:
         if math.isfinite(summary["best_psnr"]):
             best = f"best validation PSNR {summary['best_psnr']:.2f} dB; checkpoints in {out}/last and {out}/best"
@@ -262,22 +272,24 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-
     from learnrecon.data import load
-    from learnrecon.data.files import check_output_path
-    from learnrecon.errors import DataFileError
+    from learnrecon.data.files import atomic_path, check_output_path
+    from learnrecon.errors import DataFileError, ParameterError
     from learnrecon.models import SymmetryAverage, pretrained
     from learnrecon.reconstruction import parse_index
     from learnrecon.report import write_json
     from learnrecon.training import evaluate_model, load_model
     from learnrecon.training.data import read_pairs
 
+    if args.batch_size < 1:
+        raise ParameterError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.out:
-        check_output_path(args.out, args.overwrite)
+        check_output_path(args.out, args.overwrite, create_parents=False)  # fail before any work, writing nothing
     model = pretrained(args.pretrained, args.device) if args.pretrained else load_model(args.checkpoint, args.device)
+    dataset = load(args.data)
+    _warn_if_another_operator(model.provenance.get("operator"), dataset.op)
     if args.symmetry_average:
         model = SymmetryAverage(model)
-    dataset = load(args.data)
     picked = parse_index(args.index, len(dataset))
     x, y = read_pairs(dataset, picked)
     if x.numel() == 0:
@@ -292,9 +304,30 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         result.pop("reconstructions")
         record = {"model": name, "symmetry_average": args.symmetry_average, "data": args.data}
-        write_json(args.out, {**record, "index": picked.tolist(), **result})
+        with atomic_path(args.out, args.overwrite) as tmp:
+            write_json(tmp, {**record, "index": picked.tolist(), **result})
         print(f"wrote {args.out}")
     return 0
+
+
+def _warn_if_another_operator(trained_with: dict | None, op) -> None:
+    """Print a warning naming the settings in which ``op`` differs from the operator a model was trained
+    with (evaluating on another geometry is allowed: it measures how the model transfers)."""
+    from learnrecon.operators.registry import operator_config
+
+    if trained_with is None:
+        return
+    try:
+        now = operator_config(op)
+    except LearnreconError:
+        return
+    differing = sorted(k for k in set(now) | set(trained_with) if now.get(k) != trained_with.get(k))
+    if differing:
+        print(
+            "learnrecon evaluate: warning: the data's operator differs from the one the model was trained with in "
+            f"{', '.join(differing)}",
+            file=sys.stderr,
+        )
 
 
 def _not_available(name: str) -> Callable[[argparse.Namespace], int]:

@@ -73,7 +73,9 @@ class TrainingConfig:
 
     Adam(β = ``betas``) with learning rate ``lr`` decayed to 0 by a cosine over ``steps`` (``schedule:
     constant`` keeps it), gradients clipped to norm ``clip_grad_norm`` (0: off), ``loss`` in
-    {mse, l1, ssim, psnr}; ``amp`` runs the networks in bfloat16 autocast on CUDA. ``device`` is "auto"
+    {mse, l1, ssim, psnr}; ``amp`` runs the networks in bfloat16 autocast on CUDA; ``checkpoint_activations``
+    keeps only the state between an unrolled model's iterations and recomputes each iteration's activations
+    in the backward pass (less memory, one more forward pass of time). ``device`` is "auto"
     (CUDA when available), "cpu" or "cuda[:i]". ``init_from`` starts from the weights of a checkpoint
     (a path without suffix, or a shipped name such as ``lpd-ellipses``) of the same model, with a fresh
     optimiser and schedule: continued training or fine-tuning, recorded in the checkpoints' provenance.
@@ -90,6 +92,7 @@ class TrainingConfig:
     clip_grad_norm: float = 1.0
     loss: str = "mse"
     amp: bool = False
+    checkpoint_activations: bool = False
     device: str = "auto"
     seed: int = 0
     threads: int = 0
@@ -141,9 +144,19 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         return dict(value)
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _is_number(value):
+        return float(value)  # YAML 1.1 reads 1e-3 (no dot in the mantissa) as a string
     if annotation is Any or (isinstance(value, annotation) and not (annotation is int and isinstance(value, bool))):
         return value
     raise ParameterError(f"config key {key!r} must be {annotation.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _section(cls: type, values: Any, prefix: str) -> Any:
@@ -174,10 +187,14 @@ def load_config(path: str | Path) -> Config:
     if not path.is_file():
         raise DataFileError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise DataFileError(f"config file {path} is not UTF-8 text: {err}") from err
     except yaml.YAMLError as err:
         raise DataFileError(f"config file {path} is not valid YAML: {err}") from err
-    return from_dict(values or {})
+    if values is None:
+        raise DataFileError(f"config file {path} is empty; it needs model, data and training sections")
+    return from_dict(values)
 
 
 def save_config(config: Config, path: str | Path) -> Path:

@@ -15,18 +15,19 @@ from learnrecon.errors import DataFileError
 __all__ = ["atomic_path", "check_output_path"]
 
 
-def check_output_path(path: str | Path, overwrite: bool = False) -> Path:
+def check_output_path(path: str | Path, overwrite: bool = False, create_parents: bool = True) -> Path:
     """Return ``path`` as a Path after checking it may be written.
 
     Raises :class:`DataFileError` if it exists and ``overwrite`` is False, or if it names a folder.
-    Missing parent folders are created.
+    Missing parent folders are created (unless ``create_parents`` is False: a check before the work).
     """
     path = Path(path)
     if path.is_dir():
         raise DataFileError(f"output path {path} is a folder; give a file name")
     if path.exists() and not overwrite:
         raise DataFileError(f"output file {path} already exists; choose another path or pass --overwrite")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if create_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

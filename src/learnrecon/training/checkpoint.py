@@ -105,6 +105,9 @@ def save_checkpoint(
         tmp_weights.chmod(0o644)  # safetensors writes 0600; a checkpoint is as readable as its JSON
         meta["sha256"] = _sha256(tmp_weights)
         tmp_info.write_text(json.dumps(meta, indent=1, default=str))
+        for tmp in (tmp_weights, tmp_info):  # on disk before they replace the last pair
+            with tmp.open("rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp_weights, weights)
         os.replace(tmp_info, info)
     finally:

@@ -65,6 +65,10 @@ class SimulatedPairs:
         self.simulation_op, self.upsampling = simulation_op, upsampling
         self.scaling, self.phantom = scaling, phantom
 
+    def indices(self, positions: torch.Tensor) -> list[int]:
+        """The stream's sample numbers at ``positions``: the positions themselves."""
+        return positions.tolist()
+
     def batch(self, positions: torch.Tensor) -> Pairs:
         """The samples at ``positions`` (consecutive, as produced by :func:`step_positions`)."""
         start, n = int(positions[0]), positions.numel()
@@ -95,8 +99,12 @@ class FilePairs:
             self._perm = (epoch, torch.randperm(n, generator=sample_generator(self.seed, epoch, stream=1)))
         return int(self._perm[1][offset])
 
+    def indices(self, positions: torch.Tensor) -> list[int]:
+        """The file's sample numbers at ``positions`` (through the permutation of their epoch)."""
+        return [self._index(int(p)) for p in positions]
+
     def batch(self, positions: torch.Tensor) -> Pairs:
-        return read_pairs(self.dataset, [self._index(int(p)) for p in positions])
+        return read_pairs(self.dataset, self.indices(positions))
 
 
 def step_positions(step: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:

@@ -22,9 +22,10 @@ import csv
 import math
 import os
 import platform
+import shutil
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -34,7 +35,8 @@ from tqdm.auto import tqdm
 import learnrecon
 from learnrecon import metrics
 from learnrecon.config import Config, save_config
-from learnrecon.errors import DataFileError, LearnreconError, ParameterError
+from learnrecon.errors import DataFileError, LearnreconError, NonFiniteError, ParameterError
+from learnrecon.models.base import Unrolled
 from learnrecon.models.registry import build_model, checkpoint_location
 from learnrecon.operators.registry import operator_config
 from learnrecon.training.checkpoint import load_checkpoint, load_weights, restore_optimizer, save_checkpoint
@@ -63,7 +65,10 @@ def learning_rate(step: int, base: float, total: int, schedule: str) -> float:
 def _device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ParameterError(f"training.device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError(f"training.device is {name!r} but CUDA is not available; use cpu or auto")
     return device
@@ -76,7 +81,8 @@ class Trainer:
         config: the experiment.
         out: the output folder. An existing run there is continued only with ``resume=True``, replaced
             only with ``overwrite=True``.
-        resume: continue from ``out/last`` (same batches, learning rates and RNG state as without the break).
+        resume: continue from ``out/last`` (same batches, learning rates and RNG state as without the break);
+            the config must be the run's, but for the training keys of :data:`_FREE_ON_RESUME`.
         progress: show a tqdm bar.
     """
 
@@ -101,13 +107,20 @@ class Trainer:
         self.validation = make_validation_data(config.data, op)
         torch.manual_seed(t.seed)
         self.model = build_model(config.model.name, config.model.params, op=op).to(self.device)
+        if t.checkpoint_activations:
+            if not isinstance(self.model, Unrolled):
+                raise ParameterError(
+                    f"training.checkpoint_activations applies to unrolled models; {config.model.name} is not one"
+                )
+            self.model.checkpoint_activations = True
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         self.loss_fn = get_loss(t.loss)
         self.started_from = self._start_from(t.init_from) if t.init_from and not resume else None
-        self._prepare_folder(resume, overwrite)  # only once everything is built: bad input writes nothing
         self.step, self.best_psnr, self.seconds = 0, -math.inf, 0.0
+        self.saved_step: int | None = None  # the step of out/last, once there is one
         if resume:
             self._restore()
+        self._prepare_folder(resume, overwrite)  # only once everything is built and checked: bad input writes nothing
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -122,6 +135,8 @@ class Trainer:
 
     def _check_folder(self, resume: bool, overwrite: bool) -> None:
         last = self.out / "last.safetensors"
+        if self.out.exists() and not self.out.is_dir():
+            raise DataFileError(f"{self.out} is a file; the output of a run is a folder")
         if resume and not last.exists():
             raise DataFileError(f"cannot resume: {last} does not exist")
         if not resume and self.out.exists() and any(self.out.iterdir()) and not overwrite:
@@ -137,6 +152,12 @@ class Trainer:
                         (self.out / f"{name}{suffix}").unlink(missing_ok=True)
                 for name in _LOG_FILES:
                     (self.out / name).unlink(missing_ok=True)
+                for figure in (self.out / "figures").glob("validation-*.png"):
+                    figure.unlink()
+                shutil.rmtree(self.out / "tensorboard", ignore_errors=True)
+            if resume:
+                for name in _LOG_FILES:
+                    _truncate_log(self.out / name, self.step)
             (self.out / "figures").mkdir(parents=True, exist_ok=True)
             save_config(self.config, self.out / "config.yaml")
 
@@ -178,6 +199,17 @@ class Trainer:
                 f"{path}.json holds model {meta.get('model', {}).get('name')!r}, the config asks for "
                 f"{self.config.model.name!r}"
             )
+        if "optimizer" not in meta or "rng/torch" not in tensors:
+            raise DataFileError(
+                f"{path} holds weights only (no optimiser or RNG state), so there is no run to resume; "
+                "start a new run from it with training.init_from"
+            )
+        changed = _config_changes(meta.get("config", {}), self.config.to_dict())
+        if changed:
+            raise DataFileError(
+                f"cannot resume {path}: the config differs from the run's in {', '.join(changed)}; resume with the "
+                f"run's {self.out / 'config.yaml'}, or start a new run (--overwrite, or training.init_from)"
+            )
         load_weights(self.model, tensors, meta, path)
         restore_optimizer(self.optimizer, tensors, meta["optimizer"])
         torch.set_rng_state(tensors["rng/torch"].cpu())
@@ -188,9 +220,7 @@ class Trainer:
         self.step, self.best_psnr = int(meta["step"]), float(meta.get("best_psnr", -math.inf))
         self.seconds = float(meta.get("seconds", 0.0))
         self.started_from = meta.get("started_from")
-        if self.is_main:
-            for name in _LOG_FILES:
-                _truncate_log(self.out / name, self.step)
+        self.saved_step = self.step
 
     # -- the loop ------------------------------------------------------------------------------------
 
@@ -246,24 +276,22 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
-        try:
+        with self._out_of_memory_named(f"training step {self.step + 1}"):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self._autocast():
-                x_hat = self.net(y, self.op)
+            try:
+                with self._autocast():
+                    x_hat = self.net(y, self.op)
+            except NonFiniteError as err:
+                raise self._stopped(f"non-finite data ({err})", positions, "check the training data") from err
             loss = self.loss_fn(x_hat.float(), x)
             self._check_finite(loss, "loss", positions)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-        except torch.cuda.OutOfMemoryError as err:
-            raise TrainingError(
-                f"out of GPU memory at step {self.step} with batch size {t.batch_size}: lower training.batch_size, "
-                "use share_weights or fewer iterations, or train on a larger device"
-            ) from err
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        max_norm = t.clip_grad_norm if t.clip_grad_norm > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        self._check_finite(grad_norm, "gradient norm", positions)
-        self.optimizer.step()
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            max_norm = t.clip_grad_norm if t.clip_grad_norm > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            self._check_finite(grad_norm, "gradient norm", positions)
+            self.optimizer.step()
         self.step += 1
         loss_value = loss.detach()
         if self.world > 1:
@@ -273,12 +301,31 @@ class Trainer:
 
     def _check_finite(self, value: torch.Tensor, what: str, positions: torch.Tensor) -> None:
         if not torch.isfinite(value):
-            last = (self.step // self.config.training.checkpoint_every) * self.config.training.checkpoint_every
+            raise self._stopped(f"{what} is {float(value.detach())}", positions, "lower training.lr or check the data")
+
+    def _stopped(self, problem: str, positions: torch.Tensor, advice: str) -> TrainingError:
+        """The error that stops training at this step: ``problem``, the batch's samples, the checkpoint kept."""
+        kept = (
+            f"the last good checkpoint is {self.out / 'last'} (step {self.saved_step})"
+            if self.saved_step is not None
+            else "no checkpoint had been saved yet"
+        )
+        return TrainingError(
+            f"{problem} at step {self.step + 1} (batch of samples {self.data.indices(positions)}); "
+            f"stopped without saving: {kept}. {advice[0].upper()}{advice[1:]}"
+        )
+
+    @contextmanager
+    def _out_of_memory_named(self, where: str):
+        """Turn running out of GPU memory inside the block into a TrainingError that says what to change."""
+        try:
+            yield
+        except torch.cuda.OutOfMemoryError as err:
             raise TrainingError(
-                f"{what} is {float(value.detach())} at step {self.step + 1} (batch of samples {positions.tolist()}); "
-                f"stopped without saving: the last good checkpoint is {self.out / 'last'} (step {last}). "
-                "Lower training.lr or check the data"
-            )
+                f"out of GPU memory in {where} with batch size {self.config.training.batch_size}: lower "
+                "training.batch_size, set training.checkpoint_activations (unrolled models), use a smaller "
+                "validation set or model, or train on a device with more memory"
+            ) from err
 
     def _after_step(self, loss: float, grad_norm: float) -> None:
         t = self.config.training
@@ -286,7 +333,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             row = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "seconds": self.seconds}
             self._log("metrics.csv", _METRIC_FIELDS, row, "train")
-        if self.step % t.validate_every == 0 or self.step == t.steps:
+        if self.step % t.validate_every == 0 or self.step % t.figure_every == 0 or self.step == t.steps:
             self._validate()
         if self.step % t.checkpoint_every == 0:
             self._checkpoint()
@@ -294,8 +341,9 @@ class Trainer:
     # -- validation, logs, checkpoints ------------------------------------------------------------------
 
     @torch.no_grad()
-    def reconstruct(self, y: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-        """The model's reconstructions of ``y`` (eval mode, in batches)."""
+    def reconstruct(self, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        """The model's reconstructions of ``y`` (eval mode, in batches of ``training.batch_size`` by default)."""
+        batch_size = batch_size or self.config.training.batch_size
         self.model.eval()
         out = [
             self.model(y[i : i + batch_size].to(self.device), self.op).float().cpu()
@@ -306,7 +354,8 @@ class Trainer:
     def _validate(self) -> None:
         if self.is_main:
             x, y = self.validation
-            x_hat = self.reconstruct(y)
+            with self._out_of_memory_named(f"validation at step {self.step}"):
+                x_hat = self.reconstruct(y)
             per_image = metrics.psnr(x_hat, x, data_range=1.0)
             psnr = float(per_image.mean())
             row = {
@@ -353,6 +402,7 @@ class Trainer:
     def _checkpoint(self) -> None:
         if self.is_main:
             self.save("last")
+        self.saved_step = self.step
         if self.world > 1:
             dist.barrier()
 
@@ -381,6 +431,37 @@ class Trainer:
 
 
 _LOG_FILES = ("metrics.csv", "validation.csv")
+
+#: Training keys a resumed run may change: where and how it runs (device, threads, workers, activation
+#: checkpointing), what it logs, how long it goes on, and ``init_from``, which only a new run reads. Any other
+#: change would continue another experiment.
+_FREE_ON_RESUME = frozenset(
+    {
+        "steps",
+        "device",
+        "threads",
+        "num_workers",
+        "log_every",
+        "validate_every",
+        "checkpoint_every",
+        "figure_every",
+        "init_from",
+        "checkpoint_activations",
+    }
+)
+
+
+def _config_changes(saved: dict, now: dict) -> list[str]:
+    """The keys ``section.key`` set in both the config a checkpoint saved and ``now`` whose values differ,
+    except the training keys of :data:`_FREE_ON_RESUME`."""
+    return [
+        f"{section}.{key}"
+        for section, values in now.items()
+        for key, value in values.items()
+        if key in saved.get(section, {})
+        and saved[section][key] != value
+        and not (section == "training" and key in _FREE_ON_RESUME)
+    ]
 
 
 class _StepBatches(torch.utils.data.Dataset):
@@ -430,6 +511,8 @@ def _check_training(config: Config) -> None:
         raise ParameterError(f"training.lr must be positive and finite, got {t.lr}")
     if not all(0 <= b < 1 for b in t.betas):
         raise ParameterError(f"training.betas must lie in [0, 1), got {t.betas}")
+    if config.data.validation_file is None and config.data.n_validation < 1:
+        raise ParameterError(f"data.n_validation must be >= 1, got {config.data.n_validation}")
     if t.threads < 0 or t.num_workers < 0:
         raise ParameterError("training.threads and training.num_workers must be >= 0")
     if t.clip_grad_norm < 0 or t.weight_decay < 0:
