@@ -502,6 +502,8 @@ def test_cli_evaluate_checks_before_it_works_and_warns_of_another_geometry(tmp_p
     checkpoint = str(tmp_path / "run" / "last.safetensors")
     assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--batch-size", "0"]) == 1
     assert "--batch-size must be a positive integer" in capsys.readouterr().err
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--device", "gpu0"]) == 1
+    assert "--device 'gpu0' is not a device" in capsys.readouterr().err
     out = tmp_path / "new" / "sub" / "r.json"
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nothing"), "--data", str(data), "--out", str(out)]) == 1
     assert not (tmp_path / "new").exists()

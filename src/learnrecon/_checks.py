@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from learnrecon.errors import DeviceError, DTypeError, NonFiniteError, ShapeError
+from learnrecon.errors import DeviceError, DTypeError, NonFiniteError, ParameterError, ShapeError
 
 
 def check_tensor(x: object, name: str = "input") -> torch.Tensor:
@@ -62,6 +62,20 @@ def check_finite(x: torch.Tensor, name: str = "input") -> torch.Tensor:
             f"{name} contains {n_nan} NaN and {n_inf} Inf values; clean or mask the data before reconstructing"
         )
     return x
+
+
+def parse_device(name: str, what: str = "device", local_rank: int = 0) -> torch.device:
+    """The device ``name`` ("auto": CUDA device ``local_rank`` when CUDA is available, else the CPU), or a
+    :class:`ParameterError` naming the option ``what`` when it is not a device or CUDA is missing."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ParameterError(f"{what} {name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"{what} is {name!r} but CUDA is not available; use cpu or auto")
+    return device
 
 
 def check_same_device(*named: tuple[str, torch.Tensor]) -> None:

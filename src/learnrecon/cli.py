@@ -258,7 +258,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="HDF5 data file with truth")
     p.add_argument("--index", default=None, help="items to evaluate: i, start:stop or start:stop:step")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument(
         "--symmetry-average",
         action="store_true",
@@ -272,6 +272,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
+    from learnrecon._checks import parse_device
     from learnrecon.data import load
     from learnrecon.data.files import atomic_path, check_output_path
     from learnrecon.errors import DataFileError, ParameterError
@@ -283,9 +284,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ParameterError(f"--batch-size must be a positive integer, got {args.batch_size}")
+    device = str(parse_device(args.device, "--device"))
     if args.out:
         check_output_path(args.out, args.overwrite, create_parents=False)  # fail before any work, writing nothing
-    model = pretrained(args.pretrained, args.device) if args.pretrained else load_model(args.checkpoint, args.device)
+    model = pretrained(args.pretrained, device) if args.pretrained else load_model(args.checkpoint, device)
     dataset = load(args.data)
     _warn_if_another_operator(model.provenance.get("operator"), dataset.op)
     if args.symmetry_average:
@@ -294,7 +296,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     x, y = read_pairs(dataset, picked)
     if x.numel() == 0:
         raise DataFileError(f"{args.data} holds no truth to evaluate against")
-    result = evaluate_model(model, dataset.op, x, y, args.batch_size, args.device, not args.quiet)
+    result = evaluate_model(model, dataset.op, x, y, args.batch_size, device, not args.quiet)
     name = args.pretrained or args.checkpoint
     averaged = " averaged over the geometry's symmetries" if args.symmetry_average else ""
     print(

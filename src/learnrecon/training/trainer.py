@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 import learnrecon
 from learnrecon import metrics
+from learnrecon._checks import parse_device
 from learnrecon.config import Config, save_config
 from learnrecon.errors import DataFileError, LearnreconError, NonFiniteError, ParameterError
 from learnrecon.models.base import Unrolled
@@ -62,18 +63,6 @@ def learning_rate(step: int, base: float, total: int, schedule: str) -> float:
     raise ParameterError(f"unknown learning-rate schedule {schedule!r}; choose cosine or constant")
 
 
-def _device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ParameterError(f"training.device {name!r} is not a device: use auto, cpu, cuda or cuda:N") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(f"training.device is {name!r} but CUDA is not available; use cpu or auto")
-    return device
-
-
 class Trainer:
     """Train ``config.model`` on ``config.data``, writing into ``out``.
 
@@ -94,7 +83,7 @@ class Trainer:
         _check_training(config)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
-        self.device = _device(t.device, int(os.environ.get("LOCAL_RANK", "0")))
+        self.device = parse_device(t.device, "training.device", int(os.environ.get("LOCAL_RANK", "0")))
         if self.world > 1 and not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         if t.batch_size % self.world:
