@@ -322,6 +322,30 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(tmp_path):
         load_model(weights)
 
 
+def test_an_interrupt_while_a_checkpoint_replaces_the_last_waits_for_the_pair(tmp_path, monkeypatch):
+    import signal
+
+    from learnrecon.training import checkpoint as checkpoint_module
+
+    trainer = Trainer(_config(steps=2), tmp_path, progress=False)
+    trainer.train(until=1)
+    real_replace, calls = os.replace, []
+
+    def interrupted_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C between the weights and their JSON
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", interrupted_replace)
+    trainer.step = 2
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save("last")
+    assert len(calls) == 2
+    _, meta = load_checkpoint(tmp_path / "last")  # the weights match their JSON
+    assert meta["step"] == 2
+
+
 def test_a_pickle_is_not_a_checkpoint(tmp_path):
     torch.save({"x": torch.zeros(2)}, tmp_path / "model.safetensors")
     (tmp_path / "model.json").write_text(json.dumps({"format": "learnrecon-checkpoint", "sha256": "0"}))

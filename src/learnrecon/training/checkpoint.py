@@ -8,9 +8,13 @@ together, so a truncated file or a pair from two different saves is detected on 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,12 +112,33 @@ def save_checkpoint(
         for tmp in (tmp_weights, tmp_info):  # on disk before they replace the last pair
             with tmp.open("rb") as f:
                 os.fsync(f.fileno())
-        os.replace(tmp_weights, weights)
-        os.replace(tmp_info, info)
+        with _interrupts_deferred():  # Ctrl-C or SIGTERM between the two would pair new weights with old JSON
+            os.replace(tmp_weights, weights)
+            os.replace(tmp_info, info)
     finally:
         tmp_weights.unlink(missing_ok=True)
         tmp_info.unlink(missing_ok=True)
     return weights
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back inside the block and raise them after it (in the main thread, where
+    Python handles signals; elsewhere the block runs as it is)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum in caught:
+            signal.raise_signal(signum)
 
 
 def reusable_meta(meta: dict[str, Any]) -> dict[str, Any]:
