@@ -150,7 +150,8 @@ def test_smoke_benchmark_writes_report(tmp_path):
     assert "| method |" in stdout
     summary = json.loads((out / "results.json").read_text())
     results = summary["results"]
-    shipped = {"FBPConvNet (shipped)", "LGD (shipped)", "LPD (shipped)"}
+    elsewhere = "trained for 128×128, 30 angles, 183 detectors"  # the smoke preset is 64², 20 angles
+    shipped = {f"{model} (shipped, {elsewhere})" for model in ("FBPConvNet", "LGD", "LPD")}
     assert set(results) == {"FBP (hann)", "TV", "LPD (trained here, 4 steps)"} | shipped
     for per_set in results.values():
         assert set(per_set) == {"Shepp–Logan", "ellipses"}
@@ -164,6 +165,9 @@ def test_smoke_benchmark_writes_report(tmp_path):
     for figure in ("reconstructions", "psnr", "ssim", "training"):
         assert (out / "figures" / f"{figure}.png").stat().st_size > 0
     assert "## Shipped models" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "each reference image's range (max − min) as the data range" in report
+    assert "non-negativity where the validation images are non-negative (Shepp–Logan)" in report
     status, _, err = run_cli("benchmark", "--preset", "smoke", "--out", str(out), "--quiet")
     assert status == 1 and "already exists" in err
 
@@ -195,6 +199,18 @@ def test_benchmark_refuses_bad_checkpoint_arguments(tmp_path, args, message):
     status, _, err = run_cli("benchmark", *args, "--out", str(out), "--quiet")
     assert status == 1 and message in err
     assert not out.exists() and not any(tmp_path.iterdir())
+
+
+def test_benchmark_writes_only_where_a_benchmark_folder_may_go(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    status, _, err = run_cli("benchmark", "--preset", "smoke", "--out", str(tmp_path / "afile"), "--overwrite")
+    assert status == 1 and "is a file" in err and (tmp_path / "afile").read_text() == "mine"
+    (tmp_path / "results" / "operators").mkdir(parents=True)
+    (tmp_path / "results" / "operators" / "operators-cpu.json").write_text("{}")
+    status, _, err = run_cli("benchmark", "--preset", "smoke", "--out", str(tmp_path / "results"), "--overwrite")
+    assert status == 1 and "not a benchmark's (no results.json)" in err
+    assert (tmp_path / "results" / "operators" / "operators-cpu.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "results"]
 
 
 def test_reconstruct_lists_methods(capsys):

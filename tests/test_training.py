@@ -624,6 +624,11 @@ def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):
     assert second["reproduced"] == first["reproduced"]
     assert (tmp_path / "runs" / "lpd_tiny" / "last.safetensors").stat().st_mtime_ns == stamp  # nothing retrained
     assert "## Reproduction runs" in (tmp_path / "out" / "report.md").read_text()
+    # a run stopped before its first checkpoint (config and logs written, no last) starts again
+    for name in ("last.safetensors", "last.json", "best.safetensors", "best.json"):
+        (tmp_path / "runs" / "lpd_tiny" / name).unlink()
+    third = run_benchmark(preset, tmp_path / "out", overwrite=True, progress=False)
+    assert third["reproduced"][label]["steps"] == 6
 
 
 def test_dival_preset_simulates_its_test_data_on_a_finer_grid():

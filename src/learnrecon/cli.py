@@ -146,8 +146,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default="quick",
-        help="quick (default, minutes on a laptop CPU), smoke (seconds) or paper (the full reproduction: trains "
-        "FBPConvNet, LGD and LPD for 100k steps each in runs/paper/, resumable; needs a GPU)",
+        help="quick (default, minutes on a laptop CPU), dival (DIVal's ellipse setup, minutes), smoke (seconds) or "
+        "paper (the full reproduction: trains FBPConvNet, LGD and LPD for 100k steps each in runs/paper/, "
+        "resumable; needs a GPU)",
     )
     p.add_argument(
         "--checkpoint",

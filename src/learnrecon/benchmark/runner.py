@@ -29,6 +29,7 @@ from learnrecon import metrics, phantoms
 from learnrecon.benchmark.presets import Preset
 from learnrecon.data.simulate import finer_operator, simulate_pairs
 from learnrecon.errors import DataFileError
+from learnrecon.operators.registry import operator_config
 from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table, metric_bars, reconstruction_grid, training_curve, write_json
 from learnrecon.solvers import fbp, tv_pdhg
@@ -216,7 +217,7 @@ def pretrained_methods(preset: Preset, op: ParallelBeam2D) -> tuple[dict[str, Me
     methods, provenance = {}, {}
     for name in preset.pretrained:
         model = pretrained(name)
-        label = PRETRAINED_LABELS.get(name, name)
+        label = _noted(PRETRAINED_LABELS.get(name, name), _trained_elsewhere(model.provenance, op))
         methods[label] = lambda y, m=model: m(y, op)
         provenance[label] = {"name": name, **_training_record(model.provenance)}
     return methods, provenance
@@ -230,10 +231,27 @@ def checkpoint_methods(preset: Preset, op: ParallelBeam2D) -> tuple[dict[str, Me
     methods, provenance = {}, {}
     for path in preset.checkpoints:
         model = load_model(path)
-        label = f"{path} ({model.provenance.get('step', '?')} steps)"
+        label = _noted(f"{path} ({model.provenance.get('step', '?')} steps)", _trained_elsewhere(model.provenance, op))
         methods[label] = lambda y, m=model: m(y, op)
         provenance[label] = {"model": model.provenance["model"]["name"], **_training_record(model.provenance)}
     return methods, provenance
+
+
+def _trained_elsewhere(meta: dict, op: ParallelBeam2D) -> str:
+    """ "trained for <geometry>" when a checkpoint was trained for another geometry than ``op``'s, else ""
+    (the models run on any image size and angles, so such a checkpoint is scored, and labelled so)."""
+    saved = meta.get("operator")
+    if saved is None or saved == operator_config(op):
+        return ""
+    size = "×".join(map(str, saved.get("image_size", []))) or "?"
+    return f"trained for {size}, {len(saved.get('angles', []))} angles, {saved.get('n_detectors', '?')} detectors"
+
+
+def _noted(label: str, note: str) -> str:
+    """``label`` with ``note`` added inside its closing parenthesis: "LPD (shipped)" → "LPD (shipped, note)"."""
+    if not note:
+        return label
+    return f"{label[:-1]}, {note})" if label.endswith(")") else f"{label} ({note})"
 
 
 def _training_record(meta: dict) -> dict:
@@ -282,12 +300,12 @@ def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> t
     )
     trainer = Trainer(config, folder, progress=progress)
     summary = trainer.train(max_seconds=60 * preset.train_minutes)
-    model = trainer.model.eval()
+    model = trainer.model.cpu().eval()  # evaluated on the CPU like every other method, wherever it trained
     label = f"{preset.train_model.upper()} (trained here, {summary['steps']} steps)"
     info = {
         "steps": summary["steps"],
         "minutes": round(summary["seconds"] / 60, 2),
-        "validation_psnr": summary["best_psnr"] if math.isfinite(summary["best_psnr"]) else None,
+        "best_validation_psnr": summary["best_psnr"] if math.isfinite(summary["best_psnr"]) else None,
         "config": config.to_dict(),
     }
     return label, (lambda y: model(y, trainer.op)), info
@@ -301,9 +319,10 @@ def reproduced_methods(preset: Preset, op: ParallelBeam2D, progress: bool = True
 
     methods, runs = {}, {}
     for path in preset.reproduce:
-        config = load_config(path)
+        config = load_config(_config_path(path))
         folder = Path(preset.runs_dir) / Path(path).stem
-        trainer = Trainer(config, folder, resume=(folder / "last.safetensors").exists(), progress=progress)
+        started = (folder / "last.safetensors").exists()  # a run stopped before its first checkpoint starts again
+        trainer = Trainer(config, folder, resume=started, overwrite=not started, progress=progress)
         trainer.train()
         model = load_model(folder / "best")
         label = f"{config.model.name.upper()} ({Path(path).stem}, {model.provenance['step']} steps)"
@@ -312,16 +331,36 @@ def reproduced_methods(preset: Preset, op: ParallelBeam2D, progress: bool = True
     return methods, runs
 
 
+def _config_path(path: str) -> Path:
+    """``path`` as given, or else relative to the source tree the package runs from (``configs/`` is there)."""
+    given = Path(path)
+    in_tree = Path(__file__).resolve().parents[3] / path
+    if given.exists() or given.is_absolute() or not in_tree.exists():
+        return given
+    return in_tree
+
+
 def run_benchmark(preset: Preset, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict:
     """Run ``preset`` and write its report into ``out``; returns the results (without images).
 
     Everything is written into a temporary folder beside ``out`` that replaces ``out`` only when complete.
     """
-    out = Path(out)
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise DataFileError(f"{out} is a file; the benchmark writes a folder there")
     if out.exists() and not overwrite:
         raise DataFileError(f"benchmark folder {out} already exists; choose another --out or pass --overwrite")
+    if out.exists() and any(out.iterdir()) and not (out / "results.json").exists():
+        raise DataFileError(
+            f"{out} holds files that are not a benchmark's (no results.json); --overwrite replaces only a "
+            "benchmark folder: choose another --out"
+        )
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)  # fails now, not after the run, where the folder cannot be written
+    except OSError as err:
+        raise DataFileError(f"cannot write the benchmark folder beside {out}: {err}") from err
     try:
         summary, tests, results = _run(preset, tmp, progress)
         _write_outputs(tmp, preset, tests, results, summary)
@@ -428,14 +467,16 @@ def _learned_markdown(preset: Preset, summary: dict) -> str:
         columns = ["model", "name", "steps", "training_minutes", "device", "validation_psnr"]
         text += (
             "## Shipped models\n\nWeights from `learnrecon/pretrained/`, trained with `learnrecon train` on random "
-            "ellipses (each checkpoint's JSON holds its config; validation PSNR on 16 other ellipses):\n\n"
-            + markdown_table(rows, columns)
-            + "\n"
+            "ellipses (each checkpoint's JSON holds its config; validation PSNR: the trainer's best on 16 other "
+            "ellipses, with data range 1):\n\n" + markdown_table(rows, columns) + "\n"
         )
     if summary["checkpoints"]:
         rows = [{"method": label, **info} for label, info in summary["checkpoints"].items()]
         columns = ["method", "model", "steps", "training_minutes", "device", "validation_psnr"]
-        text += "## Checkpoints evaluated\n\nGiven with `--checkpoint`:\n\n" + markdown_table(rows, columns) + "\n"
+        text += (
+            "## Checkpoints evaluated\n\nGiven with `--checkpoint` (validation PSNR: the trainer's best, with data "
+            "range 1):\n\n" + markdown_table(rows, columns) + "\n"
+        )
     if summary["reproduced"]:
         rows = [{"model": label, **info} for label, info in summary["reproduced"].items()]
         text += (
@@ -449,7 +490,8 @@ def _learned_markdown(preset: Preset, summary: dict) -> str:
         text += (
             f"## Trained here\n\n{preset.train_model.upper()} trained from scratch during this benchmark for "
             f"{trained['steps']} steps ({trained['minutes']} min, constant learning rate; config in "
-            "`training/config.yaml`). It shows the trainer at work; it is not expected to match the shipped "
+            "`training/config.yaml`), evaluated at its last step. It shows the trainer at work; it is not expected "
+            "to match the shipped "
             "weights.\n\n![training curve](figures/training.png)\n\n"
         )
     return text
@@ -461,6 +503,12 @@ def _fbp_tuning(fbp_tuned: dict) -> str:
         return ""
     tried = ", ".join(f"{row['frequency_scaling']:g}: {row['mean PSNR']:.2f} dB" for row in fbp_tuned["grid"])
     return f" FBP cut-off {fbp_tuned['frequency_scaling']:g} of Nyquist, chosen the same way ({tried})."
+
+
+def _nonneg_sets(summary: dict) -> str:
+    """Which test sets' TV had non-negativity imposed, in words."""
+    imposed = [test for test, t in summary["tuned"].items() if t["TV"]["nonneg"]]
+    return ", ".join(imposed) if imposed else "none here"
 
 
 def _report_markdown(preset: Preset, summary: dict) -> str:
@@ -479,11 +527,14 @@ def _report_markdown(preset: Preset, summary: dict) -> str:
     return (
         f"# learnrecon benchmark: preset `{preset.name}`\n\n{preset.description}.\n\n"
         f"## Results (mean over each test set)\n\n{results_table(summary)}\n"
-        "Time per image is measured on the largest test set, reconstructed in batches of 16.\n\n"
+        "PSNR and SSIM take each reference image's range (max − min) as the data range. Time per image is "
+        "measured on the largest test set, reconstructed in batches of 16.\n\n"
         f"## Tuned parameters\n\nTV: PDHG, {preset.tv_iterations} iterations, non-negativity where the validation "
-        "images are non-negative (Shepp–Logan; not the raw ellipses, which take either sign); the variant "
-        "(isotropic or anisotropic) and λ are tuned separately for each test set on validation data of the same "
-        "kind (relative noise has a different absolute level on Shepp–Logan and on ellipses).\n"
+        f"images are non-negative ({_nonneg_sets(summary)}); the variant (isotropic or anisotropic) and λ, and "
+        "FBP's cut-off, are tuned separately for each test set on validation data of the same kind (relative "
+        "noise has a different absolute level on Shepp–Logan and on ellipses). For Shepp–Logan the validation "
+        "data are the same phantom under another noise draw: an oracle choice for TV and FBP, which the learned "
+        "models, trained on ellipses only, do not get.\n"
         f"{tuning}\n"
         f"{_learned_markdown(preset, summary)}"
         "## Figures\n\n![reconstructions](figures/reconstructions.png)\n\n![PSNR](figures/psnr.png)\n\n"
