@@ -238,8 +238,8 @@ def checkpoint_methods(preset: Preset, op: ParallelBeam2D) -> tuple[dict[str, Me
 
 
 def _trained_elsewhere(meta: dict, op: ParallelBeam2D) -> str:
-    """ "trained for <geometry>" when a checkpoint was trained for another geometry than ``op``'s, else ""
-    (the models run on any image size and angles, so such a checkpoint is scored, and labelled so)."""
+    """The note "trained for <geometry>" when a checkpoint was trained for another geometry than ``op``'s,
+    else "" (the models run on any image size and angles, so such a checkpoint is scored, and labelled so)."""
     saved = meta.get("operator")
     if saved is None or saved == operator_config(op):
         return ""
@@ -491,8 +491,7 @@ def _learned_markdown(preset: Preset, summary: dict) -> str:
             f"## Trained here\n\n{preset.train_model.upper()} trained from scratch during this benchmark for "
             f"{trained['steps']} steps ({trained['minutes']} min, constant learning rate; config in "
             "`training/config.yaml`), evaluated at its last step. It shows the trainer at work; it is not expected "
-            "to match the shipped "
-            "weights.\n\n![training curve](figures/training.png)\n\n"
+            "to match the shipped weights.\n\n![training curve](figures/training.png)\n\n"
         )
     return text
 
