@@ -339,8 +339,13 @@ def test_an_interrupt_while_a_checkpoint_replaces_the_last_waits_for_the_pair(tm
 
     monkeypatch.setattr(checkpoint_module.os, "replace", interrupted_replace)
     trainer.step = 2
-    with pytest.raises(KeyboardInterrupt):
-        trainer.save("last")
+    # Python's own SIGINT handler, whatever the runner left (a background job starts with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.save("last")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(calls) == 2
     _, meta = load_checkpoint(tmp_path / "last")  # the weights match their JSON
     assert meta["step"] == 2
