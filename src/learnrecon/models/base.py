@@ -76,9 +76,13 @@ def check_convolved_spaces(op: LinearOperator, model: str, spaces: tuple[str, ..
             raise ShapeError(f"{model} convolves 2-D {what}; {op.name} has {what} of shape {tuple(shape)}")
 
 
-def network_input(model: nn.Module, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
-    """``y`` as ``(N, 1, *op.range_shape)`` (see :func:`flatten_channels`), after checking that it is on
-    the device of ``model``'s weights."""
+def network_input(
+    model: nn.Module, y: torch.Tensor, op: LinearOperator, spaces: tuple[str, ...] = ("images",)
+) -> torch.Tensor:
+    """``y`` as ``(N, 1, *op.range_shape)`` (see :func:`flatten_channels`), after checking that ``op``'s
+    ``spaces`` suit ``model``'s convolutions (:func:`check_convolved_spaces`) and that ``y`` is on the device
+    of ``model``'s weights."""
+    check_convolved_spaces(op, type(model).__name__, spaces)
     y = flatten_channels(y, op)
     weight = next(model.parameters(), None)
     if weight is not None and weight.device != y.device:
@@ -148,8 +152,7 @@ class Unrolled(nn.Module):
 
     def forward(self, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
         """Reconstruct ``(B, C, *op.domain_shape)`` from ``y`` ``(B, C, *op.range_shape)``."""
-        check_convolved_spaces(op, type(self).__name__, self.convolved_spaces)
-        flat = network_input(self, y, op)
+        flat = network_input(self, y, op, self.convolved_spaces)
         batch = y.shape[: -len(op.range_shape)]
         state, y_work, op_work = self.prepare(flat, op)
         recompute = self.checkpoint_activations and torch.is_grad_enabled()

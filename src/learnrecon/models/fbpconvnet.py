@@ -7,13 +7,7 @@ import torch
 from torch import nn
 
 from learnrecon.errors import ParameterError
-from learnrecon.models.base import (
-    INITS,
-    as_weights_dtype,
-    check_convolved_spaces,
-    initial_reconstruction,
-    network_input,
-)
+from learnrecon.models.base import INITS, as_weights_dtype, initial_reconstruction, network_input
 from learnrecon.models.nets import UNet
 from learnrecon.operators.base import LinearOperator
 
@@ -42,7 +36,6 @@ class FBPConvNet(nn.Module):
 
     def forward(self, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
         """``(B, C, *op.range_shape) -> (B, C, *op.domain_shape)``."""
-        check_convolved_spaces(op, type(self).__name__)
         flat = network_input(self, y, op)
         batch = y.shape[: -len(op.range_shape)]
         x0 = as_weights_dtype(self, initial_reconstruction(flat, op, self.init, self.fbp_filter))
