@@ -16,10 +16,12 @@ from learnrecon.models import (
     LearnedPrimalDual,
     VariationalNetwork,
     build_model,
+    initial_reconstruction,
     normalised,
     soft_threshold,
     tv_gradient,
 )
+from learnrecon.models.gradient import regulariser_gradient
 from learnrecon.models.nets import UNet, widen_unet
 from learnrecon.models.variational import VNStage
 from learnrecon.operators import FiniteDifference2D, MatrixOperator, ParallelBeam2D
@@ -240,6 +242,47 @@ def test_tv_gradient_matches_autograd():
     dy = torch.diff(x, dim=-2, append=x[..., -1:, :])
     torch.sqrt(dx**2 + dy**2 + eps**2).sum().backward()
     torch.testing.assert_close(tv_gradient(x.detach(), eps), x.grad)
+
+
+def test_quadratic_regulariser_gradient_matches_autograd():
+    x = torch.rand(2, 1, 9, 11, dtype=torch.float64, requires_grad=True)
+    dx = torch.diff(x, dim=-1, append=x[..., -1:])
+    dy = torch.diff(x, dim=-2, append=x[..., -1:, :])
+    (0.5 * (dx**2 + dy**2).sum()).backward()
+    torch.testing.assert_close(regulariser_gradient(x.detach(), "quadratic"), x.grad)
+
+
+def test_lgd_sees_the_regulariser_gradient_it_is_given():
+    """Adler & Öktem's LGD: one CNN for all iterations that also sees DᵀD x; an unknown regulariser is named."""
+    paper = build_model("lgd", {**SMALL["lgd"], "share_weights": True, "regulariser": "quadratic"})
+    assert len(paper.steps) == 1 and paper.steps[0].block[0].in_channels == 2 + 1 + SMALL["lgd"]["n_memory"]
+    assert build_model("glgd", SMALL["glgd"]).steps[0].regulariser == "tv"
+    _, y = _batch()
+    for kind in ("quadratic", "tv"):
+        model = build_model("lgd", {**SMALL["lgd"], "regulariser": kind})
+        seen = []
+        model.steps[0].block[0].register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0]))
+        with torch.no_grad():
+            model(y, OP)
+        x0 = initial_reconstruction(y, OP, "fbp")
+        torch.testing.assert_close(seen[0][:, 2:3], regulariser_gradient(x0, kind))
+    with pytest.raises(ParameterError, match="unknown regulariser 'huber'"):
+        build_model("lgd", {"regulariser": "huber"})
+    with pytest.raises(ParameterError, match="GeneralisedLGD needs a regulariser"):
+        build_model("glgd", {"regulariser": None})
+
+
+def test_the_adjoint_initial_image_is_on_the_images_scale():
+    """init="adjoint" starts from A*y/‖A‖², the adjoint of the normalised problem the steps solve, not from
+    A*y (‖A‖² ≈ 300 times too large for this ray transform)."""
+    x, y = _batch()
+    y_n, op_n = normalised(y, OP)
+    x0 = initial_reconstruction(y, OP, "adjoint")
+    torch.testing.assert_close(x0, op_n.H(y_n))
+    assert 0.5 < x0.abs().mean() / x.abs().mean() < 2
+    model = build_model("lgd", {**SMALL["lgd"], "init": "adjoint"})
+    with torch.no_grad():
+        torch.testing.assert_close(model(y, OP), x0)  # untrained steps add zero updates
 
 
 def test_vn_filters_are_zero_mean_unit_norm_and_their_transpose_is_the_adjoint():

@@ -24,19 +24,20 @@ __all__ = ["INITS", "State", "Unrolled", "initial_reconstruction", "normalised"]
 
 State = tuple[torch.Tensor, ...]
 
-#: Initial reconstructions: zeros, filtered backprojection (ray transforms only), the adjoint ``op.H y``,
-#: or "auto" (FBP for a ray transform, otherwise the adjoint).
+#: Initial reconstructions: zeros, filtered backprojection (ray transforms only), the adjoint on the image's
+#: scale ``op.H y / ‖A‖²`` (one Landweber step from zero; the adjoint of the normalised problem ``y/‖A‖``,
+#: ``A/‖A‖``), or "auto" (FBP for a ray transform, otherwise the adjoint).
 INITS = ("zero", "fbp", "adjoint", "auto")
 
 
 def initial_reconstruction(y: torch.Tensor, op: LinearOperator, kind: str, fbp_filter: str = "hann") -> torch.Tensor:
-    """``x_0`` for data ``y`` ``(N, 1, *range)``: ``0``, ``fbp(y)`` or ``op.H y`` (``kind`` in :data:`INITS`)."""
+    """``x_0`` for data ``y`` ``(N, 1, *range)``: ``0``, ``fbp(y)`` or ``op.H y / ‖A‖²`` (``kind`` in :data:`INITS`)."""
     if kind == "auto":
         kind = "fbp" if isinstance(op, RayTransform2D) else "adjoint"
     if kind == "zero":
         return y.new_zeros(y.shape[0], 1, *op.domain_shape)
     if kind == "adjoint":
-        return op.H(y)
+        return op.H(y) / op.norm() ** 2
     if kind == "fbp":
         if not isinstance(op, RayTransform2D):
             raise ParameterError(f"init='fbp' needs a ray transform, got {op.name}; use init='adjoint' or 'zero'")

@@ -1,13 +1,22 @@
 """Learned gradient descent (Adler & Öktem 2017) and its generalisation with a regulariser gradient.
 
-Each of the ``K`` steps is a small CNN Λ_θk that sees the iterate, the gradient of the data term and
-``M`` memory channels, and returns an update of the iterate and new memory:
+Each of the ``K`` steps is a small CNN Λ_θk that sees the iterate, the gradient of the data term,
+optionally the gradient of a known regulariser R, and ``M`` memory channels, and returns an update of the
+iterate and new memory:
 
     (Δx, s_{k+1}) = Λ_θk(x_k, ∇_x ½‖A x_k − y‖², [∇R(x_k)], s_k),    x_{k+1} = x_k + Δx,
 
-with ``∇_x ½‖A x − y‖² = A*(A x − y)``. The generalised variant (GeneralisedLGD) also gives the network
-the gradient of a known regulariser, here the smoothed total variation
-``R(x) = Σ sqrt(|∇x|² + ε²)`` with ``∇R(x) = Dᵀ(Dx / sqrt(|Dx|² + ε²))`` (D: forward differences).
+with ``∇_x ½‖A x − y‖² = A*(A x − y)``. The regulariser gradients on offer (``D``: forward differences
+with a zero difference across the last row and column):
+
+- ``"quadratic"``: ``R(x) = ½‖Dx‖²``, ``∇R(x) = DᵀD x``, what Adler & Öktem's network sees;
+- ``"tv"``: the smoothed isotropic total variation ``R(x) = Σ sqrt(|Dx|² + ε²)``,
+  ``∇R(x) = Dᵀ(Dx / sqrt(|Dx|² + ε²))`` (:class:`GeneralisedLGD`'s default).
+
+Where this differs from Adler & Öktem's code (``learned_gradient_tomography``): the step CNN uses PReLU
+where theirs uses ReLU, and the memory is passed on as the CNN returns it where theirs passes it through a
+ReLU; ``share_weights=True, regulariser="quadratic"`` gives their one CNN for all iterations and their
+inputs (``configs/lgd_paper.yaml``).
 """
 
 from __future__ import annotations
@@ -15,12 +24,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from learnrecon.errors import ParameterError
 from learnrecon.models.base import State, Unrolled
 from learnrecon.models.nets import ConvBlock
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.gradient import FiniteDifference2D
 
-__all__ = ["GeneralisedLGD", "LearnedGradientDescent", "LGDStep", "tv_gradient"]
+__all__ = ["REGULARISERS", "GeneralisedLGD", "LearnedGradientDescent", "LGDStep", "regulariser_gradient", "tv_gradient"]
+
+#: The regulariser gradients a learned gradient step can see (see the module docstring).
+REGULARISERS = ("quadratic", "tv")
 
 
 def tv_gradient(x: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
@@ -30,19 +43,35 @@ def tv_gradient(x: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     return d.H(g / torch.sqrt((g * g).sum(dim=-3, keepdim=True) + eps**2))
 
 
-class LGDStep(nn.Module):
-    """One step: state ``(x (N,1,H,W), s (N,M,H,W))`` → ``(x + Δx, s')``."""
+def regulariser_gradient(x: torch.Tensor, kind: str, eps: float = 1e-2) -> torch.Tensor:
+    """``∇R(x)`` of images ``(N, 1, H, W)`` for ``kind`` in :data:`REGULARISERS` (``eps``: TV's smoothing)."""
+    if kind == "quadratic":
+        d = FiniteDifference2D(tuple(x.shape[-2:]))
+        return d.H(d(x))
+    if kind == "tv":
+        return tv_gradient(x, eps)
+    raise ParameterError(f"unknown regulariser {kind!r}; choose one of {', '.join(REGULARISERS)}")
 
-    def __init__(self, n_memory: int, width: int, depth: int, regulariser: bool) -> None:
+
+class LGDStep(nn.Module):
+    """One step: state ``(x (N,1,H,W), s (N,M,H,W))`` → ``(x + Δx, s')``.
+
+    ``regulariser`` (one of :data:`REGULARISERS`, or ``None``) adds ``∇R(x)`` to the CNN's inputs.
+    """
+
+    def __init__(self, n_memory: int, width: int, depth: int, regulariser: str | None, tv_eps: float = 1e-2) -> None:
         super().__init__()
+        if regulariser is not None and regulariser not in REGULARISERS:
+            raise ParameterError(f"unknown regulariser {regulariser!r}; choose one of {', '.join(REGULARISERS)}")
         self.regulariser = regulariser
-        self.block = ConvBlock(2 + int(regulariser) + n_memory, 1 + n_memory, width, depth)
+        self.tv_eps = tv_eps
+        self.block = ConvBlock(2 + int(regulariser is not None) + n_memory, 1 + n_memory, width, depth)
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         x, memory = state
         inputs = [x, op.H(op(x.to(y.dtype)) - y).to(x.dtype)]
-        if self.regulariser:
-            inputs.append(tv_gradient(x))
+        if self.regulariser is not None:
+            inputs.append(regulariser_gradient(x, self.regulariser, self.tv_eps))
         update = self.block(torch.cat([*inputs, memory], dim=1))
         return x + update[:, :1], update[:, 1:]
 
@@ -54,12 +83,13 @@ class LearnedGradientDescent(Unrolled):
         n_iter: iterations (Adler & Öktem: 10).
         n_memory: memory channels (5).
         width, depth: each step's CNN (32 channels, 3 layers).
-        share_weights: one step module for all iterations.
+        share_weights: one step module for all iterations (as Adler & Öktem's code).
         init: the initial reconstruction (see :data:`~learnrecon.models.base.INITS`).
         normalise: work with ``A/‖A‖`` and ``y/‖A‖``.
+        regulariser: ``None`` (the default), or the regulariser whose gradient the CNN also sees
+            (:data:`REGULARISERS`; Adler & Öktem: ``"quadratic"``).
+        tv_eps: the smoothing ε of ``regulariser="tv"``, in the image's units.
     """
-
-    regulariser = False
 
     def __init__(
         self,
@@ -70,8 +100,12 @@ class LearnedGradientDescent(Unrolled):
         share_weights: bool = False,
         init: str = "auto",
         normalise: bool = True,
+        regulariser: str | None = None,
+        tv_eps: float = 1e-2,
     ) -> None:
-        steps = [LGDStep(n_memory, width, depth, self.regulariser) for _ in range(1 if share_weights else n_iter)]
+        if tv_eps <= 0:
+            raise ParameterError(f"tv_eps must be positive, got {tv_eps}")
+        steps = [LGDStep(n_memory, width, depth, regulariser, tv_eps) for _ in range(1 if share_weights else n_iter)]
         super().__init__(steps, n_iter, init, normalise)
         self.n_memory = n_memory
 
@@ -80,6 +114,21 @@ class LearnedGradientDescent(Unrolled):
 
 
 class GeneralisedLGD(LearnedGradientDescent):
-    """Learned gradient descent whose update network also sees the smoothed-TV gradient of the iterate."""
+    """Learned gradient descent whose update network also sees a regulariser's gradient: the smoothed TV's
+    unless ``regulariser`` names another (the parameters are :class:`LearnedGradientDescent`'s)."""
 
-    regulariser = True
+    def __init__(
+        self,
+        n_iter: int = 10,
+        n_memory: int = 5,
+        width: int = 32,
+        depth: int = 3,
+        share_weights: bool = False,
+        init: str = "auto",
+        normalise: bool = True,
+        regulariser: str = "tv",
+        tv_eps: float = 1e-2,
+    ) -> None:
+        if regulariser is None:
+            raise ParameterError("GeneralisedLGD needs a regulariser; LearnedGradientDescent is the one without")
+        super().__init__(n_iter, n_memory, width, depth, share_weights, init, normalise, regulariser, tv_eps)

@@ -4,7 +4,9 @@ ISTA for ``min ½‖A x − y‖² + λ‖x‖₁`` with step ``1/L`` (L = ‖A�
 ``x_{k+1} = S_{λ/L}(x_k − (1/L) Aᵀ(A x_k − y)) = S_{λ/L}(W_e y + S x_k)`` with ``W_e = Aᵀ/L`` and
 ``S = I − AᵀA/L``; ``S_θ(z) = sign(z) max(|z| − θ, 0)``. LISTA learns ``W_e``, ``S`` and ``θ`` per layer
 (or shared), starting from these values. The explicit matrices suit small problems (sparse coding,
-small linear systems: ``n`` unknowns, ``m`` measurements).
+small linear systems: ``n`` unknowns, ``m`` measurements). ``θ`` is one scalar per layer (Gregor & LeCun
+learn one per component), and neither ``θ`` nor the operator variant's step ``γ`` is kept positive: training
+that drives ``θ`` below zero makes ``S_θ`` widen instead of shrink.
 
 The operator-aware variant (``matrices=False``) keeps the operator and learns a step and a threshold
 per layer, ``x_{k+1} = S_θk(x_k − γ_k A*(A x_k − y))`` (as in LISTA-CP/ALISTA); it works at any size
