@@ -8,7 +8,8 @@ each potential derivative is a mix of Gaussian radial basis functions,
 ``φ'_{t,i}(z) = Σ_j w_{t,i,j} exp(−(z − μ_j)²/(2σ²))`` with ``n_rbf`` centres μ_j evenly spaced in
 ``[−v_max, v_max]`` and σ their spacing. Hammernik et al.: 10 stages, 24 filters of 11×11, 31 RBFs.
 The potentials start as ``φ'(z) ≈ α z`` (a quadratic smoothness prior) and ``λ_t`` at 1
-(on the normalised operator).
+(on the normalised operator). Unlike Hammernik et al.'s code, the filters are reparameterised onto the unit
+sphere (their code projects onto the ball ‖k‖ ≤ 1), and the convolutions pad with zeros (theirs reflect).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from learnrecon.training.checkpoint import load_checkpoint, load_model, save_checkpoint
 from learnrecon.training.evaluate import evaluate_model
 from learnrecon.training.losses import LOSSES, get_loss
-from learnrecon.training.trainer import Trainer, TrainingError, learning_rate
+from learnrecon.training.trainer import Trainer, TrainingError, learning_rate, synchronise_batch_norm
 
 __all__ = [
     "LOSSES",
@@ -15,4 +15,5 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "save_checkpoint",
+    "synchronise_batch_norm",
 ]

@@ -3,7 +3,8 @@ so a resumed run sees exactly the batches an uninterrupted one would.
 
 Sample positions ``p = s·B, …, s·B + B − 1`` of step ``s`` (batch size ``B``) map to samples: the
 simulated stream uses sample ``p`` directly; a file is read in a fresh permutation per epoch seeded
-by ``(seed, epoch)``. In distributed training rank ``r`` of ``w`` takes positions ``r, r + w, …``.
+by ``(seed, epoch)``. In distributed training rank ``r`` of ``w`` takes the ``r``-th of ``w`` consecutive
+blocks of ``B/w`` positions.
 """
 
 from __future__ import annotations
@@ -108,8 +109,11 @@ class FilePairs:
 
 
 def step_positions(step: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """The sample positions rank ``rank`` of ``world`` trains on at ``step``."""
-    return torch.arange(step * batch_size + rank, (step + 1) * batch_size, world)
+    """The sample positions rank ``rank`` of ``world`` trains on at ``step``: block ``rank`` of the step's
+    ``batch_size`` consecutive positions cut into ``world`` blocks (``batch_size`` a multiple of ``world``)."""
+    per_rank = batch_size // world
+    start = step * batch_size + rank * per_rank
+    return torch.arange(start, start + per_rank)
 
 
 def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, LinearOperator]:

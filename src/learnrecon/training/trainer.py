@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch import nn
 from tqdm.auto import tqdm
 
 import learnrecon
@@ -44,7 +45,7 @@ from learnrecon.training.checkpoint import load_checkpoint, load_weights, restor
 from learnrecon.training.data import make_training_data, make_validation_data, step_positions
 from learnrecon.training.losses import get_loss
 
-__all__ = ["Trainer", "TrainingError", "learning_rate"]
+__all__ = ["Trainer", "TrainingError", "learning_rate", "synchronise_batch_norm"]
 
 _METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "seconds")
 _VALIDATION_FIELDS = ("step", "loss", "psnr", "ssim")
@@ -112,6 +113,7 @@ class Trainer:
         self._prepare_folder(resume, overwrite)  # only once everything is built and checked: bad input writes nothing
         self.net = self.model
         if self.world > 1:
+            self.model = synchronise_batch_norm(self.model, self.device)
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
         self._writer = self._tensorboard() if self.is_main else None
 
@@ -233,7 +235,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.2e}")
             self._after_step(loss, grad_norm)
-            if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+            if max_seconds is not None and self._time_is_up(time.perf_counter() - started >= max_seconds):
                 break
         bar.close()
         if self.step % t.checkpoint_every:
@@ -241,6 +243,15 @@ class Trainer:
         if self._writer is not None:
             self._writer.flush()
         return {"steps": self.step, "losses": losses, "best_psnr": self.best_psnr, "seconds": self.seconds}
+
+    def _time_is_up(self, here: bool) -> bool:
+        """Whether any process's time is up (all stop at the same step: a process that left the loop alone
+        would wait at the checkpoint for the others, which wait for it in the next gradient exchange)."""
+        if self.world == 1:
+            return here
+        flag = torch.tensor([float(here)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _autocast(self):
         if self.config.training.amp and self.device.type == "cuda":
@@ -451,6 +462,23 @@ def _config_changes(saved: dict, now: dict) -> list[str]:
         and saved[section][key] != value
         and not (section == "training" and key in _FREE_ON_RESUME)
     ]
+
+
+def synchronise_batch_norm(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` for data-parallel training: on a GPU its batch norms become ``SyncBatchNorm`` (statistics over
+    the whole batch, as in one process; same weights and buffers); elsewhere, where torch has no
+    ``SyncBatchNorm``, each process normalises with its part of the batch, and a warning says so."""
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    warnings.warn(
+        f"{type(model).__name__} has batch norm, which torch synchronises across processes only on a GPU: on "
+        f"{device.type} each process normalises with its part of the batch, so a step differs from one process's "
+        "on the whole batch",
+        stacklevel=2,
+    )
+    return model
 
 
 class _StepBatches(torch.utils.data.Dataset):
