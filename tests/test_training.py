@@ -13,7 +13,7 @@ import yaml
 from learnrecon import metrics, phantoms
 from learnrecon.cli import main
 from learnrecon.config import Config, from_dict, load_config, save_config
-from learnrecon.errors import DataFileError, ParameterError
+from learnrecon.errors import DataFileError, LearnreconError, ParameterError, ShapeError
 from learnrecon.training import Trainer, TrainingError, learning_rate, load_checkpoint, load_model
 from learnrecon.training.checkpoint import checkpoint_paths
 from learnrecon.training.data import make_training_data, make_validation_data, step_positions
@@ -492,6 +492,8 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     early = ["train", "--config", str(config), "--out", str(tmp_path / "early"), "--until", "2", "--quiet"]
     assert main(early) == 0
     assert "to step 2 of 6 (" in (said := capsys.readouterr().out) and "no validation yet (every 3 steps)" in said
+    nothing = ["train", "--config", str(config), "--out", str(tmp_path / "nothing"), "--until", "0", "--quiet"]
+    assert main(nothing) == 0 and "no checkpoint saved" in capsys.readouterr().out
     assert main(["train", "--config", str(config), "--out", str(run), "--quiet"]) == 0
     said = capsys.readouterr().out
     assert "trained lpd to step 6 of 6" in said and f"checkpoints in {run}/last and {run}/best" in said
@@ -539,6 +541,101 @@ def test_cli_evaluate_checks_before_it_works_and_warns_of_another_geometry(tmp_p
     assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--out", str(out), "--quiet"]) == 0
     assert "differs from the one the model was trained with in angles" in capsys.readouterr().err
     assert json.loads(out.read_text())["per_image"]["psnr"] and not list(out.parent.glob(".*tmp*"))
+
+
+def _data_file(path: Path, *extra: str, **replaced) -> Path:
+    """A ``learnrecon simulate`` file of 3 items at the SMALL geometry, with datasets ``replaced`` by arrays."""
+    import h5py
+
+    args = ["simulate", "--n", "3", "--size", "24", "--angles", "6", "--detectors", "35", *extra]
+    assert main([*args, "--out", str(path), "--quiet"]) == 0
+    with h5py.File(path, "a") as f:
+        for name, array in replaced.items():
+            del f[name]
+            f[name] = array
+    return path
+
+
+def test_data_files_that_cannot_give_pairs_are_refused_before_the_run_writes(tmp_path):
+    import numpy as np
+
+    good = _data_file(tmp_path / "good.h5")
+    x = load_h5_array(good, "x")
+    cases = {
+        r"items have shape \(24, 24\), but ParallelBeam2D's images need \(1, 24, 24\)": ("train_file", {"x": x[:, 0]}),
+        "truth 'x' is int16; it must be real floating point": ("train_file", {"x": (x * 100).astype(np.int16)}),
+        "holds no samples": ("validation_file", {k: load_h5_array(good, k)[:0] for k in ("x", "y", "labels")}),
+        r"the truth of 1 item\(s\) holds NaN or Inf, the first item 1": (
+            "validation_file",
+            {"x": np.where(np.arange(3)[:, None, None, None] == 1, np.nan, x).astype(np.float32)},
+        ),
+    }
+    for i, (message, (key, replaced)) in enumerate(cases.items()):
+        values = json.loads(json.dumps(SMALL))
+        values["data"][key] = str(_data_file(tmp_path / f"bad{i}.h5", **replaced))
+        with pytest.raises(LearnreconError, match=message):
+            Trainer(from_dict(values), tmp_path / f"run{i}", progress=False)
+        assert not (tmp_path / f"run{i}").exists()
+    values = json.loads(json.dumps(SMALL))
+    values["data"]["validation_file"] = str(_data_file(tmp_path / "fan.h5", "--geometry", "fan"))
+    with pytest.raises(ShapeError, match="simulated with another operator than the training data: it differs in"):
+        Trainer(from_dict(values), tmp_path / "fan_run", progress=False)
+
+
+def test_cli_evaluate_refuses_an_empty_file_and_a_truth_with_nan(tmp_path, capsys):
+    import numpy as np
+
+    Trainer(_config(steps=1), tmp_path / "run", progress=False).train()
+    good = _data_file(tmp_path / "good.h5")
+    x, y = load_h5_array(good, "x"), load_h5_array(good, "y")
+    empty = _data_file(tmp_path / "empty.h5", x=x[:0], y=y[:0], labels=load_h5_array(good, "labels")[:0])
+    x[2, 0, 3, 4] = np.nan
+    nan = _data_file(tmp_path / "nan.h5", x=x)
+    evaluate = ["evaluate", "--checkpoint", str(tmp_path / "run" / "last.safetensors"), "--quiet", "--data"]
+    assert main([*evaluate, str(empty), "--out", str(tmp_path / "e.json")]) == 1
+    assert "holds no samples" in capsys.readouterr().err and not (tmp_path / "e.json").exists()
+    assert main([*evaluate, str(nan), "--out", str(tmp_path / "n.json")]) == 1
+    assert "the truth of 1 item(s) holds NaN or Inf, the first item 2" in capsys.readouterr().err
+    assert not (tmp_path / "n.json").exists()
+    assert main([*evaluate, str(nan), "--index", "0:2", "--out", str(tmp_path / "n.json")]) == 0
+
+
+def test_cli_evaluate_names_and_takes_the_psnr_peak(tmp_path, capsys):
+    """PSNR with peak 1 by default, another number, or each truth image's own range (the benchmark's)."""
+    import math
+
+    from learnrecon.data import load
+
+    Trainer(_config(steps=1), tmp_path / "run", progress=False).train()
+    checkpoint = str(tmp_path / "run" / "last.safetensors")
+    data = _data_file(tmp_path / "d.h5", "--ellipse-scaling", "none")
+    results = {}
+    for peak in ("1", "2", "image"):
+        out = tmp_path / f"{peak}.json"
+        assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--data-range", peak,
+                     "--out", str(out), "--quiet"]) == 0  # fmt: skip
+        results[peak] = json.loads(out.read_text())
+        assert results[peak]["data_range"] == (peak if peak == "image" else float(peak))
+    said = capsys.readouterr().out
+    assert "(data range 1)" in said and "(data range 2)" in said and "(each image's own range)" in said
+    for a, b in zip(results["1"]["per_image"]["psnr"], results["2"]["per_image"]["psnr"], strict=True):
+        assert b == pytest.approx(a + 20 * math.log10(2), abs=1e-4)
+    dataset = load(data)
+    x = torch.stack([dataset[i].x for i in range(3)])
+    with torch.no_grad():
+        x_hat = load_model(checkpoint)(torch.stack([dataset[i].y for i in range(3)]), dataset.op)
+    expected = metrics.psnr(x_hat, x, data_range=None)
+    torch.testing.assert_close(torch.tensor(results["image"]["per_image"]["psnr"]), expected.float(), atol=1e-4, rtol=0)
+    assert not (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)) == 1).any()  # raw ellipses: the peaks differ
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--data-range", "0"]) == 1
+    assert "--data-range must be a positive number or 'image', got '0'" in capsys.readouterr().err
+
+
+def load_h5_array(path: Path, name: str):
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return f[name][()]
 
 
 def test_cli_train_interrupted_says_where_to_resume(tmp_path, capsys, monkeypatch):

@@ -238,7 +238,8 @@ def _run_train(args: argparse.Namespace) -> int:
         if math.isfinite(summary["best_psnr"]):
             best = f"best validation PSNR {summary['best_psnr']:.2f} dB; checkpoints in {out}/last and {out}/best"
         else:
-            best = f"no validation yet (every {config.training.validate_every} steps); checkpoint in {out}/last"
+            saved = f"checkpoint in {out}/last" if trainer.saved_step is not None else "no checkpoint saved"
+            best = f"no validation yet (every {config.training.validate_every} steps); {saved}"
         print(
             f"trained {config.model.name} to step {summary['steps']} of {config.training.steps} "
             f"({summary['seconds'] / 60:.1f} min in all); {best}"
@@ -261,6 +262,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument(
+        "--data-range",
+        default="1",
+        help="the peak of PSNR and SSIM: a number (default 1, images in [0, 1], as training validates) or "
+        "'image' (each truth image's own max - min, as the benchmark reports)",
+    )
+    p.add_argument(
         "--symmetry-average",
         action="store_true",
         help="average the model over the quarter turns and reflections the parallel-beam geometry admits "
@@ -276,41 +283,63 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from learnrecon._checks import parse_device
     from learnrecon.data import load
     from learnrecon.data.files import atomic_path, check_output_path
-    from learnrecon.errors import DataFileError, ParameterError
+    from learnrecon.errors import ParameterError
     from learnrecon.models import SymmetryAverage, pretrained
     from learnrecon.reconstruction import parse_index
     from learnrecon.report import write_json
     from learnrecon.training import evaluate_model, load_model
-    from learnrecon.training.data import read_pairs
+    from learnrecon.training.data import Pairs, check_finite_pairs, check_pairs_file, read_pairs
 
     if args.batch_size < 1:
         raise ParameterError(f"--batch-size must be a positive integer, got {args.batch_size}")
     device = str(parse_device(args.device, "--device"))
+    data_range = _parse_data_range(args.data_range)
     if args.out:
         check_output_path(args.out, args.overwrite, create_parents=False)  # fail before any work, writing nothing
     model = pretrained(args.pretrained, device) if args.pretrained else load_model(args.checkpoint, device)
     dataset = load(args.data)
+    check_pairs_file(dataset, dataset.op, "--data")
     _warn_if_another_operator(model.provenance.get("operator"), dataset.op)
     if args.symmetry_average:
         model = SymmetryAverage(model)
     picked = parse_index(args.index, len(dataset))
     x, y = read_pairs(dataset, picked)
-    if x.numel() == 0:
-        raise DataFileError(f"{args.data} holds no truth to evaluate against")
-    result = evaluate_model(model, dataset.op, x, y, args.batch_size, device, not args.quiet)
+    check_finite_pairs(Pairs(x, y), f"--data {args.data} (items as selected by --index)")
+    result = evaluate_model(model, dataset.op, x, y, args.batch_size, device, not args.quiet, data_range)
     name = args.pretrained or args.checkpoint
     averaged = " averaged over the geometry's symmetries" if args.symmetry_average else ""
+    peak = "each image's own range" if data_range is None else f"data range {data_range:g}"
     print(
         f"{name}{averaged} on {len(picked)} items of {args.data}: PSNR {result['psnr']:.2f} dB, "
-        f"SSIM {result['ssim']:.3f}, {result['ms_per_image']:.1f} ms per image"
+        f"SSIM {result['ssim']:.3f} ({peak}), {result['ms_per_image']:.1f} ms per image"
     )
     if args.out:
         result.pop("reconstructions")
-        record = {"model": name, "symmetry_average": args.symmetry_average, "data": args.data}
+        record = {
+            "model": name,
+            "symmetry_average": args.symmetry_average,
+            "data": args.data,
+            "data_range": "image" if data_range is None else data_range,
+        }
         with atomic_path(args.out, args.overwrite) as tmp:
             write_json(tmp, {**record, "index": picked.tolist(), **result})
         print(f"wrote {args.out}")
     return 0
+
+
+def _parse_data_range(text: str) -> float | None:
+    """``--data-range``: a positive number, or None for "image" (each image's own range)."""
+    from learnrecon.errors import ParameterError
+
+    if text == "image":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ParameterError(f"--data-range must be a positive number or 'image', got {text!r}")
+    return value
 
 
 def _warn_if_another_operator(trained_with: dict | None, op) -> None:

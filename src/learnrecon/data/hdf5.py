@@ -70,6 +70,9 @@ class ReconstructionDataset(Dataset):
             self.has_truth = "x" in f
             self.has_labels = "labels" in f
             self._len = f["y"].shape[0]
+            #: Each stored array's item shape and dtype (``"x"``, ``"y"``, ``"labels"``), read without the data.
+            self.item_shapes = {name: tuple(f[name].shape[1:]) for name in ("x", "y", "labels") if name in f}
+            self.dtypes = {name: f[name].dtype for name in ("x", "y", "labels") if name in f}
         self.op: LinearOperator = build_operator(self.attrs["operator"])
         self._file: h5py.File | None = None
 

@@ -24,11 +24,20 @@ from learnrecon.data.simulate import (
     sample_generator,
     simulate_pairs,
 )
-from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.errors import DataFileError, DTypeError, NonFiniteError, ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
-from learnrecon.operators.registry import make_operator
+from learnrecon.operators.registry import make_operator, operator_config
 
-__all__ = ["Pairs", "FilePairs", "SimulatedPairs", "make_training_data", "make_validation_data", "read_pairs"]
+__all__ = [
+    "Pairs",
+    "FilePairs",
+    "SimulatedPairs",
+    "check_finite_pairs",
+    "check_pairs_file",
+    "make_training_data",
+    "make_validation_data",
+    "read_pairs",
+]
 
 
 class Pairs(NamedTuple):
@@ -41,7 +50,39 @@ class Pairs(NamedTuple):
 def read_pairs(dataset, indices) -> Pairs:
     """The samples ``indices`` of a data set (see :func:`learnrecon.data.load`) stacked into :class:`Pairs`."""
     samples = [dataset[int(i)] for i in indices]
+    if not samples:
+        raise DataFileError(f"{dataset.path} holds no samples to read")
     return Pairs(torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples]))
+
+
+def check_pairs_file(dataset, op: LinearOperator, what: str) -> None:
+    """Refuse a data set (see :func:`learnrecon.data.load`) that cannot give pairs for ``op``: no samples, no
+    truth, items of another shape than ``(1, *op.domain_shape)`` / ``(1, *op.range_shape)``, or a truth that is
+    not real floating point. Reads only the file's layout, not its data. ``what`` names the file in errors."""
+    path = f"{what} {dataset.path}"
+    if len(dataset) == 0:
+        raise DataFileError(f"{path} holds no samples")
+    if not dataset.has_truth:
+        raise DataFileError(f"{path} holds no truth (dataset 'x') to compare reconstructions with")
+    for name, space, shape in (("x", "images", op.domain_shape), ("y", "data", op.range_shape)):
+        wanted = (1, *shape)
+        if dataset.item_shapes[name] != wanted:
+            raise ShapeError(
+                f"{path}: its '{name}' items have shape {dataset.item_shapes[name]}, but {op.name}'s {space} "
+                f"need {wanted}"
+            )
+    if dataset.dtypes["x"].kind != "f":
+        raise DTypeError(f"{path}: its truth 'x' is {dataset.dtypes['x']}; it must be real floating point")
+
+
+def check_finite_pairs(pairs: Pairs, what: str) -> None:
+    """Raise :class:`NonFiniteError` naming the first item of ``pairs`` with NaN or Inf in its truth or data."""
+    for name, values in (("truth", pairs.x), ("data", pairs.y)):
+        bad = (~torch.isfinite(values)).flatten(1).any(dim=1).nonzero().flatten()
+        if bad.numel():
+            raise NonFiniteError(
+                f"{what}: the {name} of {bad.numel()} item(s) holds NaN or Inf, the first item {int(bad[0])}"
+            )
 
 
 class SimulatedPairs:
@@ -120,6 +161,7 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
     """The training stream and its operator."""
     if cfg.train_file is not None:
         dataset = load(cfg.train_file)
+        check_pairs_file(dataset, dataset.op, "data.train_file")
         return FilePairs(dataset, cfg.seed), dataset.op
     _check_simulation_keys(cfg)
     op = make_operator(cfg.geometry, cfg.image_size, cfg.n_angles, cfg.n_detectors)
@@ -128,6 +170,16 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
         op, noise, cfg.seed, cfg.supersample, simulation_op, cfg.ellipse_scaling, cfg.phantom, cfg.simulation_upsampling
     )
     return stream, op
+
+
+def _check_same_operator(stored: LinearOperator, op: LinearOperator, what: str) -> None:
+    """A ShapeError naming the settings in which the operator of a data file differs from the training one."""
+    a, b = operator_config(stored), operator_config(op)
+    differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if differing:
+        raise ShapeError(
+            f"{what} was simulated with another operator than the training data: it differs in {', '.join(differing)}"
+        )
 
 
 def _check_simulation_keys(cfg: DataConfig) -> None:
@@ -165,12 +217,11 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
     """``n_validation`` ellipses of ``validation_seed`` (or the whole ``validation_file``)."""
     if cfg.validation_file is not None:
         dataset = load(cfg.validation_file)
-        if tuple(dataset.op.range_shape) != tuple(op.range_shape):
-            raise ShapeError(
-                f"validation file {cfg.validation_file} has data of shape {dataset.op.range_shape}, "
-                f"the training operator {op.range_shape}"
-            )
-        return read_pairs(dataset, range(len(dataset)))
+        _check_same_operator(dataset.op, op, f"data.validation_file {cfg.validation_file}")
+        check_pairs_file(dataset, op, "data.validation_file")
+        pairs = read_pairs(dataset, range(len(dataset)))
+        check_finite_pairs(pairs, f"data.validation_file {cfg.validation_file}")
+        return pairs
 
     _check_simulation_keys(cfg)
 

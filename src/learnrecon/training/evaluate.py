@@ -23,11 +23,13 @@ def evaluate_model(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    data_range: float | None = 1.0,
 ) -> dict:
     """Reconstruct ``y`` ``(n, 1, *range)`` with ``model(y, op)`` and compare with ``x`` ``(n, 1, H, W)``.
 
-    PSNR and SSIM use the data range 1 (images in [0, 1]). Returns ``{"psnr": mean, "ssim": mean,
-    "ms_per_image": …, "per_image": {"psnr": [...], "ssim": [...]}, "reconstructions": tensor}``.
+    PSNR and SSIM use the peak ``data_range`` (default 1: images in [0, 1], as training validates), or with
+    ``None`` each truth image's own max − min (as the benchmark reports). Returns ``{"psnr": mean, "ssim":
+    mean, "ms_per_image": …, "per_image": {"psnr": [...], "ssim": [...]}, "reconstructions": tensor}``.
     """
     if isinstance(model, torch.nn.Module):
         model.eval()
@@ -37,8 +39,8 @@ def evaluate_model(
         outputs.append(model(y[i : i + batch_size].to(device), op).float().cpu())
     seconds = time.perf_counter() - started
     x_hat = torch.cat(outputs)
-    psnr = metrics.psnr(x_hat, x, data_range=1.0)
-    ssim = metrics.ssim(x_hat, x, data_range=1.0)
+    psnr = metrics.psnr(x_hat, x, data_range=data_range)
+    ssim = metrics.ssim(x_hat, x, data_range=data_range)
     return {
         "psnr": float(psnr.mean()),
         "ssim": float(ssim.mean()),
