@@ -1,5 +1,7 @@
 """Data sets: simulate -> HDF5 -> load round trip, readers, noise specs, atomic writes and bad files."""
 
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -129,6 +131,18 @@ def test_read_numpy_images(tmp_path):
     assert read_images(tmp_path / "b.npz").shape == (1, 1, 16, 16)
 
 
+def test_simulate_reads_the_named_array_of_an_npz_file(tmp_path, capsys):
+    from learnrecon.cli import main
+
+    images = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    np.savez(tmp_path / "two.npz", truth=images, mask=images > 0.5)
+    args = ["simulate", "--phantom", "file", "--truth", str(tmp_path / "two.npz"), "--size", "16", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "a.h5")]) == 1
+    assert "name the one to use (key=..., or --truth-key in learnrecon simulate)" in capsys.readouterr().err
+    assert main([*args, "--truth-key", "truth", "--out", str(tmp_path / "b.h5")]) == 0
+    assert torch.equal(load(tmp_path / "b.h5").tensors().x, torch.from_numpy(images)[:, None])
+
+
 def test_read_images_refuses_bad_files(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
     with pytest.raises(DataFileError, match="object arrays are refused"):
@@ -146,12 +160,11 @@ def test_read_images_refuses_bad_files(tmp_path):
         read_images(tmp_path / "a.txt")
 
 
-def test_read_dicom(tmp_path):
+def _dicom_slice(pixels: np.ndarray, path: Path, instance: int | None = None) -> None:
     pydicom = pytest.importorskip("pydicom")
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    pixels = np.arange(64, dtype=np.uint16).reshape(8, 8) * 10
     meta = FileMetaDataset()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
@@ -163,11 +176,43 @@ def test_read_dicom(tmp_path):
     ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.RescaleSlope, ds.RescaleIntercept = 2, -1000
+    if instance is not None:
+        ds.InstanceNumber = instance
     ds.PixelData = pixels.tobytes()
-    ds.save_as(tmp_path / "slice.dcm", enforce_file_format=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_read_dicom(tmp_path):
+    pixels = np.arange(64, dtype=np.uint16).reshape(8, 8) * 10
+    _dicom_slice(pixels, tmp_path / "slice.dcm")
     images = read_images(tmp_path / "slice.dcm")
     assert torch.equal(images[0, 0], torch.from_numpy(pixels * 2.0 - 1000).float())
     assert read_images(tmp_path).shape == (1, 1, 8, 8)
+
+
+def test_a_dicom_folder_finds_every_slice_and_orders_them_by_instance_number(tmp_path):
+    """Upper-case and missing suffixes are found (other files are not), and slices 1, 2, 3 come in that order
+    although their names sort as 10, 2, 3."""
+    for name, instance in (("IM10.DCM", 1), ("IM2.dcm", 2), ("IM3", 3)):
+        _dicom_slice(np.full((8, 8), instance, dtype=np.uint16), tmp_path / name, instance)
+    (tmp_path / "README").write_text("not a slice")
+    images = read_images(tmp_path)
+    assert images[:, 0, 0, 0].tolist() == [2.0 * k - 1000 for k in (1, 2, 3)]
+    (tmp_path / "IM3").unlink()
+    _dicom_slice(np.full((8, 8), 3, dtype=np.uint16), tmp_path / "IM3")  # no InstanceNumber: name order
+    assert read_images(tmp_path)[:, 0, 0, 0].tolist() == [2.0 * k - 1000 for k in (1, 2, 3)]
+    (tmp_path / "IM10.DCM").unlink()
+    _dicom_slice(np.full((8, 8), 1, dtype=np.uint16), tmp_path / "IM10.DCM")
+    assert read_images(tmp_path)[:, 0, 0, 0].tolist() == [2.0 * k - 1000 for k in (1, 2, 3)]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFileError, match="contains no DICOM files"):
+        read_images(tmp_path / "empty")
+
+
+def test_an_empty_image_array_is_refused(tmp_path):
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8, 8), dtype=np.float32))
+    with pytest.raises(DataFileError, match=r"holds no images \(an array of shape \(0, 1, 8, 8\)\)"):
+        read_images(tmp_path / "empty.npy")
 
 
 def test_finer_operator_simulates_the_same_geometry_without_the_inverse_crime():

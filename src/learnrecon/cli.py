@@ -37,6 +37,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--phantom", choices=["ellipses", "dival-ellipses", "shepp-logan", "file"], default="ellipses")
     p.add_argument("--truth", help="images to simulate from with --phantom file (.npy, .npz, .dcm or a DICOM folder)")
+    p.add_argument("--truth-key", default=None, help="the array to read from a --truth .npz file that holds several")
     p.add_argument("--n", type=int, default=1000, help="number of images (default 1000)")
     p.add_argument("--size", type=int, default=128, help="image size in pixels (default 128)")
     p.add_argument("--supersample", type=int, default=1, help="render ellipses k times finer and average (default 1)")
@@ -81,7 +82,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         detector_distance=args.detector_distance,
     )
     x, labels, info = make_phantoms(
-        args.phantom, args.n, args.size, args.seed, args.supersample, args.truth, args.ellipse_scaling
+        args.phantom, args.n, args.size, args.seed, args.supersample, args.truth, args.ellipse_scaling, args.truth_key
     )
     path = simulate(args.out, op, x, labels, noise, args.seed, info, args.overwrite, progress=not args.quiet)
     print(f"wrote {x.shape[0]} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}) to {path}")

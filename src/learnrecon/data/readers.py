@@ -54,22 +54,38 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
         names = list(archive.files)
         if key is None:
             if len(names) != 1:
-                raise DataFileError(f"{path} holds arrays {names}; name the one to use (key=...)")
+                raise DataFileError(
+                    f"{path} holds arrays {names}; name the one to use (key=..., or --truth-key in learnrecon simulate)"
+                )
             key = names[0]
         if key not in names:
             raise DataFileError(f"{path} has no array {key!r}; it holds {names}")
         return archive[key]
 
 
+def _dicom_files(path: Path, is_dicom) -> list[Path]:
+    """The DICOM files of a folder: ``.dcm``/``.dicom`` in any case, and files without a suffix that hold
+    DICOM (``is_dicom``: pydicom's check of the file's preamble), in name order."""
+    files = [
+        f
+        for f in sorted(path.iterdir())
+        if f.is_file() and (f.suffix.lower() in (".dcm", ".dicom") or (not f.suffix and is_dicom(f)))
+    ]
+    if not files:
+        raise DataFileError(f"folder {path} contains no DICOM files (.dcm, .dicom, or DICOM files without a suffix)")
+    return files
+
+
 def _read_dicom(path: Path) -> np.ndarray:
+    """The slices of a DICOM file or folder in Hounsfield (rescaled) units, ordered by InstanceNumber when
+    every slice has one, else by file name."""
     try:
         import pydicom
+        from pydicom.misc import is_dicom
     except ImportError as err:
         raise ImportError("reading DICOM needs the 'dicom' extra: pip install 'learnrecon[dicom]'") from err
-    files = sorted(path.glob("*.dcm")) if path.is_dir() else [path]
-    if not files:
-        raise DataFileError(f"folder {path} contains no .dcm files")
-    slices = []
+    files = _dicom_files(path, is_dicom) if path.is_dir() else [path]
+    slices, numbers = [], []
     for file in files:
         try:
             ds = pydicom.dcmread(file)
@@ -79,9 +95,12 @@ def _read_dicom(path: Path) -> np.ndarray:
         slope = float(getattr(ds, "RescaleSlope", 1.0))
         intercept = float(getattr(ds, "RescaleIntercept", 0.0))
         slices.append(image * slope + intercept)
+        numbers.append(getattr(ds, "InstanceNumber", None))
     shapes = {s.shape for s in slices}
     if len(shapes) > 1:
         raise ShapeError(f"DICOM files in {path} have different image sizes {sorted(shapes)}")
+    if None not in numbers:
+        slices = [slices[i] for i in sorted(range(len(slices)), key=lambda i: int(numbers[i]))]
     return np.stack(slices)
 
 
@@ -97,6 +116,8 @@ def _as_image_stack(array: np.ndarray, path: Path) -> torch.Tensor:
         raise ShapeError(
             f"{path} holds an array of shape {array.shape}; expected (H, W), (n, H, W) or (n, 1, H, W) images"
         )
+    if array.shape[0] == 0:
+        raise DataFileError(f"{path} holds no images (an array of shape {array.shape})")
     if not np.isfinite(array).all():
         raise DataFileError(f"{path} contains NaN or Inf values; clean the images first")
     return torch.from_numpy(np.ascontiguousarray(array))

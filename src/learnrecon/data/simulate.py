@@ -102,13 +102,14 @@ def make_phantoms(
     supersample: int = 1,
     truth: str | Path | None = None,
     scaling: str = "minmax",
+    truth_key: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Ground truth ``(n, 1, size, size)`` float32, labels ``(n, size, size)`` or None, and a description.
 
     ``kind`` is "ellipses" (random ellipses as in Adler & Öktem, intensities scaled by ``scaling``, see
     :func:`learnrecon.phantoms.random_ellipses`), "dival-ellipses" (DIVal's ellipses), "shepp-logan" (n
     copies of the modified phantom) or "file" (images read from ``truth``; ``n`` and ``size`` then only
-    select and check).
+    select and check; ``truth_key`` names the array of an ``.npz`` file that holds several).
     """
     if kind in phantoms.ELLIPSE_PHANTOMS:
         x, labels = phantoms.draw_ellipses(kind, n, size, seed, 0, supersample, scaling, return_labels=True)
@@ -121,7 +122,7 @@ def make_phantoms(
     if kind == "file":
         if truth is None:
             raise ParameterError("--phantom file needs --truth PATH (a .npy, .npz, .dcm file or a DICOM folder)")
-        x = read_images(truth)[:n]
+        x = read_images(truth, truth_key)[:n]
         if x.shape[-2:] != (size, size):
             raise ShapeError(
                 f"images in {truth} are {tuple(x.shape[-2:])} but --size is {size}; pass --size {x.shape[-1]}"
