@@ -456,6 +456,18 @@ def test_shipped_configs_load():
         assert (t.batch_size, t.steps, t.lr, t.init_from) == (5, 100_000, 1e-3, None), path
 
 
+def test_a_config_with_a_key_twice_is_refused(tmp_path):
+    (tmp_path / "twice.yaml").write_text("model: {name: lpd}\ntraining:\n  lr: 1.0e-3\n  steps: 10\n  lr: 5.0e-4\n")
+    with pytest.raises(DataFileError, match="key 'lr' appears twice in one section"):
+        load_config(tmp_path / "twice.yaml")
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path):
+    Trainer(_config(), tmp_path, progress=False)  # writes config.yaml and figures/, no checkpoint yet
+    with pytest.raises(DataFileError, match="stopped before its first checkpoint; pass --overwrite"):
+        Trainer(_config(), tmp_path, progress=False)
+
+
 def test_simulated_stream_and_validation_follow_the_phantom_settings():
     values = json.loads(json.dumps(SMALL))
     values["data"]["ellipse_scaling"] = "none"
@@ -564,6 +576,10 @@ def test_data_files_that_cannot_give_pairs_are_refused_before_the_run_writes(tmp
     cases = {
         r"items have shape \(24, 24\), but ParallelBeam2D's images need \(1, 24, 24\)": ("train_file", {"x": x[:, 0]}),
         "truth 'x' is int16; it must be real floating point": ("train_file", {"x": (x * 100).astype(np.int16)}),
+        "data 'y' are int16; ParallelBeam2D's data are real floating point": (
+            "train_file",
+            {"y": load_h5_array(good, "y").astype(np.int16)},
+        ),
         "holds no samples": ("validation_file", {k: load_h5_array(good, k)[:0] for k in ("x", "y", "labels")}),
         r"the truth of 1 item\(s\) holds NaN or Inf, the first item 1": (
             "validation_file",

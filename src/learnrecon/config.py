@@ -181,13 +181,30 @@ def from_dict(values: dict[str, Any]) -> Config:
     return Config(**{k: _section(sections[k], v, k) for k, v in values.items()})
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a key twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one section", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a YAML config (``yaml.safe_load``)."""
+    """Read a YAML config with safe loading (no Python objects), refusing duplicate keys. Paths in it
+    (``data.train_file``, ``data.validation_file``, ``training.init_from``) are relative to the working
+    directory, as on the command line."""
     path = Path(path)
     if not path.is_file():
         raise DataFileError(f"config file {path} does not exist")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
     except UnicodeDecodeError as err:
         raise DataFileError(f"config file {path} is not UTF-8 text: {err}") from err
     except yaml.YAMLError as err:

@@ -57,8 +57,9 @@ def read_pairs(dataset, indices) -> Pairs:
 
 def check_pairs_file(dataset, op: LinearOperator, what: str) -> None:
     """Refuse a data set (see :func:`learnrecon.data.load`) that cannot give pairs for ``op``: no samples, no
-    truth, items of another shape than ``(1, *op.domain_shape)`` / ``(1, *op.range_shape)``, or a truth that is
-    not real floating point. Reads only the file's layout, not its data. ``what`` names the file in errors."""
+    truth, items of another shape than ``(1, *op.domain_shape)`` / ``(1, *op.range_shape)``, a truth that is
+    not real floating point, or data of another kind than ``op``'s. Reads only the file's layout, not its data.
+    ``what`` names the file in errors."""
     path = f"{what} {dataset.path}"
     if len(dataset) == 0:
         raise DataFileError(f"{path} holds no samples")
@@ -73,6 +74,10 @@ def check_pairs_file(dataset, op: LinearOperator, what: str) -> None:
             )
     if dataset.dtypes["x"].kind != "f":
         raise DTypeError(f"{path}: its truth 'x' is {dataset.dtypes['x']}; it must be real floating point")
+    data_kinds = ("f", "c") if op.range_complex else ("f",)
+    if dataset.dtypes["y"].kind not in data_kinds:
+        kind = "complex or real floating point" if op.range_complex else "real floating point"
+        raise DTypeError(f"{path}: its data 'y' are {dataset.dtypes['y']}; {op.name}'s data are {kind}")
 
 
 def check_finite_pairs(pairs: Pairs, what: str) -> None:

@@ -131,6 +131,10 @@ class Trainer:
         if resume and not last.exists():
             raise DataFileError(f"cannot resume: {last} does not exist")
         if not resume and self.out.exists() and any(self.out.iterdir()) and not overwrite:
+            if not last.exists():
+                raise DataFileError(
+                    f"{self.out} holds a run that stopped before its first checkpoint; pass --overwrite to start again"
+                )
             raise DataFileError(f"{self.out} already holds a run; pass --resume to continue it or --overwrite")
 
     def _prepare_folder(self, resume: bool, overwrite: bool) -> None:
