@@ -22,7 +22,7 @@ from learnrecon.models import (
     tv_gradient,
 )
 from learnrecon.models.gradient import regulariser_gradient
-from learnrecon.models.nets import UNet, widen_unet
+from learnrecon.models.nets import ConvBlock, UNet, widen_unet
 from learnrecon.models.variational import VNStage
 from learnrecon.operators import FiniteDifference2D, MatrixOperator, ParallelBeam2D
 from learnrecon.operators.blur import Blur, gaussian_kernel
@@ -156,6 +156,10 @@ def test_gradients_reach_every_parameter(name):
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
         assert p.grad.abs().sum() > 0, f"{name}: no gradient reaches {pname}"
+    steps_before_the_last = model.steps[:-1] if hasattr(model, "steps") else []  # the last one's memory is unread
+    for block in (m for step in steps_before_the_last for m in step.modules() if isinstance(m, ConvBlock)):
+        per_output = block[-1].weight.grad.flatten(1).abs().sum(dim=1)  # the update and every memory channel
+        assert (per_output > 0).all(), f"{name}: outputs {(per_output == 0).nonzero().flatten().tolist()} unused"
 
 
 def _fit(model, op, x, y, steps=100, lr=1e-2):
@@ -201,10 +205,99 @@ def test_lpd_has_the_papers_size():
     assert 240_000 < n < 260_000  # Adler & Öktem: ~0.25 M parameters
 
 
-def test_shared_weights_use_one_step_module():
-    shared = build_model("lpd", {**SMALL["lpd"], "share_weights": True})
+@pytest.mark.parametrize("name", ["lgd", "glgd", "proximal", "vn", "lpd"])
+def test_shared_weights_use_one_step_module(name):
+    shared = build_model(name, {**SMALL[name], "share_weights": True})
     assert len(shared.steps) == 1 and shared.step(0) is shared.step(2)
-    assert len(build_model("lpd", SMALL["lpd"]).steps) == 3
+    assert len(build_model(name, SMALL[name]).steps) == 3
+
+
+def _randomised(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``module`` with every parameter drawn from N(0, 0.1²) (untrained blocks return zeros)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    return module
+
+
+def _random_state(*shapes, seed: int = 1) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=gen, dtype=torch.float64) for shape in shapes]
+
+
+def test_lpd_step_follows_the_papers_update():
+    """Adler & Öktem 2018: h ← h + Γ(h, A f⁽²⁾, y), then f ← f + Λ(f, A* h⁽¹⁾)."""
+    from learnrecon.models.primal_dual import PrimalDualStep
+
+    op = ParallelBeam2D(12, 6)
+    step = _randomised(PrimalDualStep(2, 2, 4, 2).double())
+    f, h, y = _random_state((1, 2, 12, 12), (1, 2, *op.range_shape), (1, 1, *op.range_shape))
+    h1 = h + step.dual(torch.cat([h, op(f[:, 1:2]), y], dim=1))
+    f1 = f + step.primal(torch.cat([f, op.H(h1[:, :1])], dim=1))
+    out = step((f, h), y, op)
+    torch.testing.assert_close(out[0], f1)
+    torch.testing.assert_close(out[1], h1)
+
+
+@pytest.mark.parametrize("regulariser", [None, "quadratic", "tv"])
+def test_lgd_step_follows_its_update(regulariser):
+    """(Δx, s') = Λ(x, A*(Ax − y), [∇R(x)], s): x ← x + Δx, the memory ← s'."""
+    from learnrecon.models.gradient import LGDStep
+
+    op = ParallelBeam2D(12, 6)
+    step = _randomised(LGDStep(2, 4, 2, regulariser).double())
+    x, s, y = _random_state((1, 1, 12, 12), (1, 2, 12, 12), (1, 1, *op.range_shape))
+    inputs = [x, op.H(op(x) - y), *([regulariser_gradient(x, regulariser)] if regulariser else []), s]
+    update = step.block(torch.cat(inputs, dim=1))
+    out = step((x, s), y, op)
+    torch.testing.assert_close(out[0], x + update[:, :1])
+    torch.testing.assert_close(out[1], update[:, 1:])
+
+
+def test_untrained_proximal_model_and_vn_without_a_prior_are_landweber():
+    """With zero CNN updates (and α = 0) both are x ← x − A*(Ax − y)/‖A‖² from x₀ = 0."""
+    from learnrecon.models import LearnedProximal
+
+    op = ParallelBeam2D(16, 8)
+    y = op(phantoms.random_ellipses(1, 16, seed=0)).double()
+    x = torch.zeros(1, 1, 16, 16, dtype=torch.float64)
+    for _ in range(3):
+        x = x - op.H(op(x) - y) / op.norm() ** 2
+    proximal = LearnedProximal(n_iter=3, width=4, depth=2, init="zero").double()
+    vn = VariationalNetwork(n_stages=3, n_filters=2, filter_size=3, n_rbf=5, alpha=0.0, init="zero").double()
+    with torch.no_grad():
+        torch.testing.assert_close(proximal(y, op), x, rtol=1e-3, atol=1e-6)
+        torch.testing.assert_close(vn(y, op), x, rtol=1e-3, atol=1e-6)
+
+
+def test_the_adjoint_start_on_an_operator_that_is_not_a_ray_transform():
+    """ "auto" falls back to the adjoint A*y/‖A‖² where there is no FBP, and an untrained LGD returns it."""
+    blur = Blur(gaussian_kernel(1.0), 16)
+    y = blur(phantoms.random_ellipses(1, 16, seed=0))
+    expected = blur.H(y) / blur.norm() ** 2
+    torch.testing.assert_close(initial_reconstruction(y, blur, "adjoint"), expected)
+    torch.testing.assert_close(initial_reconstruction(y, blur, "auto"), expected)
+    with torch.no_grad():
+        torch.testing.assert_close(build_model("lgd", {**SMALL["lgd"], "init": "adjoint"})(y, blur), expected)
+
+
+@pytest.mark.parametrize(("init", "fbp_filter"), [("adjoint", "hann"), ("fbp", "ram-lak"), ("zero", "hann")])
+def test_fbpconvnet_adds_its_unet_to_the_initial_image_it_is_given(init, fbp_filter):
+    from learnrecon.solvers import fbp
+
+    op = ParallelBeam2D(16, 8)
+    y = op(phantoms.random_ellipses(1, 16, seed=0))
+    model = FBPConvNet(depth=1, width=2, init=init, fbp_filter=fbp_filter).eval()
+    torch.nn.init.zeros_(model.unet.head.weight)
+    torch.nn.init.zeros_(model.unet.head.bias)
+    expected = {
+        "adjoint": op.H(y) / op.norm() ** 2,
+        "fbp": fbp(y, op, filter=fbp_filter),
+        "zero": torch.zeros(1, 1, 16, 16),
+    }[init]
+    with torch.no_grad():
+        torch.testing.assert_close(model(y, op), expected)
 
 
 def test_untrained_unrolled_models_start_at_their_initial_reconstruction():
