@@ -1,6 +1,8 @@
 """Trainer, configs and checkpoints: resume equality, integrity checks, bad input, DDP with gloo, the CLI."""
 
+import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -45,16 +47,145 @@ def _weights(path):
     return {k: v for k, v in tensors.items() if k.startswith("model/")}
 
 
+def _with_a_random_loss(trainer: Trainer) -> Trainer:
+    """``trainer`` with a loss that draws from torch's RNG (a stand-in for dropout or random crops)."""
+    loss = trainer.loss_fn
+    trainer.loss_fn = lambda x_hat, x: loss(x_hat + 1e-2 * torch.randn_like(x_hat), x)
+    return trainer
+
+
 def test_resume_continues_bit_for_bit(tmp_path):
+    """With the optimiser, the schedule and torch's RNG restored (the loss draws from it, and the RNG is
+    moved on before the resume), the split run's losses and weights are the uninterrupted run's."""
     config = _config()
-    full = Trainer(config, tmp_path / "full", progress=False).train()
-    first = Trainer(config, tmp_path / "split", progress=False).train(until=3)
-    second = Trainer(config, tmp_path / "split", resume=True, progress=False).train()
+    full = _with_a_random_loss(Trainer(config, tmp_path / "full", progress=False)).train()
+    first = _with_a_random_loss(Trainer(config, tmp_path / "split", progress=False)).train(until=3)
+    torch.manual_seed(123)
+    second = _with_a_random_loss(Trainer(config, tmp_path / "split", resume=True, progress=False)).train()
     assert first["losses"] + second["losses"] == full["losses"]
     a, b = _weights(tmp_path / "full" / "last"), _weights(tmp_path / "split" / "last")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = (tmp_path / "split" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["step", "1", "2", "3", "4", "5", "6"]
+
+
+def test_resume_restores_best_and_time_and_drops_log_rows_after_the_checkpoint(tmp_path):
+    Trainer(_config(), tmp_path, progress=False).train(until=3)
+    _, meta = load_checkpoint(tmp_path / "last")
+    with (tmp_path / "metrics.csv").open("a") as f:
+        f.write("4,9.0,0.1,0.1,9.0\n")  # a row that a run killed after its checkpoint wrote
+    resumed = Trainer(_config(), tmp_path, resume=True, progress=False)
+    assert resumed.best_psnr == meta["best_psnr"] and math.isfinite(resumed.best_psnr)
+    assert resumed.seconds == meta["seconds"] > 0
+    resumed.train()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4", "5", "6"] and float(rows[3]["loss"]) != 9.0
+
+
+def test_the_trainer_follows_the_schedule_with_the_configured_adam(tmp_path):
+    trainer = Trainer(_config(lr=1e-2, betas=[0.5, 0.9], weight_decay=0.01), tmp_path, progress=False)
+    group = trainer.optimizer.param_groups[0]
+    assert tuple(group["betas"]) == (0.5, 0.9) and group["weight_decay"] == 0.01
+    trainer.train()
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert [float(r["lr"]) for r in rows] == pytest.approx([learning_rate(s, 1e-2, 6, "cosine") for s in range(6)])
+
+
+def test_best_is_kept_when_a_later_validation_is_worse(tmp_path):
+    trainer = Trainer(_config(), tmp_path, progress=False)
+    trainer.best_psnr = 1e9  # as if an earlier validation had been better than any to come
+    trainer.train()
+    assert not (tmp_path / "best.safetensors").exists()
+
+
+def test_gradients_are_clipped_before_the_step(tmp_path):
+    """Adam is nearly blind to the gradient's scale, so the clipping is checked at the optimiser itself."""
+    trainer = Trainer(_config(steps=1, clip_grad_norm=1e-3), tmp_path, progress=False)
+    seen, step = [], trainer.optimizer.step
+
+    def spy(*args, **kwargs):
+        grads = [p.grad.norm() for p in trainer.model.parameters() if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack(grads))))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = spy
+    trainer.train()
+    logged = float(next(csv.DictReader((tmp_path / "metrics.csv").open()))["grad_norm"])
+    assert logged > 1e-3 and seen[0] <= 1e-3 * (1 + 1e-5)
+
+
+def test_the_losses_and_the_trainer_uses_the_configured_one(tmp_path):
+    a, b = torch.zeros(1, 1, 8, 8), torch.full((1, 1, 8, 8), 2.0)
+    assert float(get_loss("l1")(a, b)) == 2.0 and float(get_loss("mse")(a, b)) == 4.0
+    x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    assert float(get_loss("ssim")(x, x)) == pytest.approx(0.0, abs=1e-6) and float(get_loss("ssim")(x, 1 - x)) > 0.5
+    trainer = Trainer(_config(loss="l1", steps=1), tmp_path, progress=False)
+    x0, y0 = trainer.data.batch(step_positions(0, 2))
+    with torch.no_grad():
+        expected = float(torch.nn.functional.l1_loss(trainer.model(y0, trainer.op), x0))
+    assert trainer.train()["losses"][0] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "change", [{"loss": "l1"}, {"clip_grad_norm": 0.5}, {"schedule": "constant"}, {"weight_decay": 0.1}]
+)
+def test_resuming_with_other_optimisation_settings_is_refused(tmp_path, change):
+    Trainer(_config(), tmp_path, progress=False).train(until=1)
+    with pytest.raises(DataFileError, match=f"differs from the run's in training.{next(iter(change))}"):
+        Trainer(_config(**change), tmp_path, resume=True, progress=False)
+
+
+def test_validation_psnr_is_the_reconstructions_against_the_validation_truth(tmp_path):
+    values = json.loads(json.dumps(SMALL))
+    values["model"]["params"]["init"] = "fbp"  # a zero start would make the PSNR blind to which truth
+    values["training"]["steps"] = 3
+    trainer = Trainer(from_dict(values), tmp_path, progress=False)
+    trainer.train()
+    x, y = trainer.validation
+    expected = float(metrics.psnr(trainer.reconstruct(y), x, data_range=1.0).mean())
+    rows = list(csv.DictReader((tmp_path / "validation.csv").open()))
+    assert float(rows[-1]["psnr"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_training_steps_run_in_training_mode_after_a_validation(tmp_path):
+    trainer = Trainer(_config(steps=4, validate_every=1), tmp_path, progress=False)
+    modes, forward = [], trainer.net.forward
+    trainer.net.forward = lambda *args, **kwargs: (modes.append(trainer.model.training), forward(*args, **kwargs))[1]
+    trainer.train()
+    assert modes.count(True) == 4
+
+
+def test_evaluate_compares_each_reconstruction_with_its_own_truth():
+    from learnrecon.operators import Identity
+    from learnrecon.training import evaluate_model
+
+    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    y = x + torch.tensor([0.01, 0.1, 0.3]).reshape(3, 1, 1, 1) * noise
+    result = evaluate_model(lambda y, op: y, Identity((16, 16)), x, y, batch_size=2, progress=False)
+    torch.testing.assert_close(torch.tensor(result["per_image"]["psnr"]), metrics.psnr(y, x, data_range=1.0))
+
+
+def test_weights_of_another_shape_or_another_save_are_refused(tmp_path):
+    from learnrecon.models import build_model
+    from learnrecon.training import save_checkpoint
+
+    params = {"n_iter": 1, "n_primal": 2, "n_dual": 2, "width": 4}
+    meta = {"model": {"name": "lpd", "params": params}}
+    save_checkpoint(tmp_path / "a", build_model("lpd", params), meta, rng=False)
+    other = build_model("lpd", params)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(1.0)
+    save_checkpoint(tmp_path / "b", other, meta, rng=False)
+    wider = json.loads((tmp_path / "b.json").read_text())
+    wider["model"]["params"]["width"] = 6  # the hash covers the weights, not the JSON
+    (tmp_path / "b.json").write_text(json.dumps(wider))
+    with pytest.raises(DataFileError, match="weight shapes do not match"):
+        load_model(tmp_path / "b")
+    (tmp_path / "a.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
+    with pytest.raises(DataFileError, match=r"do not match a.json \(truncated, corrupt, or from another save\)"):
+        load_model(tmp_path / "a")
 
 
 def test_checkpointed_activations_train_as_without(tmp_path):
@@ -537,6 +668,35 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_cli_train_resume_overwrite_and_max_minutes(tmp_path, monkeypatch):
+    config = tmp_path / "small.yaml"
+    config.write_text(yaml.safe_dump(SMALL))
+    run = tmp_path / "run"
+    train = ["train", "--config", str(config), "--out", str(run), "--quiet"]
+    assert main([*train, "--until", "3"]) == 0
+    assert main([*train, "--resume"]) == 0 and load_checkpoint(run / "last")[1]["step"] == 6
+    assert main([*train, "--overwrite", "--until", "2"]) == 0 and load_checkpoint(run / "last")[1]["step"] == 2
+    seen = {}
+
+    def train_for(self, until=None, max_seconds=None):
+        seen["max_seconds"] = max_seconds
+        return {"steps": 0, "best_psnr": -math.inf, "seconds": 0.0, "losses": []}
+
+    monkeypatch.setattr(Trainer, "train", train_for)
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "timed"), "--max-minutes", "1.5"]) == 0
+    assert seen["max_seconds"] == 90.0
+
+
+def test_cli_evaluate_a_shipped_model_on_selected_items(tmp_path):
+    data = tmp_path / "d.h5"
+    assert main(["simulate", "--n", "3", "--size", "32", "--angles", "6", "--out", str(data), "--quiet"]) == 0
+    out = tmp_path / "e.json"
+    evaluate = ["evaluate", "--pretrained", "lgd-ellipses", "--data", str(data), "--index", "1:3", "--quiet"]
+    assert main([*evaluate, "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["model"] == "lgd-ellipses" and result["index"] == [1, 2] and len(result["per_image"]["psnr"]) == 2
+
+
 def test_cli_evaluate_checks_before_it_works_and_warns_of_another_geometry(tmp_path, capsys):
     data = tmp_path / "test.h5"
     assert main(["simulate", "--n", "2", "--size", "24", "--angles", "8", "--detectors", "35",
@@ -717,6 +877,10 @@ def test_distributed_data_parallel_with_gloo_matches_one_process(tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
     assert json.loads((tmp_path / "ddp" / "last.json").read_text())["world_size"] == 2
+    logged = [
+        [float(r["loss"]) for r in csv.DictReader((tmp_path / run / "metrics.csv").open())] for run in ("ddp", "single")
+    ]
+    assert logged[0] == pytest.approx(logged[1], rel=1e-4)  # the processes' mean loss, logged once per step
 
     values["training"].update(steps=100_000, validate_every=100_000, figure_every=100_000, checkpoint_every=100_000)
     config.write_text(yaml.safe_dump(values))
@@ -774,8 +938,16 @@ def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):
     ((label, run),) = first["reproduced"].items()
     assert run["steps"] == 6 and label == f"LPD (lpd_tiny, {run['best_step']} steps)" and label in first["results"]
     stamp = (tmp_path / "runs" / "lpd_tiny" / "last.safetensors").stat().st_mtime_ns
+    best = tmp_path / "runs" / "lpd_tiny" / "best.json"
+    assert run["best_step"] == json.loads(best.read_text())["step"]
     second = run_benchmark(preset, tmp_path / "out", overwrite=True, progress=False)
     assert second["reproduced"] == first["reproduced"]
+    marked = json.loads(best.read_text())
+    marked["step"] = 4  # the JSON's step is not hashed: the evaluated checkpoint is best, not last (step 6)
+    best.write_text(json.dumps(marked))
+    assert (
+        next(iter(run_benchmark(preset, tmp_path / "again", progress=False)["reproduced"].values()))["best_step"] == 4
+    )
     assert (tmp_path / "runs" / "lpd_tiny" / "last.safetensors").stat().st_mtime_ns == stamp  # nothing retrained
     assert "## Reproduction runs" in (tmp_path / "out" / "report.md").read_text()
     # a run stopped before its first checkpoint (config and logs written, no last) starts again
