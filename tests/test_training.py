@@ -773,6 +773,8 @@ def test_cli_evaluate_refuses_an_empty_file_and_a_truth_with_nan(tmp_path, capsy
     assert main([*evaluate, str(nan), "--out", str(tmp_path / "n.json")]) == 1
     assert "the truth of 1 item(s) holds NaN or Inf, the first item 2" in capsys.readouterr().err
     assert not (tmp_path / "n.json").exists()
+    assert main([*evaluate, str(nan), "--index", "1:3", "--out", str(tmp_path / "n.json")]) == 1
+    assert "the first item 2" in capsys.readouterr().err  # the file's item number, not the selection's
     assert main([*evaluate, str(nan), "--index", "0:2", "--out", str(tmp_path / "n.json")]) == 0
 
 

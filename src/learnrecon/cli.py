@@ -305,7 +305,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         model = SymmetryAverage(model)
     picked = parse_index(args.index, len(dataset))
     x, y = read_pairs(dataset, picked)
-    check_finite_pairs(Pairs(x, y), f"--data {args.data} (items as selected by --index)")
+    check_finite_pairs(Pairs(x, y), f"--data {args.data}", picked.tolist())
     result = evaluate_model(model, dataset.op, x, y, args.batch_size, device, not args.quiet, data_range)
     name = args.pretrained or args.checkpoint
     averaged = " averaged over the geometry's symmetries" if args.symmetry_average else ""

@@ -80,14 +80,14 @@ def check_pairs_file(dataset, op: LinearOperator, what: str) -> None:
         raise DTypeError(f"{path}: its data 'y' are {dataset.dtypes['y']}; {op.name}'s data are {kind}")
 
 
-def check_finite_pairs(pairs: Pairs, what: str) -> None:
-    """Raise :class:`NonFiniteError` naming the first item of ``pairs`` with NaN or Inf in its truth or data."""
+def check_finite_pairs(pairs: Pairs, what: str, indices: list[int] | None = None) -> None:
+    """Raise :class:`NonFiniteError` naming the first item of ``pairs`` with NaN or Inf in its truth or data
+    (by its number in the file: ``indices[i]`` for the ``i``-th pair when the pairs are a selection)."""
     for name, values in (("truth", pairs.x), ("data", pairs.y)):
-        bad = (~torch.isfinite(values)).flatten(1).any(dim=1).nonzero().flatten()
-        if bad.numel():
-            raise NonFiniteError(
-                f"{what}: the {name} of {bad.numel()} item(s) holds NaN or Inf, the first item {int(bad[0])}"
-            )
+        bad = (~torch.isfinite(values)).flatten(1).any(dim=1).nonzero().flatten().tolist()
+        if bad:
+            first = bad[0] if indices is None else indices[bad[0]]
+            raise NonFiniteError(f"{what}: the {name} of {len(bad)} item(s) holds NaN or Inf, the first item {first}")
 
 
 class SimulatedPairs:

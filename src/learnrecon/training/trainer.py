@@ -131,7 +131,7 @@ class Trainer:
         if resume and not last.exists():
             raise DataFileError(f"cannot resume: {last} does not exist")
         if not resume and self.out.exists() and any(self.out.iterdir()) and not overwrite:
-            if not last.exists():
+            if (self.out / "config.yaml").exists() and not last.exists():
                 raise DataFileError(
                     f"{self.out} holds a run that stopped before its first checkpoint; pass --overwrite to start again"
                 )
