@@ -346,7 +346,7 @@ def _parse_data_range(text: str) -> float | None:
 def _warn_if_another_operator(trained_with: dict | None, op) -> None:
     """Print a warning naming the settings in which ``op`` differs from the operator a model was trained
     with (evaluating on another geometry is allowed: it measures how the model transfers)."""
-    from learnrecon.operators.registry import operator_config
+    from learnrecon.operators.registry import differing_settings, operator_config
 
     if trained_with is None:
         return
@@ -354,7 +354,7 @@ def _warn_if_another_operator(trained_with: dict | None, op) -> None:
         now = operator_config(op)
     except LearnreconError:
         return
-    differing = sorted(k for k in set(now) | set(trained_with) if now.get(k) != trained_with.get(k))
+    differing = differing_settings(now, trained_with)
     if differing:
         print(
             "learnrecon evaluate: warning: the data's operator differs from the one the model was trained with in "

@@ -13,7 +13,7 @@ from typing import Any
 from learnrecon.errors import ParameterError
 from learnrecon.operators.base import LinearOperator
 
-__all__ = ["OPERATOR_TYPES", "build_operator", "make_operator", "operator_config"]
+__all__ = ["OPERATOR_TYPES", "build_operator", "differing_settings", "make_operator", "operator_config"]
 
 #: Class name -> module that defines it (imported lazily so that reading a config is cheap).
 OPERATOR_TYPES: dict[str, str] = {
@@ -35,6 +35,11 @@ def operator_config(op: LinearOperator) -> dict[str, Any]:
     cfg = config()
     json.dumps(cfg)  # fail here, not half-way through writing a file
     return cfg
+
+
+def differing_settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    """The keys in which two :func:`operator_config` records differ (one missing counts), sorted."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def build_operator(cfg: dict[str, Any]) -> LinearOperator:

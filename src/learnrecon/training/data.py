@@ -26,7 +26,7 @@ from learnrecon.data.simulate import (
 )
 from learnrecon.errors import DataFileError, DTypeError, NonFiniteError, ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
-from learnrecon.operators.registry import make_operator, operator_config
+from learnrecon.operators.registry import differing_settings, make_operator, operator_config
 
 __all__ = [
     "Pairs",
@@ -179,8 +179,7 @@ def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, Lin
 
 def _check_same_operator(stored: LinearOperator, op: LinearOperator, what: str) -> None:
     """A ShapeError naming the settings in which the operator of a data file differs from the training one."""
-    a, b = operator_config(stored), operator_config(op)
-    differing = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    differing = differing_settings(operator_config(stored), operator_config(op))
     if differing:
         raise ShapeError(
             f"{what} was simulated with another operator than the training data: it differs in {', '.join(differing)}"
