@@ -268,3 +268,14 @@ def test_bilinear_upsampling_is_scikit_image_resize_as_dival_uses_it():
     )
     reference = torch.from_numpy(resize(x.numpy(), (2, 1, 100, 100), order=1)).float()
     torch.testing.assert_close(y, fine(reference), rtol=1e-4, atol=1e-4)
+
+
+def test_seed_changes_the_noise_and_simulate_records_seed_and_noise(tmp_path):
+    op = Identity((4, 4))
+    x = torch.ones(2, 1, 4, 4)
+    a, b = measure(op, x, "gaussian:1.0", seed=0), measure(op, x, "gaussian:1.0", seed=1)
+    assert not torch.equal(a, b) and not torch.equal(a[0], a[1])
+    dataset = load(simulate(tmp_path / "d.h5", op, x, noise="poisson:100:2.5", seed=7, progress=False))
+    assert int(dataset.attrs["seed"]) == 7
+    spec = parse_noise(str(dataset.attrs["noise"]))
+    assert (spec.kind, spec.value, spec.mu_max) == ("poisson", 100.0, 2.5)

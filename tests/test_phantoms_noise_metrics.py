@@ -224,3 +224,68 @@ def test_metric_input_errors():
         metrics.ssim(torch.ones(1, 1, 5, 5), torch.ones(1, 1, 5, 5))
     with pytest.raises(DeviceError, match="different devices"):
         metrics.psnr(torch.ones(4, 4), torch.ones(4, 4, device="meta"))
+
+
+def test_psnr_and_ssim_are_computed_per_image_and_averaged_over_channels():
+    ref = torch.zeros(2, 1, 8, 8, dtype=torch.float64)
+    ref[:, :, 0, 0] = 1.0  # data range 1 for both images
+    x = ref + torch.tensor([0.1, 0.2], dtype=torch.float64).reshape(2, 1, 1, 1)
+    expected = torch.tensor([10 * math.log10(1 / 0.01), 10 * math.log10(1 / 0.04)], dtype=torch.float64)
+    torch.testing.assert_close(metrics.psnr(x, ref), expected)
+
+    def constant_ssim(a: float, b: float) -> float:
+        """SSIM of two constant images: (2ab + C1) / (a² + b² + C1), C1 = (0.01 L)²."""
+        c1 = 1e-4
+        return (2 * a * b + c1) / (a * a + b * b + c1)
+
+    a = torch.tensor([0.3, 0.5], dtype=torch.float64).reshape(2, 1, 1, 1).expand(2, 1, 16, 16)
+    b = torch.full((2, 1, 16, 16), 0.5, dtype=torch.float64)
+    per_image = torch.tensor([constant_ssim(0.3, 0.5), 1.0], dtype=torch.float64)
+    torch.testing.assert_close(metrics.ssim(a, b, data_range=1.0), per_image)
+    a2 = torch.tensor([0.3, 0.5], dtype=torch.float64).reshape(1, 2, 1, 1).expand(3, 2, 16, 16)
+    b2 = torch.full((3, 2, 16, 16), 0.5, dtype=torch.float64)
+    channel_mean = torch.full((3,), (constant_ssim(0.3, 0.5) + 1.0) / 2, dtype=torch.float64)
+    torch.testing.assert_close(metrics.ssim(a2, b2, data_range=1.0), channel_mean)
+
+
+def test_relative_noise_is_scaled_by_the_mean_not_the_max_of_abs_y():
+    y = torch.zeros(2, 1, 100, 100, dtype=torch.float64)
+    y[0, :, :, :50] = 4.0  # mean |y| = 2, max 4
+    y[1, :, :, :25] = -4.0  # mean |y| = 1, negative values
+    noisy = gaussian(y, relative=0.05, generator=torch.Generator().manual_seed(0))
+    std = (noisy - y).flatten(1).std(dim=1)
+    torch.testing.assert_close(std, torch.tensor([0.1, 0.05], dtype=torch.float64), rtol=0.05, atol=0)
+
+
+def test_modified_shepp_logan_matches_tofts_table_and_its_labels():
+    from learnrecon.phantoms import shepp_logan, shepp_logan_labels
+
+    table = [  # Toft / MATLAB phantom('Modified Shepp-Logan'): value, a, b, x0, y0, phi (degrees)
+        (1.0, 0.69, 0.92, 0.0, 0.0, 0.0),
+        (-0.8, 0.6624, 0.874, 0.0, -0.0184, 0.0),
+        (-0.2, 0.11, 0.31, 0.22, 0.0, -18.0),
+        (-0.2, 0.16, 0.41, -0.22, 0.0, 18.0),
+        (0.1, 0.21, 0.25, 0.0, 0.35, 0.0),
+        (0.1, 0.046, 0.046, 0.0, 0.1, 0.0),
+        (0.1, 0.046, 0.046, 0.0, -0.1, 0.0),
+        (0.1, 0.046, 0.023, -0.08, -0.605, 0.0),
+        (0.1, 0.023, 0.023, 0.0, -0.606, 0.0),
+        (0.1, 0.023, 0.046, 0.06, -0.605, 0.0),
+    ]
+    n = 128
+    centres = (2 * torch.arange(n, dtype=torch.float64) + 1) / n
+    xs, ys = (-1 + centres)[None, :], (1 - centres)[:, None]
+    expected = torch.zeros(n, n, dtype=torch.float64)
+    for value, a, b, x0, y0, phi in table:
+        c, s = math.cos(math.radians(phi)), math.sin(math.radians(phi))
+        u = ((xs - x0) * c + (ys - y0) * s) / a
+        w = (-(xs - x0) * s + (ys - y0) * c) / b
+        expected += value * (u * u + w * w <= 1)
+    torch.testing.assert_close(shepp_logan(n), expected.clamp_min(0), rtol=0, atol=1e-6)
+    labels = shepp_logan_labels(n)
+
+    def label_at(px: float, py: float) -> int:
+        return int(labels[round((1 - py) * n / 2 - 0.5), round((px + 1) * n / 2 - 0.5)])
+
+    points = [(0.0, 0.9), (0.0, -0.4), (0.22, 0.0), (-0.22, 0.0), (0.0, 0.35), (0.0, 0.1)]
+    assert [label_at(*p) for p in points] == [1, 2, 3, 3, 4, 4]

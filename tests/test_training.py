@@ -1033,3 +1033,66 @@ def test_fit_steps_sets_the_steps_a_trial_rate_fills(tmp_path):
     (tmp_path / "trial" / "run" / "metrics.csv").write_text("\n".join(rows[:3]) + "\n")
     failed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True)
     assert failed.returncode != 0 and "too few" in failed.stderr
+
+
+def test_config_defaults_are_the_lpd_paper_setup_and_bools_are_not_ints():
+    from learnrecon.config import DataConfig, TrainingConfig
+
+    data, training = DataConfig(), TrainingConfig()
+    assert (data.image_size, data.n_angles, data.n_detectors, data.noise) == (128, 30, 183, "relative:0.05")
+    assert (training.batch_size, training.lr, tuple(training.betas)) == (5, 1e-3, (0.9, 0.99))
+    with pytest.raises(ParameterError, match="training.steps"):
+        from_dict({"training": {"steps": True}})
+
+
+def test_half_precision_save_keeps_optimiser_and_integer_tensors_and_restores_the_saved_groups(tmp_path):
+    from learnrecon.training import save_checkpoint
+    from learnrecon.training.checkpoint import restore_optimizer
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    model(torch.randn(4, 3))  # num_batches_tracked = 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    meta = {"model": {"name": "x"}}
+    save_checkpoint(tmp_path / "c", model, meta, optimizer=optimizer, rng=False, weights_dtype=torch.float16)
+    tensors, meta = load_checkpoint(tmp_path / "c")
+    assert tensors["model/0.weight"].dtype == torch.float16
+    assert tensors["model/1.num_batches_tracked"].dtype == torch.int64
+    exp_avg = [v for k, v in tensors.items() if k.startswith("optimizer/") and k.endswith("exp_avg")]
+    assert exp_avg and all(v.dtype == torch.float32 for v in exp_avg)
+    fresh = torch.optim.Adam(model.parameters(), lr=0.5, betas=(0.5, 0.6))
+    restore_optimizer(fresh, tensors, meta["optimizer"])
+    assert fresh.param_groups[0]["lr"] == 0.1 and tuple(fresh.param_groups[0]["betas"]) == (0.9, 0.999)
+
+
+def test_file_pairs_draw_a_new_permutation_each_epoch():
+    from learnrecon.training.data import FilePairs
+
+    n = 8
+    pairs = FilePairs(list(range(n)), seed=0)  # only the data set's length sets the order
+    epochs = [pairs.indices(torch.arange(e * n, (e + 1) * n)) for e in range(3)]
+    assert all(sorted(e) == list(range(n)) for e in epochs)
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
+    assert FilePairs(list(range(n)), seed=0).indices(torch.arange(n, 2 * n)) == epochs[1]  # random access agrees
+
+
+def test_benchmark_presets_are_the_reference_setups():
+    from learnrecon.benchmark import get_preset
+
+    quick, dival = get_preset("quick"), get_preset("dival")
+    assert (quick.image_size, quick.n_angles, quick.n_detectors, quick.noise, quick.n_test) == (
+        128,
+        30,
+        183,
+        "relative:0.05",
+        100,
+    )
+    assert (dival.image_size, dival.n_angles, dival.noise, dival.n_test, dival.simulation_size) == (
+        128,
+        30,
+        "relative:0.025",
+        100,
+        400,
+    )
