@@ -43,14 +43,18 @@ def tv_gradient(x: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
     return d.H(g / torch.sqrt((g * g).sum(dim=-3, keepdim=True) + eps**2))
 
 
+def _check_regulariser(kind: str) -> None:
+    if kind not in REGULARISERS:
+        raise ParameterError(f"unknown regulariser {kind!r}; choose one of {', '.join(REGULARISERS)}")
+
+
 def regulariser_gradient(x: torch.Tensor, kind: str, eps: float = 1e-2) -> torch.Tensor:
     """``∇R(x)`` of images ``(N, 1, H, W)`` for ``kind`` in :data:`REGULARISERS` (``eps``: TV's smoothing)."""
+    _check_regulariser(kind)
     if kind == "quadratic":
         d = FiniteDifference2D(tuple(x.shape[-2:]))
         return d.H(d(x))
-    if kind == "tv":
-        return tv_gradient(x, eps)
-    raise ParameterError(f"unknown regulariser {kind!r}; choose one of {', '.join(REGULARISERS)}")
+    return tv_gradient(x, eps)
 
 
 class LGDStep(nn.Module):
@@ -61,8 +65,8 @@ class LGDStep(nn.Module):
 
     def __init__(self, n_memory: int, width: int, depth: int, regulariser: str | None, tv_eps: float = 1e-2) -> None:
         super().__init__()
-        if regulariser is not None and regulariser not in REGULARISERS:
-            raise ParameterError(f"unknown regulariser {regulariser!r}; choose one of {', '.join(REGULARISERS)}")
+        if regulariser is not None:
+            _check_regulariser(regulariser)
         self.regulariser = regulariser
         self.tv_eps = tv_eps
         self.block = ConvBlock(2 + int(regulariser is not None) + n_memory, 1 + n_memory, width, depth)
