@@ -37,7 +37,7 @@ def initial_reconstruction(y: torch.Tensor, op: LinearOperator, kind: str, fbp_f
     if kind == "zero":
         return y.new_zeros(y.shape[0], 1, *op.domain_shape)
     if kind == "adjoint":
-        return op.H(y) / op.norm() ** 2
+        return op.H(y) / op.norm(torch.float64, y.device) ** 2
     if kind == "fbp":
         if not isinstance(op, RayTransform2D):
             raise ParameterError(f"init='fbp' needs a ray transform, got {op.name}; use init='adjoint' or 'zero'")
@@ -48,8 +48,11 @@ def initial_reconstruction(y: torch.Tensor, op: LinearOperator, kind: str, fbp_f
 
 
 def normalised(y: torch.Tensor, op: LinearOperator) -> tuple[torch.Tensor, LinearOperator]:
-    """``(y/‖A‖, A/‖A‖)``: the same problem with an operator of norm 1 (the image scale is unchanged)."""
-    scale = 1.0 / op.norm()
+    """``(y/‖A‖, A/‖A‖)``: the same problem with an operator of norm 1 (the image scale is unchanged).
+
+    ‖A‖ is computed once per operator on ``y``'s device (float64 power iteration, cached).
+    """
+    scale = 1.0 / op.norm(torch.float64, y.device)
     return y * scale, op * scale
 
 
