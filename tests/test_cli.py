@@ -10,7 +10,9 @@ import torch
 import learnrecon
 from learnrecon.cli import main
 from learnrecon.data import load
+from learnrecon.models import pretrained
 from learnrecon.phantoms import dival_ellipses, random_ellipses
+from learnrecon.training import training_history
 
 
 def run_cli(*args):
@@ -159,6 +161,10 @@ def test_smoke_benchmark_writes_report(tmp_path):
     # Non-negativity only where the validation images are non-negative: Shepp–Logan, not the raw ellipses.
     assert summary["tuned"]["Shepp–Logan"]["TV"]["nonneg"] and not summary["tuned"]["ellipses"]["TV"]["nonneg"]
     assert set(summary["pretrained"]) == shipped and summary["trained_here"]["steps"] == 4
+    lpd = summary["pretrained"][f"LPD (shipped, {elsewhere})"]  # steps and hours of every round, not the last
+    history = training_history(pretrained("lpd-ellipses").provenance)
+    assert (lpd["steps"], lpd["rounds"]) == (history["steps"], history["rounds"])
+    assert lpd["rounds"] > 1 and lpd["steps"] > lpd["last_round_steps"]
     assert summary["trained_here"]["config"]["model"]["params"]["init"] == "fbp"
     for name in ("report.md", "training/last.safetensors", "training/metrics.csv"):
         assert (out / name).stat().st_size > 0

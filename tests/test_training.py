@@ -16,7 +16,14 @@ from learnrecon import metrics, phantoms
 from learnrecon.cli import main
 from learnrecon.config import Config, from_dict, load_config, save_config
 from learnrecon.errors import DataFileError, LearnreconError, ParameterError, ShapeError
-from learnrecon.training import Trainer, TrainingError, learning_rate, load_checkpoint, load_model
+from learnrecon.training import (
+    Trainer,
+    TrainingError,
+    learning_rate,
+    load_checkpoint,
+    load_model,
+    training_history,
+)
 from learnrecon.training.checkpoint import checkpoint_paths
 from learnrecon.training.data import make_training_data, make_validation_data, step_positions
 from learnrecon.training.losses import get_loss
@@ -209,7 +216,11 @@ def test_init_from_continues_from_a_checkpoints_weights_and_records_it(tmp_path)
     trainer.train()
     meta = load_checkpoint(tmp_path / "next" / "last")[1]
     assert meta["step"] == 2 and meta["started_from"]["step"] == 3
-    assert meta["started_from"]["sha256"] == load_checkpoint(tmp_path / "first" / "last")[1]["sha256"]
+    first = load_checkpoint(tmp_path / "first" / "last")[1]
+    assert meta["started_from"]["sha256"] == first["sha256"]
+    history = training_history(meta)
+    assert (history["rounds"], history["steps"]) == (2, 5)
+    assert history["seconds"] == pytest.approx(meta["seconds"] + first["seconds"])
     resumed = Trainer(_config(steps=4, init_from="/gone"), tmp_path / "next", resume=True, progress=False)
     assert resumed.started_from == meta["started_from"]  # resuming keeps the record and needs no start file
 
@@ -233,6 +244,8 @@ def test_a_widened_fbpconvnet_starts_where_its_source_ended_and_records_the_wide
     trainer.train()
     record = load_checkpoint(tmp_path / "wide" / "last")[1]["started_from"]
     assert record["widened_from"]["width"] == 2 and record["step"] == 2
+    # The widened start carries the narrow run's record, so its steps count once: 2 narrow + 1 wide.
+    assert training_history(load_checkpoint(tmp_path / "wide" / "last")[1])["steps"] == 3
 
 
 def test_init_from_another_model_is_refused_and_writes_nothing(tmp_path):

@@ -255,11 +255,18 @@ def _noted(label: str, note: str) -> str:
 
 
 def _training_record(meta: dict) -> dict:
-    """Steps, minutes, device, best validation PSNR and commit of a checkpoint's metadata."""
+    """What a checkpoint's metadata says of its training: steps and hours over all its rounds
+    (:func:`~learnrecon.training.training_history`), the last round's steps and device, its best validation
+    PSNR and commit."""
+    from learnrecon.training import training_history
+
+    history = training_history(meta)
     return {
-        "steps": meta.get("step"),
-        "training_minutes": round(meta.get("seconds", 0.0) / 60, 1),
-        "device": meta.get("device"),
+        "steps": history["steps"],
+        "rounds": history["rounds"],
+        "training_hours": round(history["seconds"] / 3600, 2),
+        "last_round_steps": meta.get("step"),
+        "last_round_device": meta.get("device"),
         "validation_psnr": meta.get("best_psnr"),
         "commit": meta.get("commit"),
     }
@@ -459,20 +466,26 @@ def _write_outputs(folder: Path, preset: Preset, tests: list[EvalSet], results: 
     (folder / "report.md").write_text(_report_markdown(preset, summary))
 
 
+#: The columns of the report's tables of trained checkpoints (keys of :func:`_training_record`).
+HISTORY_COLUMNS = ["steps", "rounds", "training_hours", "last_round_steps", "last_round_device", "validation_psnr"]
+
+
 def _learned_markdown(preset: Preset, summary: dict) -> str:
     """The provenance of the shipped models, the checkpoints given, and the runs trained during the benchmark."""
     text = ""
     if summary["pretrained"]:
         rows = [{"model": label, **info} for label, info in summary["pretrained"].items()]
-        columns = ["model", "name", "steps", "training_minutes", "device", "validation_psnr"]
         text += (
             "## Shipped models\n\nWeights from `learnrecon/pretrained/`, trained with `learnrecon train` on random "
-            "ellipses (each checkpoint's JSON holds its config; validation PSNR: the trainer's best on 16 other "
-            "ellipses, with data range 1):\n\n" + markdown_table(rows, columns) + "\n"
+            "ellipses in rounds, each continuing the last (each checkpoint's JSON holds its config and, under "
+            "`started_from`, the rounds before; steps and hours count every round, on CPU and GPU; validation "
+            "PSNR: the trainer's best on 16 other ellipses, with data range 1):\n\n"
+            + markdown_table(rows, ["model", "name", *HISTORY_COLUMNS])
+            + "\n"
         )
     if summary["checkpoints"]:
         rows = [{"method": label, **info} for label, info in summary["checkpoints"].items()]
-        columns = ["method", "model", "steps", "training_minutes", "device", "validation_psnr"]
+        columns = ["method", "model", *HISTORY_COLUMNS]
         text += (
             "## Checkpoints evaluated\n\nGiven with `--checkpoint` (validation PSNR: the trainer's best, with data "
             "range 1):\n\n" + markdown_table(rows, columns) + "\n"

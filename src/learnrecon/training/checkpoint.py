@@ -25,7 +25,15 @@ from torch import nn
 
 from learnrecon.errors import DataFileError
 
-__all__ = ["FORMAT", "checkpoint_paths", "load_checkpoint", "load_model", "reusable_meta", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "checkpoint_paths",
+    "load_checkpoint",
+    "load_model",
+    "reusable_meta",
+    "save_checkpoint",
+    "training_history",
+]
 
 FORMAT = "learnrecon-checkpoint"
 FORMAT_VERSION = 1
@@ -145,6 +153,23 @@ def reusable_meta(meta: dict[str, Any]) -> dict[str, Any]:
     """A copy of a checkpoint's ``meta`` without what :func:`save_checkpoint` writes for each file itself
     (format, version, sha256) or what belongs to a training run (the optimiser state), to save the weights again."""
     return {k: v for k, v in meta.items() if k not in ("format", "format_version", "sha256", "optimizer")}
+
+
+def training_history(meta: dict[str, Any]) -> dict[str, float | int]:
+    """Totals over a checkpoint's training rounds: the run that saved it and each run it continued, followed
+    through ``meta["started_from"]`` (each record gives the steps and seconds of the checkpoint that run
+    started from, so the sums count every step that led to these weights once).
+
+    Returns ``{"rounds": n, "steps": Σ step, "seconds": Σ seconds}``.
+    """
+    rounds, steps, seconds = 0, 0, 0.0
+    record: Any = meta
+    while isinstance(record, dict):
+        rounds += 1
+        steps += int(record.get("step") or 0)
+        seconds += float(record.get("seconds") or 0.0)
+        record = record.get("started_from")
+    return {"rounds": rounds, "steps": steps, "seconds": seconds}
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
