@@ -297,6 +297,11 @@ def test_reconstruct_writes_results_and_figure(tmp_path):
         (["--method", "magic"], "unknown method"),
         (["--method", "fbp", "--index", "7:9"], "selects no items"),
         (["--method", "fbp", "--index", "x"], "not an integer"),
+        (["--method", "fbp", "--batch-size", "0"], "batch size must be a positive integer"),
+        (["--pretrained", "lpd-ellipses", "--method", "tv"], "or --pretrained/--checkpoint (a learned model)"),
+        (["--pretrained", "lpd-ellipses", "--param", "lam=1"], "takes no method parameters (got lam)"),
+        (["--pretrained", "lpd"], "no pretrained model 'lpd'"),
+        (["--checkpoint", "missing"], "missing.safetensors does not exist"),
     ],
 )
 def test_reconstruct_bad_arguments(tmp_path, args, message):
@@ -306,6 +311,27 @@ def test_reconstruct_bad_arguments(tmp_path, args, message):
     status, _, err = run_cli("reconstruct", "--in", str(data), "--out", str(out), "--quiet", *args)
     assert status == 1 and message in err and "Traceback" not in err
     assert not out.exists() and not (tmp_path / "r.png").exists()
+
+
+def test_reconstruct_with_a_learned_model_writes_its_output_and_names_it(tmp_path):
+    import h5py
+
+    data = tmp_path / "d.h5"
+    assert main(["simulate", "--n", "3", "--size", "32", "--angles", "12", "--out", str(data), "--quiet"]) == 0
+    out = tmp_path / "lgd.h5"
+    args = ["reconstruct", "--pretrained", "lgd-ellipses", "--in", str(data), "--out", str(out), "--index", "1:3"]
+    status, _, err = run_cli(*args, "--batch-size", "1", "--quiet")
+    assert status == 0, err
+    assert "warning: the data's operator differs from the one the model was trained with in angles" in err
+    model, dataset = pretrained("lgd-ellipses"), load(data)
+    with torch.no_grad():
+        expected = model(dataset.tensors([1, 2]).y.float(), dataset.op)
+    with h5py.File(out) as f:
+        torch.testing.assert_close(torch.from_numpy(f["x_hat"][:]), expected, atol=1e-5, rtol=1e-5)
+        assert list(f["index"][:]) == [1, 2] and f.attrs["method"] == "lgd-ellipses"
+        assert json.loads(f.attrs["model"]) == model.provenance["model"] and json.loads(f.attrs["params"]) == {}
+        assert f.attrs["weights_sha256"] == model.provenance["sha256"] and f["psnr"].shape == (2,)
+    assert (tmp_path / "lgd.png").stat().st_size > 0
 
 
 def test_reconstruct_missing_input(tmp_path):

@@ -92,12 +92,17 @@ def _run_simulate(args: argparse.Namespace) -> int:
 def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "reconstruct",
-        help="reconstruct a data file with a classical method (writes HDF5 + a PNG figure)",
-        description="Reconstruct items of a learnrecon HDF5 data set; writes the reconstructions, PSNR/SSIM when "
-        "the file holds truth, and a comparison figure beside the output. --method list shows the methods.",
+        help="reconstruct a data file with a classical method or a learned model (writes HDF5 + a PNG figure)",
+        description="Reconstruct items of a learnrecon HDF5 data set with a classical method (--method) or a learned "
+        "model (--pretrained or --checkpoint); writes the reconstructions, PSNR/SSIM when the file holds truth, and "
+        "a comparison figure beside the output. --method list shows the classical methods.",
     )
-    p.add_argument("--method", default="list", help="method name, or 'list' (default) to show them all")
+    p.add_argument("--method", default="list", help="classical method name, or 'list' (default) to show them all")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter (repeat)")
+    learned = p.add_mutually_exclusive_group()
+    learned.add_argument("--pretrained", help="a shipped learned model instead of --method, e.g. lpd-ellipses")
+    learned.add_argument("--checkpoint", help="a trained checkpoint (.safetensors with its .json) instead of --method")
+    p.add_argument("--device", default="cpu", help="for a learned model: cpu (default), cuda, cuda:N or auto")
     p.add_argument("--in", dest="source", help="input data set (HDF5 from learnrecon simulate)")
     p.add_argument("--out", help="output HDF5 file (the figure goes beside it as .png)")
     p.add_argument("--index", default=None, help="items to reconstruct: N, START:STOP or START:STOP:STEP")
@@ -108,22 +113,39 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_reconstruct(args: argparse.Namespace) -> int:
+    from learnrecon.data import load
     from learnrecon.errors import ParameterError
     from learnrecon.reconstruction import reconstruct_file
 
-    if args.method == "list":
+    learned = args.pretrained or args.checkpoint
+    if args.method == "list" and not learned:
         print(_methods_text())
         return 0
+    if learned and args.method != "list":
+        raise ParameterError("give --method NAME (a classical method) or --pretrained/--checkpoint (a learned model)")
     if not args.source or not args.out:
-        raise ParameterError("reconstruct needs --in DATA.h5 and --out RECON.h5 (and --method NAME)")
+        raise ParameterError("reconstruct needs --in DATA.h5 and --out RECON.h5 (and --method NAME or a model)")
     params = {}
     for item in args.param:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ParameterError(f"--param {item!r} must look like KEY=VALUE, e.g. --param lam=0.01")
         params[key.strip()] = value.strip()
+    model, device = None, "cpu"
+    if learned:
+        model, device = _learned_model(args)
+        _warn_if_another_operator(model.provenance.get("operator"), load(args.source).op, "reconstruct")
     summary = reconstruct_file(
-        args.source, args.out, args.method, params, args.index, args.overwrite, args.batch_size, not args.quiet
+        args.source,
+        args.out,
+        learned or args.method,
+        params,
+        args.index,
+        args.overwrite,
+        args.batch_size,
+        not args.quiet,
+        model=model,
+        device=device,
     )
     quality = f", mean PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f}" if "psnr" in summary else ""
     print(
@@ -281,26 +303,24 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from learnrecon._checks import parse_device
     from learnrecon.data import load
     from learnrecon.data.files import atomic_path, check_output_path
     from learnrecon.errors import ParameterError
-    from learnrecon.models import SymmetryAverage, pretrained
+    from learnrecon.models import SymmetryAverage
     from learnrecon.reconstruction import parse_index
     from learnrecon.report import write_json
-    from learnrecon.training import evaluate_model, load_model
+    from learnrecon.training import evaluate_model
     from learnrecon.training.data import Pairs, check_finite_pairs, check_pairs_file, read_pairs
 
     if args.batch_size < 1:
         raise ParameterError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    device = str(parse_device(args.device, "--device"))
     data_range = _parse_data_range(args.data_range)
     if args.out:
         check_output_path(args.out, args.overwrite, create_parents=False)  # fail before any work, writing nothing
-    model = pretrained(args.pretrained, device) if args.pretrained else load_model(args.checkpoint, device)
+    model, device = _learned_model(args)
     dataset = load(args.data)
     check_pairs_file(dataset, dataset.op, "--data")
-    _warn_if_another_operator(model.provenance.get("operator"), dataset.op)
+    _warn_if_another_operator(model.provenance.get("operator"), dataset.op, "evaluate")
     if args.symmetry_average:
         model = SymmetryAverage(model)
     picked = parse_index(args.index, len(dataset))
@@ -343,7 +363,18 @@ def _parse_data_range(text: str) -> float | None:
     return value
 
 
-def _warn_if_another_operator(trained_with: dict | None, op) -> None:
+def _learned_model(args: argparse.Namespace):
+    """The model of ``--pretrained`` or ``--checkpoint``, on ``--device``, and that device's name."""
+    from learnrecon._checks import parse_device
+    from learnrecon.models import pretrained
+    from learnrecon.training import load_model
+
+    device = str(parse_device(args.device, "--device"))
+    model = pretrained(args.pretrained, device) if args.pretrained else load_model(args.checkpoint, device)
+    return model, device
+
+
+def _warn_if_another_operator(trained_with: dict | None, op, command: str) -> None:
     """Print a warning naming the settings in which ``op`` differs from the operator a model was trained
     with (evaluating on another geometry is allowed: it measures how the model transfers)."""
     from learnrecon.operators.registry import differing_settings, operator_config
@@ -357,7 +388,7 @@ def _warn_if_another_operator(trained_with: dict | None, op) -> None:
     differing = differing_settings(now, trained_with)
     if differing:
         print(
-            "learnrecon evaluate: warning: the data's operator differs from the one the model was trained with in "
+            f"learnrecon {command}: warning: the data's operator differs from the one the model was trained with in "
             f"{', '.join(differing)}",
             file=sys.stderr,
         )

@@ -1,18 +1,20 @@
-"""Reconstruct a data file with a named classical method and write the results (HDF5 + PNG figure).
+"""Reconstruct a data file with a named classical method or a learned model and write the results (HDF5 +
+PNG figure).
 
 Output layout (format ``learnrecon-reconstruction``)::
 
     /x_hat   float32 (n, 1, H, W)   reconstructions
     /index   int64   (n,)           the items of the input file they belong to
     /psnr, /ssim  float64 (n,)      when the input holds ground truth
-    attrs    method, params (JSON), source, operator (JSON), learnrecon_version
+    attrs    method, params (JSON), source, operator (JSON), learnrecon_version;
+             for a learned model also model (JSON: its name and parameters) and weights_sha256
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import h5py
@@ -27,6 +29,8 @@ from learnrecon.errors import ParameterError
 from learnrecon.operators.registry import operator_config
 from learnrecon.report import reconstruction_grid
 from learnrecon.solvers.registry import parse_params, reconstruct_batch
+
+Reconstructor = Callable[[torch.Tensor], torch.Tensor]
 
 __all__ = ["parse_index", "reconstruct_file"]
 
@@ -55,30 +59,38 @@ def reconstruct_file(
     source: str | Path,
     out: str | Path,
     method: str,
-    params: Mapping[str, object],
+    params: Mapping[str, object] | None = None,
     index: str | None = None,
     overwrite: bool = False,
     batch_size: int = 16,
     progress: bool = True,
+    *,
+    model: torch.nn.Module | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict:
-    """Reconstruct items of ``source`` with ``method`` and write ``out`` (HDF5) and ``out`` with ``.png``.
+    """Reconstruct items of ``source`` and write ``out`` (HDF5) and ``out`` with ``.png``.
+
+    ``method`` names a classical method of :mod:`learnrecon.solvers.registry`, with its ``params`` given by
+    name; or, with ``model`` (a learned reconstructor ``model(y, op)``, e.g. from
+    :func:`~learnrecon.models.pretrained` or :func:`~learnrecon.training.load_model`), it is that model's label,
+    and the model runs on ``device``. Items go in batches of ``batch_size``.
 
     Returns a summary: the number of items, seconds per item, and mean PSNR/SSIM when truth is present.
     """
     out = check_output_path(out, overwrite)
     figure = out.with_suffix(".png")
     check_output_path(figure, overwrite)
-    kwargs = parse_params(method, params)  # fail on bad parameters before reading data
+    if batch_size < 1:
+        raise ParameterError(f"batch size must be a positive integer, got {batch_size}")
+    kwargs = _method_params(method, params or {}, model)  # fail on bad parameters before reading data
     dataset = load(source)
     picked = parse_index(index, len(dataset))
     data = dataset.tensors(picked.numpy())
+    run = _reconstructor(method, kwargs, dataset.op) if model is None else _learned(model, dataset.op, device)
     start = time.perf_counter()
     chunks = range(0, picked.numel(), batch_size)
     x_hat = torch.cat(
-        [
-            reconstruct_batch(method, data.y[i : i + batch_size], dataset.op, kwargs)
-            for i in tqdm(chunks, desc=method, unit="batch", disable=not progress)
-        ]
+        [run(data.y[i : i + batch_size]) for i in tqdm(chunks, desc=method, unit="batch", disable=not progress)]
     ).float()
     seconds = (time.perf_counter() - start) / picked.numel()
     summary: dict = {
@@ -99,6 +111,7 @@ def reconstruct_file(
                 "source": str(source),
                 "operator": json.dumps(operator_config(dataset.op)),
                 "learnrecon_version": learnrecon.__version__,
+                **_model_attrs(model),
             }
         )
         f["x_hat"] = x_hat.numpy()
@@ -109,6 +122,38 @@ def reconstruct_file(
             summary.update(psnr=float(psnr.mean()), ssim=float(ssim.mean()))
     _figure(figure, data.x if dataset.has_truth else None, x_hat, picked, method, psnr, overwrite)
     return summary
+
+
+def _method_params(method: str, params: Mapping[str, object], model: torch.nn.Module | None) -> dict:
+    """The classical ``method``'s parameters, converted; a learned model takes none."""
+    if model is None:
+        return parse_params(method, params)
+    if params:
+        raise ParameterError(f"{method} is a learned model and takes no method parameters (got {', '.join(params)})")
+    return {}
+
+
+def _reconstructor(method: str, kwargs: dict, op) -> Reconstructor:
+    return lambda y: reconstruct_batch(method, y, op, kwargs)
+
+
+def _learned(model: torch.nn.Module, op, device: str | torch.device) -> Reconstructor:
+    """``y ↦ model(y, op)`` without gradients, in evaluation mode, on ``device``, returned on the CPU."""
+    model.eval()
+
+    @torch.no_grad()
+    def run(y: torch.Tensor) -> torch.Tensor:
+        return model(y.to(device), op).float().cpu()
+
+    return run
+
+
+def _model_attrs(model: torch.nn.Module | None) -> dict:
+    """What the output file records of a learned model: its name and parameters and its weights' hash."""
+    provenance = getattr(model, "provenance", None)
+    if not provenance:
+        return {}
+    return {"model": json.dumps(provenance.get("model")), "weights_sha256": provenance.get("sha256", "")}
 
 
 def _figure(path: Path, truth, x_hat: torch.Tensor, picked: torch.Tensor, method: str, psnr, overwrite: bool):
