@@ -462,7 +462,9 @@ def _write_outputs(folder: Path, preset: Preset, tests: list[EvalSet], results: 
         values = {t.name: {m: results[m][t.name][metric] for m in results} for t in tests}
         metric_bars(figures / f"{metric}.png", values, metric.upper())
     if (folder / "training" / "metrics.csv").exists():
-        training_curve(figures / "training.png", folder / "training", f"{preset.train_model} trained from scratch")
+        training_curve(
+            figures / "training.png", folder / "training", f"{preset.train_model.upper()} trained from scratch"
+        )
     (folder / "report.md").write_text(_report_markdown(preset, summary))
 
 

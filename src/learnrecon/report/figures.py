@@ -114,7 +114,9 @@ def training_curve(path: str | Path, run_folder: str | Path, title: str = "train
         ax2.plot(steps, [float(r["psnr"]) for r in validation], "o-", color="C1", label="validation PSNR")
         ax2.set_ylabel("validation PSNR (dB)")
         fig.legend(loc="upper center", fontsize=7, ncol=2)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.92))  # the legend above the title, not over it
+    else:
+        fig.tight_layout()
     return _save(fig, path)
 
 
