@@ -86,7 +86,8 @@ def metric_bars(path: str | Path, values: Mapping[str, Mapping[str, float]], met
         ax.bar_label(bars, fmt="%.2f", fontsize=6)
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7, ncol=min(len(methods), 5))
+    # Below the axes, where it covers no bar or value.
+    ax.legend(fontsize=7, ncol=min(len(methods), 3), loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
