@@ -22,7 +22,7 @@ from learnrecon.errors import ParameterError
 from learnrecon.operators._precision import full_float32
 from learnrecon.operators.base import LinearOperator
 
-__all__ = ["Wavelet2D"]
+__all__ = ["Wavelet2D", "default_levels"]
 
 
 class Wavelet2D(LinearOperator):
@@ -46,11 +46,10 @@ class Wavelet2D(LinearOperator):
             raise ParameterError(f"wavelet {wavelet!r} is not orthogonal; use haar, dbN, symN or coifN")
         if int(levels) != levels or levels < 1:
             raise ParameterError(f"levels must be a positive integer, got {levels}")
-        size = 2**levels
-        if shape[0] % size or shape[1] % size or min(shape) // 2 ** (levels - 1) < bank.dec_len:
+        if not _allows(shape, levels, bank.dec_len):
             raise ParameterError(
                 f"image {shape} does not allow {levels} levels of {wavelet}: both sides must be divisible by "
-                f"{size} and the coarsest level at least {bank.dec_len} pixels"
+                f"{2**levels} and the coarsest level at least {bank.dec_len} pixels"
             )
         super().__init__(shape, shape)
         self.wavelet = wavelet
@@ -128,3 +127,25 @@ class Wavelet2D(LinearOperator):
         mask = torch.zeros(H, W, dtype=torch.bool)
         mask[: H >> self.levels, : W >> self.levels] = True
         return mask
+
+
+def _allows(shape: tuple[int, int], levels: int, filter_length: int) -> bool:
+    """Whether ``levels`` levels fit ``shape``: both sides divisible by 2**levels, each level's input at least
+    ``filter_length`` pixels."""
+    return all(side % 2**levels == 0 for side in shape) and min(shape) // 2 ** (levels - 1) >= filter_length
+
+
+def default_levels(shape: Sequence[int], wavelet: str, most: int = 4, coarsest: int = 8) -> int:
+    """The most levels (at most ``most``, and at least 1) that ``shape`` allows for ``wavelet`` while the
+    coarsest band keeps at least ``coarsest`` pixels a side; 1 when none fits (:class:`Wavelet2D` then says why)."""
+    import pywt
+
+    shape = tuple(int(s) for s in shape)
+    try:
+        filter_length = pywt.Wavelet(wavelet).dec_len
+    except ValueError:  # an unknown name: Wavelet2D names the problem
+        return 1
+    levels = 1
+    while levels < most and _allows(shape, levels + 1, filter_length) and min(shape) >> (levels + 1) >= coarsest:
+        levels += 1
+    return levels

@@ -16,7 +16,7 @@ import torch
 
 from learnrecon.errors import ParameterError
 from learnrecon.operators.base import LinearOperator
-from learnrecon.operators.wavelet import Wavelet2D
+from learnrecon.operators.wavelet import Wavelet2D, default_levels
 from learnrecon.solvers.linear import _finish, _start
 from learnrecon.solvers.stopping import Callback, SolverResult, Stopping, check_data, check_parameter, sample_norms
 
@@ -38,7 +38,7 @@ def _proximal_gradient(
     transform = None
     if wavelet is not None:
         if isinstance(wavelet, str):
-            transform = Wavelet2D(op.domain_shape, wavelet, levels=_default_levels(op.domain_shape))
+            transform = Wavelet2D(op.domain_shape, wavelet, levels=default_levels(op.domain_shape, wavelet))
         elif isinstance(wavelet, Wavelet2D):
             transform = wavelet
         else:
@@ -76,13 +76,6 @@ def _proximal_gradient(
             if stop.update(k, x, synth(c_old), sample_norms(op(x) - y, len(op.range_shape))):
                 break
     return _finish(stop, synth(c), k, return_info)
-
-
-def _default_levels(shape) -> int:
-    levels = 1
-    while min(shape) % 2 ** (levels + 1) == 0 and min(shape) >> (levels + 1) >= 8 and levels < 4:
-        levels += 1
-    return levels
 
 
 def ista(
