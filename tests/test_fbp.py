@@ -1,5 +1,7 @@
 """Filtered backprojection: scaling, accuracy on Shepp–Logan, filters, fan beam, bad input."""
 
+import math
+
 import pytest
 import torch
 
@@ -8,6 +10,7 @@ from learnrecon.metrics import psnr
 from learnrecon.operators import FanBeam2D, Identity, ParallelBeam2D
 from learnrecon.phantoms import shepp_logan
 from learnrecon.solvers import FILTERS, fbp
+from learnrecon.solvers.fbp import filter_sinogram, ramp_filter
 
 
 def blob(n, extent, centre=(0.2, 0.1), width=0.08):
@@ -94,3 +97,33 @@ def test_bad_input():
         fbp(y.to(torch.complex64), op)
     with pytest.raises(ParameterError, match="ParallelBeam2D or FanBeam2D"):
         fbp(torch.rand(16, 16), Identity((16, 16)))
+
+
+# Tests from a mutation audit of the operators, solvers and trainer (each fails on a plausible bug the
+# tests before it let through).
+
+
+@pytest.mark.parametrize("filter_name", FILTERS)
+@pytest.mark.parametrize("scaling", [1.0, 0.5])
+def test_filter_windows_are_the_textbook_ones(filter_name, scaling):  # kills F1, F2, F3, F5, F7
+    ramp = ramp_filter(20, 0.5)
+    response = ramp_filter(20, 0.5, filter_name, scaling)
+    omega = torch.arange(ramp.numel(), dtype=torch.float64) / (ramp.numel() - 1) / scaling  # 1 = cut-off
+    window = {
+        "ram-lak": torch.ones_like(omega),
+        "shepp-logan": torch.where(omega > 0, torch.sin(math.pi * omega / 2) / (math.pi * omega / 2), 1.0),
+        "cosine": torch.cos(math.pi * omega / 2),
+        "hann": 0.5 + 0.5 * torch.cos(math.pi * omega),
+        "hamming": 0.54 + 0.46 * torch.cos(math.pi * omega),
+    }[filter_name]
+    torch.testing.assert_close(response, ramp * torch.where(omega <= 1, window, 0.0))
+
+
+def test_filtering_is_a_linear_not_circular_convolution_with_the_discrete_ramp():  # kills F4
+    n, ds = 12, 0.5
+    y = torch.randn(3, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lag = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).double()
+    g = torch.where(lag % 2 == 1, -1 / (math.pi * lag * ds) ** 2, torch.zeros((), dtype=torch.float64))
+    g = torch.where(lag == 0, 1 / (4 * ds**2), g)
+    expected = ds * y @ g.T  # q[i] = Δs Σ_j g(i − j) y[j]
+    torch.testing.assert_close(filter_sinogram(y, ramp_filter(n, ds)), expected, rtol=0, atol=1e-12)

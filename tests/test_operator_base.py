@@ -175,3 +175,19 @@ def test_a_device_without_index_shares_the_cache_of_the_current_device(monkeypat
     for device in (torch.device("cuda"), torch.device("cuda", 0)):
         op._cached(("thing", device), lambda: builds.append(1))
     assert builds == [1]  # one build: the GPU holds one copy however the device is spelt
+
+
+# Tests from a mutation audit of the operators, solvers and trainer (each fails on a plausible bug the
+# tests before it let through).
+
+
+def test_norm_of_a_negatively_scaled_operator_is_positive():  # kills O1
+    M = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = torch.linalg.matrix_norm(M, 2).item()
+    assert (-MatrixOperator(M)).norm() == pytest.approx(expected, rel=1e-6)
+    assert (-2.5 * MatrixOperator(M)).norm() == pytest.approx(2.5 * expected, rel=1e-6)
+
+
+def test_power_iteration_tolerance_is_relative_for_tiny_operators():  # kills O4
+    M = 1e-6 * torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert MatrixOperator(M).norm() == pytest.approx(torch.linalg.matrix_norm(M, 2).item(), rel=1e-6)

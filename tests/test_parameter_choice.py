@@ -1,11 +1,13 @@
 """Parameter choice: grid search against truth, the discrepancy principle and the L-curve."""
 
+import math
+
 import pytest
 import torch
 
 from learnrecon.errors import ParameterError
 from learnrecon.metrics import psnr
-from learnrecon.operators import ParallelBeam2D
+from learnrecon.operators import Identity, MatrixOperator, ParallelBeam2D
 from learnrecon.operators.wavelet import Wavelet2D
 from learnrecon.solvers import discrepancy_choice, grid_search, l_curve, tikhonov_svd
 
@@ -63,3 +65,46 @@ def test_wavelet_is_orthonormal_and_checks_sizes():
         Wavelet2D(32, "bior2.2")
     with pytest.raises(ParameterError, match="unknown wavelet"):
         Wavelet2D(32, "nope")
+
+
+# Tests from a mutation audit of the operators, solvers and trainer (each fails on a plausible bug the
+# tests before it let through).
+
+
+def test_discrepancy_choice_uses_tau_times_delta():  # kills P1
+    u = torch.tensor([1.0, 0.0], dtype=torch.float64)
+
+    def solve(y, op, alpha):  # residual ‖x − y‖ = alpha exactly
+        return y + alpha * u
+
+    y = torch.zeros(1, 2, dtype=torch.float64)
+    choice = discrepancy_choice(solve, y, Identity((2,)), 1.0, "alpha", [0.5, 1.01, 2.0], tau=1.02)
+    assert choice.value == 1.01
+
+
+def test_l_curve_is_blind_to_the_units_of_the_image():  # kills P3
+    op = MatrixOperator(torch.tensor([[1.0, 0.0]], dtype=torch.float64))  # residual |x_0| when y = 0
+    y = torch.zeros(1, 1, dtype=torch.float64)
+    values = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
+
+    def solve(scale):
+        return lambda y, op, alpha: scale * torch.tensor([[alpha, 1 / alpha + alpha**2]], dtype=torch.float64)
+
+    one, ten = l_curve(solve(1.0), y, op, "alpha", values), l_curve(solve(10.0), y, op, "alpha", values)
+    assert ten.scores == pytest.approx(one.scores, rel=1e-9, abs=1e-12) and ten.value == one.value
+
+
+def test_l_curve_never_picks_an_end_of_the_grid():  # kills P2
+    # log residual and log norm per grid value: the one-sided curvature at the first point is the largest.
+    r = [0.0, 0.4, 0.99, 1.34, 1.46]
+    e = [10.0, 9.53, 7.62, 6.13, 4.59]
+    op = MatrixOperator(torch.tensor([[1.0, 0.0]], dtype=torch.float64))  # residual |x_0| when y = 0
+    y = torch.zeros(1, 1, dtype=torch.float64)
+
+    def solve(y, op, alpha):
+        i = int(alpha) - 1
+        return torch.tensor([[math.exp(r[i]), math.sqrt(math.exp(2 * e[i]) - math.exp(2 * r[i]))]], dtype=torch.float64)
+
+    choice = l_curve(solve, y, op, "alpha", [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert abs(choice.scores[0]) > max(abs(s) for s in choice.scores[1:])  # the end is the sharpest point...
+    assert choice.value == 2.0  # ...but ends are unreliable; the corner is the sharpest interior point

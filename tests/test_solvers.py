@@ -5,6 +5,8 @@ Problems: an explicit well-conditioned matrix, an 8×8 parallel-beam ray transfo
 closed-form Tikhonov, the KKT conditions of the ℓ1 problem, and Chambolle's dual algorithm for TV.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -12,6 +14,7 @@ from learnrecon.errors import ParameterError
 from learnrecon.operators import Identity, MatrixOperator, ParallelBeam2D
 from learnrecon.operators.blur import Blur, gaussian_kernel
 from learnrecon.operators.gradient import FiniteDifference2D
+from learnrecon.operators.wavelet import Wavelet2D, default_levels
 from learnrecon.solvers import (
     cgls,
     fista,
@@ -27,6 +30,8 @@ from learnrecon.solvers import (
     tsvd,
     tv_pdhg,
 )
+from learnrecon.solvers.row_action import angle_blocks
+from learnrecon.solvers.sparsity import soft_threshold
 
 TOL = {torch.float64: 1e-6, torch.float32: 2e-3}
 
@@ -338,3 +343,170 @@ def test_registry_converts_and_checks_parameters():
         reconstruct_batch("tv", y, op, {"lam": "abc"})
     with pytest.raises(ParameterError, match="unknown method"):
         reconstruct_batch("magic", y, op, {})
+
+
+# Tests from a mutation audit of the operators, solvers and trainer (each fails on a plausible bug the
+# tests before it let through).
+
+
+def _complex_matrix(m=8, n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.complex(
+        torch.randn(m, n, generator=g, dtype=torch.float64), torch.randn(m, n, generator=g, dtype=torch.float64)
+    )
+
+
+def test_cgls_and_spectral_solvers_on_a_complex_operator():  # kills L1, L5
+    M = _complex_matrix()
+    op = MatrixOperator(M)
+    y = _complex_matrix(2, 8, seed=1)
+    expected = torch.linalg.lstsq(M, y.T).solution.T
+    torch.testing.assert_close(cgls(y, op, n_iter=50), expected)
+    torch.testing.assert_close(tsvd(y, op, 5), expected)
+    alpha = 0.3
+    closed = torch.linalg.solve(M.conj().T @ M + alpha * torch.eye(5, dtype=M.dtype), M.conj().T @ y.T).T
+    torch.testing.assert_close(tikhonov_svd(y, op, alpha), closed)
+
+
+def test_tikhonov_from_a_starting_image_reaches_the_closed_form():  # kills L2
+    M = torch.randn(9, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randn(2, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x0 = torch.randn(2, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    closed = torch.linalg.solve(M.T @ M + 0.3 * torch.eye(6, dtype=torch.float64), M.T @ y.T).T
+    torch.testing.assert_close(tikhonov(y, MatrixOperator(M), 0.3, x0=x0, tol=1e-12), closed)
+
+
+def test_cgls_reports_convergence():  # kills L3
+    y = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = cgls(y, Identity((4, 4)), n_iter=20, return_info=True)
+    assert result.reason == "converged" and result.n_iter == 1
+    torch.testing.assert_close(result.x, y)
+
+
+@pytest.mark.parametrize("n_iter", [7, 8])
+def test_projected_gradient_iterates_stay_in_the_box(n_iter):  # kills L4
+    y = torch.linspace(-2, 2, 64, dtype=torch.float64).reshape(1, 8, 8)
+    x = projected_gradient(y, Identity((8, 8)), n_iter=n_iter, lower=-0.5, upper=1.0)
+    torch.testing.assert_close(x, y.clamp(-0.5, 1.0))
+
+
+def test_angle_blocks_partition_the_angles():  # kills R1
+    op = ParallelBeam2D(8, 10)
+    for n in (1, 3, 4, 10):
+        blocks = angle_blocks(op, n)
+        assert len(blocks) == n
+        assert sorted(torch.cat(blocks).tolist()) == list(range(10))
+
+
+def _sweep_reference(op, y, n_subsets, rule):
+    """One ordered sweep of a row-action method from x = 0, with the dense matrix of each block."""
+    x = torch.zeros(op.domain_shape[0] * op.domain_shape[1], dtype=torch.float64)
+    for b in range(n_subsets):
+        idx = list(range(b, op.range_shape[0], n_subsets))
+        A = op[idx].to_dense()
+        x = rule(x, A, y[idx].reshape(-1))
+    return x.reshape(op.domain_shape)
+
+
+def test_one_kaczmarz_and_one_sart_sweep_match_the_dense_formulas():  # kills R2, R3, R4
+    op = ParallelBeam2D(8, 12)
+    y = op(torch.rand(8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+
+    def kaczmarz_rule(x, A, yb):
+        return x + 0.7 / torch.linalg.matrix_norm(A, 2) ** 2 * A.T @ (yb - A @ x)
+
+    def sart_rule(x, A, yb):
+        rows, cols = A.sum(1), A.sum(0)
+        inv_r = torch.where(rows > 0, 1 / rows, 0.0)
+        inv_c = torch.where(cols > 0, 1 / cols, 0.0)
+        return x + 0.7 * inv_c * (A.T @ (inv_r * (yb - A @ x)))
+
+    torch.testing.assert_close(
+        kaczmarz(y, op, n_iter=1, n_subsets=3, relaxation=0.7), _sweep_reference(op, y, 3, kaczmarz_rule)
+    )
+    torch.testing.assert_close(
+        sart(y, op, n_iter=1, n_subsets=3, relaxation=0.7), _sweep_reference(op, y, 3, sart_rule)
+    )
+
+
+def test_random_order_is_reproducible_from_the_seed():  # kills R5
+    op = ParallelBeam2D(8, 12)
+    y = op(torch.rand(8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    torch.manual_seed(1)
+    a = sart(y, op, n_iter=2, n_subsets=6, order="random", seed=5)
+    torch.manual_seed(2)
+    b = sart(y, op, n_iter=2, n_subsets=6, order="random", seed=5)
+    assert torch.equal(a, b)
+
+
+def test_fista_iterates_follow_beck_and_teboulle():  # kills S1, S3
+    M = torch.randn(10, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    y = torch.randn(10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    lam, step = 0.5, 1 / torch.linalg.matrix_norm(M, 2).item() ** 2
+    c = z = torch.zeros(6, dtype=torch.float64)
+    t = 1.0
+    for _ in range(4):
+        c_new = soft_threshold(z - step * M.T @ (M @ z - y), step * lam)
+        t_new = (1 + math.sqrt(1 + 4 * t**2)) / 2
+        z = c_new + (t - 1) / t_new * (c_new - c)
+        c, t = c_new, t_new
+    torch.testing.assert_close(fista(y, MatrixOperator(M), lam, n_iter=4), c)
+
+
+def test_ista_leaves_the_wavelet_approximation_unthresholded():  # kills S2
+    W = Wavelet2D(16, "haar", levels=2)
+    y = torch.randn(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    c = W(y)
+    mask = W.approximation_mask()
+    expected = W.H(torch.where(mask, c, soft_threshold(c, 0.4)))
+    torch.testing.assert_close(ista(y, Identity((16, 16)), 0.4, n_iter=1, wavelet=W), expected)
+    torch.testing.assert_close(
+        ista(y, Identity((16, 16)), 0.4, n_iter=1, wavelet=W, threshold_approximation=True), W.H(soft_threshold(c, 0.4))
+    )
+
+
+def test_tv_pdhg_iterates_follow_chambolle_pock():  # kills V1, V2
+    from learnrecon.operators.gradient import FiniteDifference2D
+
+    y = torch.rand(1, 6, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    lam, grad = 0.3, FiniteDifference2D((6, 7))
+    c = 1.0 / math.sqrt(8.0)  # ‖A‖/‖∇‖ bound with A = I
+    sigma = 0.99 / math.sqrt(2.0)  # 0.99/‖K‖, ‖K‖ = √2‖A‖
+    x = x_bar = torch.zeros_like(y)
+    p, q = torch.zeros_like(y), torch.zeros(1, 2, 6, 7, dtype=torch.float64)
+    for _ in range(4):
+        p = (p + sigma * (x_bar - y)) / (1 + sigma)
+        q = q + sigma * c * grad(x_bar)
+        q = q / (q.norm(dim=-3, keepdim=True) / (lam / c)).clamp_min(1)
+        x_new = x - sigma * (p + c * grad.H(q))
+        x_bar, x = 2 * x_new - x, x_new
+    torch.testing.assert_close(tv_pdhg(y, Identity((6, 7)), lam, n_iter=4, nonneg=False), x)
+
+
+def test_wavelet_levels_by_name_fit_a_non_square_image_and_a_long_filter():
+    # 64 x 68 allows 2 levels of db2 (68 is not divisible by 8); 32 x 32 allows 1 of db10 (20 taps). The levels
+    # were chosen from the shorter side alone, and each call was refused.
+    for shape, wavelet in (((64, 68), "db2"), ((32, 32), "db10")):
+        y = torch.rand(1, *shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        x = ista(y, Identity(shape), 0.01, n_iter=3, wavelet=wavelet)
+        assert x.shape == y.shape and torch.isfinite(x).all()
+    assert [default_levels(s, w) for s, w in (((64, 68), "db2"), ((32, 32), "db10"), ((128, 128), "db2"))] == [2, 1, 4]
+
+
+def test_discrepancy_stop_with_zero_noise_level():  # kills ST1
+    y = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = landweber(y, Identity((4, 4)), n_iter=50, delta=0.0, return_info=True)
+    assert result.reason == "discrepancy" and result.n_iter == 1
+
+
+def test_discrepancy_principle_accepts_tau_one():  # kills ST2
+    y = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    result = landweber(y, 0.5 * Identity((4, 4)), n_iter=50, delta=1e-3, tau=1.0, return_info=True)
+    assert result.reason == "discrepancy"
+
+
+def test_rtol_waits_for_every_sample():  # kills ST3
+    op = ParallelBeam2D(8, 10)
+    y = torch.stack([torch.zeros(op.range_shape, dtype=torch.float64), op(torch.rand(8, 8, dtype=torch.float64))])
+    result = landweber(y, op, n_iter=30, rtol=1e-10, return_info=True)
+    assert result.n_iter == 30 and result.reason == "n_iter"

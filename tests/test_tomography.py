@@ -210,3 +210,51 @@ def test_csr_transpose_matches_the_dense_transpose():
     crow, col, val = csr_transpose(csr.crow_indices(), csr.col_indices(), csr.values(), 5)
     transposed = torch.sparse_csr_tensor(crow, col, val, size=(5, 7), check_invariants=True).to_dense()
     assert torch.equal(transposed, dense.T)
+
+
+# Tests from a mutation audit of the operators, solvers and trainer (each fails on a plausible bug the
+# tests before it let through).
+
+
+def test_angle_weights_of_non_uniform_angles_are_midpoint_gaps():  # kills T1, T2, T3
+    # Angles taken modulo pi: -0.5 is 2.6416; sorted 0.5, 1.5, pi - 0.5 with gaps 1.0, pi - 2.0, 1.0 (wrapping).
+    op = ParallelBeam2D(8, angles=[-0.5, 0.5, 1.5])
+    g1, g2, g3 = 1.0, math.pi - 2.0, 1.0  # gap after 0.5, after 1.5, after pi - 0.5 (to 0.5 + pi)
+    expected = torch.tensor([0.5 * (g2 + g3), 0.5 * (g3 + g1), 0.5 * (g1 + g2)], dtype=torch.float64)
+    torch.testing.assert_close(op.angle_weights(), expected)
+    assert op.angle_weights().sum().item() == pytest.approx(math.pi)
+    # Angles beyond pi fold back (a parallel ray at theta + pi is the ray at theta): 1 + pi acts as 1.0.
+    wrapped = ParallelBeam2D(8, angles=[0.0, 0.5, 1.0 + math.pi]).angle_weights()
+    torch.testing.assert_close(
+        wrapped, torch.tensor([0.5 * (math.pi - 0.5), 0.5, 0.5 * (math.pi - 0.5)], dtype=torch.float64)
+    )
+
+
+def test_subsets_with_the_same_angles_in_another_order_keep_their_order():  # kills T4
+    op = ParallelBeam2D(16, 12)
+    x = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    op[[0, 2]]  # cache the sorted subset first
+    torch.testing.assert_close(op[[2, 0]](x), op(x)[..., [2, 0], :])
+
+
+def test_subsets_of_the_same_size_are_distinct():  # kills T5
+    op = ParallelBeam2D(16, 12)
+    x = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for index in ([0, 1], [2, 3], [4, 5]):
+        torch.testing.assert_close(op[index](x), op(x)[..., index, :])
+
+
+def test_config_round_trip_keeps_a_custom_detector_spacing():  # kills T6
+    op = ParallelBeam2D(20, 7, n_detectors=41, detector_spacing=0.6)
+    rebuilt = build_operator(operator_config(op))
+    assert rebuilt.detector_spacing == 0.6
+    x = torch.rand(1, 20, 20, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(rebuilt(x), op(x))
+
+
+def test_fan_default_detector_just_covers_the_fan_of_the_image_circle():  # kills T7
+    op = FanBeam2D(32, 8, 51, source_distance=40.0, detector_distance=20.0)
+    r = op.image_radius
+    # The tangent ray from the source to the image circle meets the detector at ±(Rs + Rd)·r/√(Rs² − r²).
+    half_width = (op.source_distance + op.detector_distance) * r / math.sqrt(op.source_distance**2 - r**2)
+    assert op.n_detectors * op.detector_spacing == pytest.approx(2 * half_width, rel=1e-12)

@@ -1109,3 +1109,53 @@ def test_benchmark_presets_are_the_reference_setups():
         100,
         400,
     )
+
+
+# Tests from a mutation audit of the operators, solvers and trainer (each fails on a plausible bug the
+# tests before it let through).
+
+
+def test_checkpoints_record_the_best_psnr_including_this_steps_validation(tmp_path):  # kills TR1, TR8
+    Trainer(_config(steps=3), tmp_path, progress=False).train()
+    rows = list(csv.DictReader((tmp_path / "validation.csv").open()))
+    psnr = float(rows[-1]["psnr"])  # the only validation, at step 3, when last is saved too
+    _, best = load_checkpoint(tmp_path / "best")
+    _, last = load_checkpoint(tmp_path / "last")
+    assert best["best_psnr"] == pytest.approx(psnr) and best["validation"]["psnr"] == pytest.approx(psnr)
+    assert last["best_psnr"] == pytest.approx(psnr)
+
+
+def test_resuming_with_other_adam_betas_is_refused(tmp_path):  # kills TR5
+    Trainer(_config(), tmp_path, progress=False).train(until=1)
+    with pytest.raises(DataFileError, match="differs from the run's in training.betas"):
+        Trainer(_config(betas=[0.5, 0.9]), tmp_path, resume=True, progress=False)
+
+
+def test_a_nan_gradient_with_a_finite_loss_stops_without_touching_the_weights(tmp_path):  # kills TR6
+    trainer = Trainer(_config(), tmp_path, progress=False)
+    trainer.train(until=3)
+    before = (tmp_path / "last.safetensors").read_bytes()
+    real_loss = trainer.loss_fn
+    # 0·sqrt(0) is 0, but its derivative is 0·inf = NaN: a finite loss with a NaN gradient.
+    trainer.loss_fn = lambda a, b: real_loss(a, b) + 0 * torch.sqrt(0 * a.sum())
+    with pytest.raises(TrainingError, match="gradient norm is nan at step 4"):
+        trainer.train()
+    assert (tmp_path / "last.safetensors").read_bytes() == before
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_clip_grad_norm_zero_leaves_the_gradient_alone(tmp_path):  # kills TR7
+    trainer = Trainer(_config(steps=1, clip_grad_norm=0.0), tmp_path, progress=False)
+    real_loss = trainer.loss_fn
+    trainer.loss_fn = lambda a, b: 1e4 * real_loss(a, b)  # a gradient norm far above 1
+    seen, step = [], trainer.optimizer.step
+
+    def spy(*args, **kwargs):
+        grads = [p.grad.norm() for p in trainer.model.parameters() if p.grad is not None]
+        seen.append(float(torch.linalg.vector_norm(torch.stack(grads))))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = spy
+    trainer.train()
+    logged = float(next(csv.DictReader((tmp_path / "metrics.csv").open()))["grad_norm"])
+    assert logged > 1 and seen[0] == pytest.approx(logged, rel=1e-5)
