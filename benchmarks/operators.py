@@ -19,4 +19,5 @@ if __name__ == "__main__":
     args = parser.parse_args()
     out = Path(__file__).parent / "results"
     cases = args.cases.split(",")
-    print(run_operator_benchmark(cases, out, args.repeats, args.device, not args.no_astra, not args.no_deepinv))
+    # The results files in benchmarks/results/ are refreshed: overwrite=True.
+    print(run_operator_benchmark(cases, out, args.repeats, args.device, not args.no_astra, not args.no_deepinv, True))

@@ -351,3 +351,12 @@ def test_operator_benchmark_writes_results(tmp_path):
     assert "| a | learnrecon (CSR) |" in stdout
     status, _, err = run_cli("benchmark", "operators", "--cases", "z", "--out", str(tmp_path))
     assert status == 1 and "unknown operator benchmark case" in err
+    # Its results are not replaced without --overwrite (refused before any timing), and are with it.
+    before = (tmp_path / "operators-cpu.json").read_text()
+    status, _, err = run_cli("benchmark", "operators", "--cases", "a", "--repeats", "1", "--out", str(tmp_path))
+    assert status == 1 and "operators-cpu.json already exists" in err
+    assert (tmp_path / "operators-cpu.json").read_text() == before
+    args = ("benchmark", "operators", "--cases", "a", "--repeats", "1", "--out", str(tmp_path), "--overwrite")
+    status, _, err = run_cli(*args)
+    assert status == 0, err
+    assert json.loads((tmp_path / "operators-cpu.json").read_text())["rows"] != result["rows"]

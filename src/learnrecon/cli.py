@@ -205,7 +205,13 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         out = args.out or "results/operators"
         print(
             run_operator_benchmark(
-                args.cases.split(","), out, args.repeats, args.device, not args.no_astra, not args.no_deepinv
+                args.cases.split(","),
+                out,
+                args.repeats,
+                args.device,
+                not args.no_astra,
+                not args.no_deepinv,
+                args.overwrite,
             )
         )
         print(f"results written to {out}/")

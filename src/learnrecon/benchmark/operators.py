@@ -207,25 +207,38 @@ def case_rows(name: str, repeats: int, device: str, astra: bool, deepinv: bool =
 
 
 def run_operator_benchmark(
-    cases: list[str], out: str | Path, repeats: int = 5, device: str = "cpu", astra: bool = True, deepinv: bool = True
+    cases: list[str],
+    out: str | Path,
+    repeats: int = 5,
+    device: str = "cpu",
+    astra: bool = True,
+    deepinv: bool = True,
+    overwrite: bool = False,
 ) -> str:
-    """Time ``cases`` (keys of :data:`CASES`), write the JSON and Markdown results into ``out``, return the table."""
+    """Time ``cases`` (keys of :data:`CASES`), write the JSON and Markdown results into ``out``, return the table.
+
+    The files are ``operators-<device>.json`` and ``.md``; existing ones are refused, before any timing,
+    unless ``overwrite``.
+    """
+    from learnrecon.data.files import atomic_path, check_output_path
     from learnrecon.errors import ParameterError
 
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         raise ParameterError(f"unknown operator benchmark case(s) {unknown}; choose from {', '.join(CASES)}")
     device = torch.device(device)
+    info = machine_info(device)
+    tag = info.get("gpu", "cpu").replace(" ", "-")
+    paths = {suffix: Path(out) / f"operators-{tag}.{suffix}" for suffix in ("json", "md")}
+    for path in paths.values():
+        check_output_path(path, overwrite, create_parents=False)
     rows = []
     spawn = multiprocessing.get_context("spawn")  # a fresh process per case: its peak memory is its own
     for name in cases:
         with spawn.Pool(1) as pool:
             rows.extend(pool.apply(case_rows, (name, repeats, str(device), astra, deepinv)))
-    info = machine_info(device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tag = info.get("gpu", "cpu").replace(" ", "-")
-    write_json(out / f"operators-{tag}.json", {"machine": info, "repeats": repeats, "rows": rows})
+    with atomic_path(paths["json"], overwrite) as tmp:
+        write_json(tmp, {"machine": info, "repeats": repeats, "rows": rows})
     columns = [
         "case", "method", "batch", "forward ms/img", "adjoint ms/img", "fbp ms/img", "build s", "matrix MB",
         "build peak MB", "peak MB", "forward speed-up vs ASTRA", "adjoint speed-up vs ASTRA",
@@ -245,5 +258,6 @@ def run_operator_benchmark(
         f"`learnrecon benchmark operators --cases {','.join(cases)} --repeats {repeats}`.\n\n"
         f"{markdown_table(shown, columns, digits=digits)}"
     )
-    (out / f"operators-{tag}.md").write_text(text)
+    with atomic_path(paths["md"], overwrite) as tmp:
+        tmp.write_text(text)
     return text
