@@ -191,3 +191,11 @@ def test_norm_of_a_negatively_scaled_operator_is_positive():  # kills O1
 def test_power_iteration_tolerance_is_relative_for_tiny_operators():  # kills O4
     M = 1e-6 * torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert MatrixOperator(M).norm() == pytest.approx(torch.linalg.matrix_norm(M, 2).item(), rel=1e-6)
+
+
+def test_the_operators_the_readme_lists_import_from_the_package():
+    import learnrecon.operators as operators
+
+    names = "ParallelBeam2D FanBeam2D MRI cartesian_mask gaussian_coil_maps Blur gaussian_kernel motion_kernel Identity"
+    for name in (*names.split(), "FiniteDifference2D", "Wavelet2D", "MatrixOperator", "subset"):
+        assert name in operators.__all__ and callable(getattr(operators, name)), name

@@ -1,13 +1,18 @@
-"""Forward operators with exact adjoints: ray transforms, MRI, blur, identity, and their algebra."""
+"""Forward operators with exact adjoints: ray transforms, MRI, blur, wavelets, identity, and their algebra."""
 
 from learnrecon.operators.base import Adjoint, Composition, LinearOperator, Scaled, Sum
 from learnrecon.operators.basic import Identity, MatrixOperator
+from learnrecon.operators.blur import Blur, gaussian_kernel, motion_kernel
 from learnrecon.operators.gradient import FiniteDifference2D
+from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
 from learnrecon.operators.symmetry import Symmetry, dihedral_symmetries
 from learnrecon.operators.tomography import FanBeam2D, ParallelBeam2D, RayTransform2D, subset
+from learnrecon.operators.wavelet import Wavelet2D
 
 __all__ = [
+    "MRI",
     "Adjoint",
+    "Blur",
     "Composition",
     "FanBeam2D",
     "FiniteDifference2D",
@@ -19,6 +24,11 @@ __all__ = [
     "Scaled",
     "Sum",
     "Symmetry",
+    "Wavelet2D",
+    "cartesian_mask",
     "dihedral_symmetries",
+    "gaussian_coil_maps",
+    "gaussian_kernel",
+    "motion_kernel",
     "subset",
 ]
