@@ -63,6 +63,9 @@ report() {  # report FOLDER: steps, seconds and best validation of each run
 }
 
 train_runs() {  # train_runs MINUTES: the GPU runs side by side into runs/gpu, packed every minute and at the end
+    # A call on a machine still warm from the last one finds that call's runs (already packed and returned):
+    # they move aside, so this round starts as its configs say instead of being refused.
+    [ -d runs/gpu ] && mv runs/gpu "runs/gpu-before-$(date +%Y%m%d-%H%M%S)"
     side_by_side runs/gpu "$1"
     if [ "$gpu_check" != 0 ]; then  # correctness again, beside them
         timeout 200 python3 benchmarks/gpu_check.py >runs/gpu/gpu_check.log 2>&1 &
@@ -79,7 +82,7 @@ train_runs() {  # train_runs MINUTES: the GPU runs side by side into runs/gpu, p
         tail -n 3 runs/gpu/gpu_check.log
         pack results --exclude='*.safetensors' benchmarks/results runs/gpu/gpu_check.log
     fi
-    rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null
+    rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null || true  # without $OUT there is none
 }
 
 case $mode in
@@ -94,7 +97,7 @@ check)
     wait
     report runs/gpu-trial
     pack results --exclude='*.safetensors' benchmarks/results runs/gpu-trial
-    rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null
+    rmdir "${OUT:-/nonexistent}/.parts" 2>/dev/null || true  # without $OUT there is none
     ;;
 fit)
     minutes=${2:?usage: gpu_session.sh fit MINUTES}
