@@ -201,10 +201,21 @@ def test_smoke_benchmark_writes_report(tmp_path):
     ],
 )
 def test_benchmark_refuses_bad_checkpoint_arguments(tmp_path, args, message):
-    out = tmp_path / "out"
+    out = tmp_path / "deeper" / "out"  # a folder the benchmark would have to make
     status, _, err = run_cli("benchmark", *args, "--out", str(out), "--quiet")
     assert status == 1 and message in err
-    assert not out.exists() and not any(tmp_path.iterdir())
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_failed_benchmark_leaves_no_folder_it_made(tmp_path):
+    from dataclasses import replace
+
+    from learnrecon.benchmark import get_preset, run_benchmark
+
+    broken = replace(get_preset("smoke"), train_model="no-such-model")  # fails after the mkdir
+    with pytest.raises(learnrecon.errors.LearnreconError):
+        run_benchmark(broken, tmp_path / "a" / "b" / "out", progress=False)
+    assert not any(tmp_path.iterdir())
 
 
 def test_benchmark_writes_only_where_a_benchmark_folder_may_go(tmp_path):

@@ -14,6 +14,7 @@ not expected to compete with the shipped weights).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -33,6 +34,7 @@ from learnrecon.operators.registry import operator_config
 from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table, metric_bars, reconstruction_grid, training_curve, write_json
 from learnrecon.solvers import fbp, tv_pdhg
+from learnrecon.training.checkpoint import load_checkpoint
 
 __all__ = ["EvalSet", "Method", "Task", "run_benchmark"]
 
@@ -362,8 +364,11 @@ def run_benchmark(preset: Preset, out: str | Path, overwrite: bool = False, prog
             f"{out} holds files that are not a benchmark's (no results.json); --overwrite replaces only a "
             "benchmark folder: choose another --out"
         )
+    for path in preset.checkpoints:  # a missing or corrupt checkpoint fails now, not after the simulation
+        load_checkpoint(path)
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    created = [folder for folder in tmp.parents if not folder.exists()]  # deepest first
     try:
         tmp.mkdir(parents=True)  # fails now, not after the run, where the folder cannot be written
     except OSError as err:
@@ -376,6 +381,9 @@ def run_benchmark(preset: Preset, out: str | Path, overwrite: bool = False, prog
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # the folders made for a run that failed: nothing half-written is left
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return summary
 
 
