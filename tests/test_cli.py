@@ -36,9 +36,29 @@ def test_version(capsys):
     assert learnrecon.__version__ in capsys.readouterr().out
 
 
-def test_unavailable_command_exits_nonzero(capsys):
-    assert main(["report", "results/quick"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_report_renders_a_benchmark_folder_as_one_html_page(tmp_path):
+    import base64
+
+    png = b"\x89PNG\r\n\x1a\n not a real image, but bytes to embed"
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "psnr.png").write_bytes(png)
+    text = "# learnrecon benchmark\n\n| method | PSNR |\n| --- | --- |\n| TV | 30.53 |\n\n![PSNR](figures/psnr.png)\n"
+    (tmp_path / "report.md").write_text(text)
+    status, stdout, err = run_cli("report", str(tmp_path))
+    assert status == 0, err
+    page = (tmp_path / "report.html").read_text()
+    assert "<title>learnrecon benchmark</title>" in page and "<td>30.53</td>" in page
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in page
+    status, _, err = run_cli("report", str(tmp_path))
+    assert status == 1 and "report.html already exists" in err
+    assert run_cli("report", str(tmp_path), "--overwrite")[0] == 0
+
+    for link, message in (("figures/gone.png", "missing"), ("../outside.png", "outside")):
+        (tmp_path / "report.md").write_text(f"# r\n\n![x]({link})\n")
+        status, _, err = run_cli("report", str(tmp_path), "--out", str(tmp_path / "other.html"))
+        assert status == 1 and message in err and not (tmp_path / "other.html").exists()
+    status, _, err = run_cli("report", str(tmp_path / "figures"))
+    assert status == 1 and "holds no report.md" in err
 
 
 def test_simulate_writes_a_loadable_data_set(tmp_path):
@@ -166,7 +186,7 @@ def test_smoke_benchmark_writes_report(tmp_path):
     assert (lpd["steps"], lpd["rounds"]) == (history["steps"], history["rounds"])
     assert lpd["rounds"] > 1 and lpd["steps"] > lpd["last_round_steps"]
     assert summary["trained_here"]["config"]["model"]["params"]["init"] == "fbp"
-    for name in ("report.md", "training/last.safetensors", "training/metrics.csv"):
+    for name in ("report.md", "report.html", "training/last.safetensors", "training/metrics.csv"):
         assert (out / name).stat().st_size > 0
     for figure in ("reconstructions", "psnr", "ssim", "training"):
         assert (out / "figures" / f"{figure}.png").stat().st_size > 0

@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import learnrecon
 from learnrecon.errors import LearnreconError
 
 __all__ = ["main", "build_parser"]
-
-NOT_YET = ("report",)
 
 
 def _methods_text() -> str:
@@ -400,12 +398,24 @@ def _warn_if_another_operator(trained_with: dict | None, op, command: str) -> No
         )
 
 
-def _not_available(name: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        print(f"learnrecon {name}: not available yet in version {learnrecon.__version__}", file=sys.stderr)
-        return 2
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="render a benchmark folder's report.md as one self-contained HTML page",
+        description="Render FOLDER/report.md (written by 'learnrecon benchmark') as an HTML page with its figures "
+        "embedded, so that it opens or travels as one file.",
+    )
+    p.add_argument("folder", help="a benchmark output folder, e.g. results/quick")
+    p.add_argument("--out", default=None, help="the HTML file (default FOLDER/report.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing HTML file")
+    p.set_defaults(run=_run_report)
 
-    return run
+
+def _run_report(args: argparse.Namespace) -> int:
+    from learnrecon.report.html import write_html_report
+
+    print(f"wrote {write_html_report(args.folder, args.out, args.overwrite)}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -421,21 +431,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     _add_train(sub)
     _add_evaluate(sub)
-    for name in NOT_YET:
-        p = sub.add_parser(name, help=f"{name} (not available yet)", add_help=True)
-        p.set_defaults(run=_not_available(name))
+    _add_report(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``learnrecon`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    if extra and args.command not in NOT_YET:
-        parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
         return args.run(args)
     except (LearnreconError, ImportError) as err:

@@ -32,7 +32,15 @@ from learnrecon.data.simulate import finer_operator, simulate_pairs
 from learnrecon.errors import DataFileError
 from learnrecon.operators.registry import operator_config
 from learnrecon.operators.tomography import ParallelBeam2D
-from learnrecon.report import machine_info, markdown_table, metric_bars, reconstruction_grid, training_curve, write_json
+from learnrecon.report import (
+    machine_info,
+    markdown_table,
+    metric_bars,
+    reconstruction_grid,
+    training_curve,
+    write_html_report,
+    write_json,
+)
 from learnrecon.solvers import fbp, tv_pdhg
 from learnrecon.training.checkpoint import load_checkpoint
 
@@ -474,6 +482,7 @@ def _write_outputs(folder: Path, preset: Preset, tests: list[EvalSet], results: 
             figures / "training.png", folder / "training", f"{preset.train_model.upper()} trained from scratch"
         )
     (folder / "report.md").write_text(_report_markdown(preset, summary))
+    write_html_report(folder)
 
 
 #: The columns of the report's tables of trained checkpoints (keys of :func:`_training_record`).
