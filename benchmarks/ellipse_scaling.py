@@ -5,8 +5,8 @@ Usage: python benchmarks/ellipse_scaling.py [--steps 1500] [--seeds 0,1] [--thre
 For each seed, trains the shipped FBPConvNet architecture from scratch twice, with the same initial
 weights (``torch.manual_seed(seed)``), training phantoms (data seed 1000 + seed), steps and optimiser (Adam
 lr 1e-3, β₂ = 0.99, cosine decay, clipping at 1, batch 5, 5 % relative noise): once on ellipses min–max
-scaled to [0, 1] (``scaling="minmax"``, what the shipped models were trained on) and once on the raw sum of
-ellipses of Adler & Öktem's code (``scaling="none"``). Both are then tested on the quick preset's
+scaled to [0, 1] (``scaling="minmax"``, what the shipped models' first rounds were trained on) and once on
+the raw sum of ellipses of Adler & Öktem's code (``scaling="none"``). Both are then tested on the quick preset's
 Shepp–Logan data, with the PSNR split between the skull rim and the rest of the image
 (see benchmarks/shepp_logan_regions.py). Writes benchmarks/results/ellipse-scaling.{json,md}.
 """
