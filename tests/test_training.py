@@ -105,9 +105,8 @@ def test_best_is_kept_when_a_later_validation_is_worse(tmp_path):
     assert not (tmp_path / "best.safetensors").exists()
 
 
-def test_gradients_are_clipped_before_the_step(tmp_path):
-    """Adam is nearly blind to the gradient's scale, so the clipping is checked at the optimiser itself."""
-    trainer = Trainer(_config(steps=1, clip_grad_norm=1e-3), tmp_path, progress=False)
+def _gradient_norms_at_the_optimiser(trainer) -> list[float]:
+    """The list the norm of the gradient the optimiser sees is appended to at each of its steps."""
     seen, step = [], trainer.optimizer.step
 
     def spy(*args, **kwargs):
@@ -116,6 +115,13 @@ def test_gradients_are_clipped_before_the_step(tmp_path):
         return step(*args, **kwargs)
 
     trainer.optimizer.step = spy
+    return seen
+
+
+def test_gradients_are_clipped_before_the_step(tmp_path):
+    """Adam is nearly blind to the gradient's scale, so the clipping is checked at the optimiser itself."""
+    trainer = Trainer(_config(steps=1, clip_grad_norm=1e-3), tmp_path, progress=False)
+    seen = _gradient_norms_at_the_optimiser(trainer)
     trainer.train()
     logged = float(next(csv.DictReader((tmp_path / "metrics.csv").open()))["grad_norm"])
     assert logged > 1e-3 and seen[0] <= 1e-3 * (1 + 1e-5)
@@ -1148,14 +1154,7 @@ def test_clip_grad_norm_zero_leaves_the_gradient_alone(tmp_path):  # kills TR7
     trainer = Trainer(_config(steps=1, clip_grad_norm=0.0), tmp_path, progress=False)
     real_loss = trainer.loss_fn
     trainer.loss_fn = lambda a, b: 1e4 * real_loss(a, b)  # a gradient norm far above 1
-    seen, step = [], trainer.optimizer.step
-
-    def spy(*args, **kwargs):
-        grads = [p.grad.norm() for p in trainer.model.parameters() if p.grad is not None]
-        seen.append(float(torch.linalg.vector_norm(torch.stack(grads))))
-        return step(*args, **kwargs)
-
-    trainer.optimizer.step = spy
+    seen = _gradient_norms_at_the_optimiser(trainer)
     trainer.train()
     logged = float(next(csv.DictReader((tmp_path / "metrics.csv").open()))["grad_norm"])
     assert logged > 1 and seen[0] == pytest.approx(logged, rel=1e-5)
