@@ -42,7 +42,7 @@ from learnrecon.report import (
     write_json,
 )
 from learnrecon.solvers import fbp, tv_pdhg
-from learnrecon.training.checkpoint import load_checkpoint
+from learnrecon.training.checkpoint import load_checkpoint, training_history
 
 __all__ = ["EvalSet", "Method", "Task", "run_benchmark"]
 
@@ -268,8 +268,6 @@ def _training_record(meta: dict) -> dict:
     """What a checkpoint's metadata says of its training: steps and hours over all its rounds
     (:func:`~learnrecon.training.training_history`), the last round's steps and device, its best validation
     PSNR and commit."""
-    from learnrecon.training import training_history
-
     history = training_history(meta)
     return {
         "steps": history["steps"],
