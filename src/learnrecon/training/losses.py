@@ -1,10 +1,12 @@
 """Training losses ``loss(x̂, x) -> scalar``: mean squared error, mean absolute error, 1 − SSIM, − PSNR.
 
+``ssim`` is one minus the mean per-image SSIM with the range of each reference as its data range, and
 ``psnr`` is minus the mean per-image PSNR, ``−(1/B) Σ_b 10·log10(r_b² / MSE_b)`` with ``r_b`` the range
-(max − min) of reference ``b``: the benchmark's metric itself. Mean squared error weighs image ``b`` by ``r_b²``
-(its errors scale with its intensities), so on phantoms whose ranges vary (raw ellipse sums: 0.8-2.0 between
-the 5th and 95th percentile) it spends its capacity on the high-contrast images that mean PSNR counts no more
-than the others; the gradient of ``log MSE_b`` is that of ``MSE_b`` divided by ``MSE_b``.
+(max − min) of reference ``b``: the benchmark's metrics themselves, unchanged when an image and its reference
+are scaled together. Mean squared error weighs image ``b`` by ``r_b²`` (its errors scale with its
+intensities), so on phantoms whose ranges vary (raw ellipse sums: 0.8-2.0 between the 5th and 95th
+percentile) it spends its capacity on the high-contrast images that mean PSNR counts no more than the
+others; the gradient of ``log MSE_b`` is that of ``MSE_b`` divided by ``MSE_b``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ __all__ = ["LOSSES", "get_loss"]
 
 
 def _ssim_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return 1 - metrics.ssim(x_hat, x, data_range=1.0).mean()
+    return 1 - metrics.ssim(x_hat, x).mean()
 
 
 def _psnr_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
