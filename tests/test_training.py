@@ -362,6 +362,16 @@ def test_psnr_loss_is_minus_the_mean_per_image_psnr_and_blind_to_each_images_sca
     assert torch.allclose(x_hat.grad, expected, rtol=1e-4)
 
 
+def test_ssim_loss_is_one_minus_the_benchmarks_mean_ssim_and_blind_to_each_images_scale():
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 16, 16)
+    x_hat = x + 0.1 * torch.randn_like(x)
+    loss = get_loss("ssim")(x_hat, x)
+    assert torch.allclose(loss, 1 - metrics.ssim(x_hat, x).mean())
+    scale = torch.tensor([4.0, 1.0, 0.5]).reshape(3, 1, 1, 1)  # raw ellipse sums have ranges of 0.8-2.0
+    assert torch.allclose(get_loss("ssim")(scale * x_hat, scale * x), loss)
+
+
 def test_an_unknown_loss_names_the_choices():
     with pytest.raises(ParameterError, match="unknown loss 'psnr2'.*mse, l1, ssim, psnr"):
         get_loss("psnr2")
@@ -908,6 +918,21 @@ def test_distributed_data_parallel_with_gloo_matches_one_process(tmp_path):
     done = _torchrun(config, tmp_path / "timed", "--max-minutes", "0.02")
     assert done.returncode == 0, done.stderr[-2000:]
     assert 0 < json.loads((tmp_path / "timed" / "last.json").read_text())["step"] < 100_000
+
+
+def test_distributed_errors_say_which_process_printed_them(tmp_path):
+    """A batch that two processes cannot share: each process exits non-zero with the error, labelled with its
+    rank, and no run folder is made."""
+    values = json.loads(json.dumps(SMALL))
+    values["training"]["batch_size"] = 3
+    config = tmp_path / "odd.yaml"
+    config.write_text(yaml.safe_dump(values))
+    done = _torchrun(config, tmp_path / "odd")
+    assert done.returncode != 0
+    message = "error: training.batch_size 3 must be a multiple of the 2 processes"
+    for rank in (0, 1):
+        assert f"learnrecon train [rank {rank} of 2]: {message}" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "odd").exists()
 
 
 def test_shipped_models_load_with_provenance_and_beat_fbp():

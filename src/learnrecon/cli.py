@@ -1,13 +1,15 @@
 """The ``learnrecon`` command line: it parses arguments, builds objects and calls the library.
 
 Errors in the input (a learnrecon error, a missing optional extra) are printed as one line on
-stderr and give exit status 1, without a traceback; an interrupted run exits with 130.
+stderr and give exit status 1, without a traceback; an interrupted run exits with 130. Under ``torchrun`` each
+process prints its own error, labelled with its rank.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -435,6 +437,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _process_label() -> str:
+    """``" [rank r of n]"`` in a process of a ``torchrun`` launch of ``n`` processes (which may each fail, and
+    not always alike), ``""`` otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return f" [rank {os.environ.get('RANK', '0')} of {world}]" if world > 1 else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``learnrecon`` command with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
     parser = build_parser()
@@ -445,7 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (LearnreconError, ImportError) as err:
-        print(f"learnrecon {args.command}: error: {err}", file=sys.stderr)
+        print(f"learnrecon {args.command}{_process_label()}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"learnrecon {args.command}: interrupted; no output was written", file=sys.stderr)
