@@ -3,15 +3,20 @@
 import json
 import subprocess
 import sys
+import types
+from dataclasses import replace
 
 import pytest
 import torch
 
 import learnrecon
+from learnrecon import metrics
 from learnrecon.cli import main
 from learnrecon.data import load
+from learnrecon.errors import DataFileError, ParameterError
 from learnrecon.models import pretrained
 from learnrecon.phantoms import dival_ellipses, random_ellipses
+from learnrecon.reconstruction import parse_index, reconstruct_file
 from learnrecon.training import training_history
 
 
@@ -228,7 +233,6 @@ def test_benchmark_refuses_bad_checkpoint_arguments(tmp_path, args, message):
 
 
 def test_a_failed_benchmark_leaves_no_folder_it_made(tmp_path):
-    from dataclasses import replace
 
     from learnrecon.benchmark import get_preset, run_benchmark
 
@@ -391,3 +395,186 @@ def test_operator_benchmark_writes_results(tmp_path):
     status, _, err = run_cli(*args)
     assert status == 0, err
     assert json.loads((tmp_path / "operators-cpu.json").read_text())["rows"] != result["rows"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [(None, [0, 1, 2, 3, 4]), ("4", [4]), ("-1", [4]), ("-5", [0]),
+                                                ("1:4:2", [1, 3]), ("-3:", [2, 3, 4])])  # fmt: skip
+def test_parse_index_selects_items_as_python_indexing_does(text, expected):
+    """Kills X02."""
+    assert parse_index(text, 5).tolist() == expected
+
+
+@pytest.mark.parametrize("text", ["5", "-6", "0:5:0", "1:2:3:4", "a:b"])
+def test_parse_index_refuses_out_of_range_and_malformed_indices(text):
+    """Kills X01, X03."""
+    with pytest.raises(ParameterError):
+        parse_index(text, 5)
+
+
+def _data(tmp_path, n=4, truth=True):
+    path = tmp_path / "d.h5"
+    assert main(["simulate", "--n", str(n), "--size", "16", "--angles", "6", "--out", str(path), "--quiet"]) == 0
+    if not truth:
+        import h5py
+
+        with h5py.File(path, "a") as f:
+            del f["x"]
+    return path
+
+
+def test_reconstruct_file_stores_psnr_and_ssim_and_times_each_item(tmp_path, monkeypatch):
+    """Kills X04, X06."""
+    import h5py
+
+    from learnrecon import reconstruction
+    from learnrecon.data import load
+
+    data = _data(tmp_path)
+    clock = iter([5.0, 7.0])
+    monkeypatch.setattr(reconstruction, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    summary = reconstruct_file(data, tmp_path / "r.h5", "fbp", progress=False)
+    assert summary["n"] == 4 and summary["seconds_per_item"] == pytest.approx(0.5)
+    x = load(data).tensors().x
+    with h5py.File(tmp_path / "r.h5") as f:
+        x_hat = torch.from_numpy(f["x_hat"][:])
+        torch.testing.assert_close(torch.from_numpy(f["ssim"][:]), metrics.ssim(x_hat, x).double())
+        torch.testing.assert_close(torch.from_numpy(f["psnr"][:]), metrics.psnr(x_hat, x).double())
+    assert summary["ssim"] == pytest.approx(float(metrics.ssim(x_hat, x).mean()))
+
+
+def test_reconstruct_refuses_an_existing_figure_before_writing_anything(tmp_path):
+    """Kills X05."""
+    data = _data(tmp_path, n=2)
+    (tmp_path / "r.png").write_bytes(b"keep me")
+    with pytest.raises(DataFileError, match="already exists"):
+        reconstruct_file(data, tmp_path / "r.h5", "fbp", progress=False)
+    assert not (tmp_path / "r.h5").exists() and (tmp_path / "r.png").read_bytes() == b"keep me"
+
+
+def test_reconstruct_figure_names_the_files_items_and_draws_error_maps_only_against_truth(tmp_path, monkeypatch):
+    """Kills X07, X09."""
+    from learnrecon import reconstruction
+
+    calls = []
+    monkeypatch.setattr(reconstruction, "reconstruction_grid", lambda path, *args: calls.append(args))
+    with pytest.raises(FileNotFoundError):  # the spy writes no figure to rename
+        reconstruct_file(_data(tmp_path), tmp_path / "r.h5", "fbp", index="1:4:2", progress=False)
+    (_, _, titles, captions, error_maps) = calls[0]
+    assert titles == ["item 1", "item 3"] and error_maps and len(captions["fbp"]) == 2
+    truthless = tmp_path / "no-truth"
+    truthless.mkdir()
+    with pytest.raises(FileNotFoundError):
+        reconstruct_file(_data(truthless, truth=False), truthless / "r.h5", "fbp", index="2", progress=False)
+    (_, _, titles, captions, error_maps) = calls[1]
+    assert titles == ["item 2"] and captions is None and not error_maps
+
+
+def test_reconstruct_runs_a_learned_model_in_evaluation_mode(tmp_path):
+    """Kills X08."""
+
+    class ModeProbe(torch.nn.Module):
+        """Reconstructs 1 in training mode and 0 in evaluation mode."""
+
+        def forward(self, y, op):
+            return torch.full((y.shape[0], 1, *op.domain_shape), float(self.training))
+
+    model = ModeProbe().train()
+    reconstruct_file(_data(tmp_path, n=2), tmp_path / "r.h5", "probe", model=model, progress=False)
+    import h5py
+
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert (f["x_hat"][:] == 0).all()
+
+
+def test_a_missing_optional_extra_is_one_line_on_stderr_and_status_1(tmp_path, monkeypatch, capsys):
+    """Kills C01, C02."""
+    import learnrecon.report.html
+
+    def missing(*args):
+        raise ImportError("the report needs the 'markdown' package: pip install learnrecon[report]")
+
+    monkeypatch.setattr(learnrecon.report.html, "write_html_report", missing)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(["report", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        "learnrecon report: error: the report needs the 'markdown' package: pip install learnrecon[report]\n"
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["report", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("learnrecon report [rank 1 of 2]: error: ")
+
+
+def test_no_command_prints_help_and_exits_2_and_an_interrupt_exits_130(tmp_path, monkeypatch, capsys):
+    """Kills C03, C04."""
+    import learnrecon.report.html
+
+    assert main([]) == 2 and "COMMAND" in capsys.readouterr().out
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(learnrecon.report.html, "write_html_report", interrupted)
+    assert main(["report", str(tmp_path)]) == 130
+    assert "interrupted; no output was written" in capsys.readouterr().err
+
+
+def test_reconstruct_prints_milliseconds_per_item(tmp_path, monkeypatch, capsys):
+    """Kills C05, C08."""
+    import learnrecon.reconstruction
+
+    seen = {}
+
+    def fake(source, out, method, params, *args, **kwargs):
+        seen["params"] = params
+        return {"method": method, "n": 4, "seconds_per_item": 0.0125, "output": out, "figure": "f.png"}
+
+    monkeypatch.setattr(learnrecon.reconstruction, "reconstruct_file", fake)
+    args = ["reconstruct", "--method", "tv", "--param", " lam = 0.5 ", "--in", "d.h5", "--out", "r.h5", "--quiet"]
+    assert main(args) == 0
+    assert capsys.readouterr().out == "tv on 4 items (12.5 ms each); wrote r.h5 and f.png\n"
+    assert seen["params"] == {"lam": "0.5"}
+
+
+def test_operator_benchmark_passes_no_astra_and_no_deepinv_through(tmp_path, monkeypatch):
+    """Kills C06."""
+    import learnrecon.benchmark.operators
+
+    seen = []
+    monkeypatch.setattr(learnrecon.benchmark.operators, "run_operator_benchmark", lambda *args: seen.append(args) or "")
+    out = str(tmp_path)
+    assert main(["benchmark", "operators", "--no-astra", "--out", out]) == 0
+    assert main(["benchmark", "operators", "--no-deepinv", "--out", out]) == 0
+    assert [args[4:6] for args in seen] == [(False, True), (True, False)]
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "inf", "nan", "one"])
+def test_data_range_must_be_a_finite_positive_number(text):
+    """Kills C09."""
+    from learnrecon.cli import _parse_data_range
+
+    assert _parse_data_range("image") is None and _parse_data_range("255") == 255.0
+    with pytest.raises(ParameterError, match="--data-range"):
+        _parse_data_range(text)
+
+
+def test_reconstruct_refuses_an_output_named_like_its_figure(tmp_path, capsys):
+    """--out r.png: the figure's name is the output's, so the HDF5 was written to r.png and then either
+    refused as existing (exit 1, an HDF5 file named .png left behind) or, with --overwrite, replaced by the
+    figure (exit 0, the reconstructions lost). Refused before any work instead."""
+    data = _data(tmp_path, n=2)
+    for extra in ([], ["--overwrite"]):
+        args = ["reconstruct", "--method", "fbp", "--in", str(data), "--out", str(tmp_path / "r.png"), "--quiet"]
+        assert main([*args, *extra]) == 1
+        assert ".png" in capsys.readouterr().err and not (tmp_path / "r.png").exists()
+
+
+@pytest.mark.parametrize("text", ["::-1", "4:0:-2"])
+def test_a_negative_index_step_is_refused_without_a_traceback(tmp_path, text, capsys):
+    """parse_index took Python slice syntax, but torch refuses a negative step with a raw ValueError (a
+    traceback from the command line)."""
+    with pytest.raises(ParameterError, match="step"):
+        parse_index(text, 5)
+    data = _data(tmp_path, n=5)
+    args = ["reconstruct", "--method", "fbp", "--in", str(data), "--out", str(tmp_path / "r.h5"), "--index", text]
+    assert main([*args, "--quiet"]) == 1 and f"--index {text!r}" in capsys.readouterr().err

@@ -49,6 +49,8 @@ def parse_index(text: str | None, n: int) -> torch.Tensor:
         return torch.tensor([parts[0] % n])
     if len(parts) > 3 or parts[-1] == 0:
         raise ParameterError(f"--index {text!r} is not a valid start:stop[:step] slice")
+    if len(parts) == 3 and parts[2] is not None and parts[2] < 0:
+        raise ParameterError(f"--index {text!r}: the step of a start:stop:step slice must be positive")
     picked = torch.arange(n)[slice(*parts)]
     if picked.numel() == 0:
         raise ParameterError(f"--index {text!r} selects no items of a data set of {n} items")
@@ -77,8 +79,14 @@ def reconstruct_file(
 
     Returns a summary: the number of items, seconds per item, and mean PSNR/SSIM when truth is present.
     """
-    out = check_output_path(out, overwrite)
+    out = Path(out)
     figure = out.with_suffix(".png")
+    if out.suffix.lower() == ".png":
+        raise ParameterError(
+            f"output {out} ends in .png, the name of the figure written beside it; give an HDF5 name such as "
+            f"{out.with_suffix('.h5')}"
+        )
+    out = check_output_path(out, overwrite)
     check_output_path(figure, overwrite)
     if batch_size < 1:
         raise ParameterError(f"batch size must be a positive integer, got {batch_size}")
