@@ -233,7 +233,6 @@ def test_benchmark_refuses_bad_checkpoint_arguments(tmp_path, args, message):
 
 
 def test_a_failed_benchmark_leaves_no_folder_it_made(tmp_path):
-
     from learnrecon.benchmark import get_preset, run_benchmark
 
     broken = replace(get_preset("smoke"), train_model="no-such-model")  # fails after the mkdir
@@ -400,13 +399,11 @@ def test_operator_benchmark_writes_results(tmp_path):
 @pytest.mark.parametrize(("text", "expected"), [(None, [0, 1, 2, 3, 4]), ("4", [4]), ("-1", [4]), ("-5", [0]),
                                                 ("1:4:2", [1, 3]), ("-3:", [2, 3, 4])])  # fmt: skip
 def test_parse_index_selects_items_as_python_indexing_does(text, expected):
-    """Kills X02."""
     assert parse_index(text, 5).tolist() == expected
 
 
 @pytest.mark.parametrize("text", ["5", "-6", "0:5:0", "1:2:3:4", "a:b"])
 def test_parse_index_refuses_out_of_range_and_malformed_indices(text):
-    """Kills X01, X03."""
     with pytest.raises(ParameterError):
         parse_index(text, 5)
 
@@ -423,7 +420,6 @@ def _data(tmp_path, n=4, truth=True):
 
 
 def test_reconstruct_file_stores_psnr_and_ssim_and_times_each_item(tmp_path, monkeypatch):
-    """Kills X04, X06."""
     import h5py
 
     from learnrecon import reconstruction
@@ -443,7 +439,6 @@ def test_reconstruct_file_stores_psnr_and_ssim_and_times_each_item(tmp_path, mon
 
 
 def test_reconstruct_refuses_an_existing_figure_before_writing_anything(tmp_path):
-    """Kills X05."""
     data = _data(tmp_path, n=2)
     (tmp_path / "r.png").write_bytes(b"keep me")
     with pytest.raises(DataFileError, match="already exists"):
@@ -452,7 +447,6 @@ def test_reconstruct_refuses_an_existing_figure_before_writing_anything(tmp_path
 
 
 def test_reconstruct_figure_names_the_files_items_and_draws_error_maps_only_against_truth(tmp_path, monkeypatch):
-    """Kills X07, X09."""
     from learnrecon import reconstruction
 
     calls = []
@@ -470,7 +464,6 @@ def test_reconstruct_figure_names_the_files_items_and_draws_error_maps_only_agai
 
 
 def test_reconstruct_runs_a_learned_model_in_evaluation_mode(tmp_path):
-    """Kills X08."""
 
     class ModeProbe(torch.nn.Module):
         """Reconstructs 1 in training mode and 0 in evaluation mode."""
@@ -487,7 +480,6 @@ def test_reconstruct_runs_a_learned_model_in_evaluation_mode(tmp_path):
 
 
 def test_a_missing_optional_extra_is_one_line_on_stderr_and_status_1(tmp_path, monkeypatch, capsys):
-    """Kills C01, C02."""
     import learnrecon.report.html
 
     def missing(*args):
@@ -506,7 +498,6 @@ def test_a_missing_optional_extra_is_one_line_on_stderr_and_status_1(tmp_path, m
 
 
 def test_no_command_prints_help_and_exits_2_and_an_interrupt_exits_130(tmp_path, monkeypatch, capsys):
-    """Kills C03, C04."""
     import learnrecon.report.html
 
     assert main([]) == 2 and "COMMAND" in capsys.readouterr().out
@@ -520,7 +511,6 @@ def test_no_command_prints_help_and_exits_2_and_an_interrupt_exits_130(tmp_path,
 
 
 def test_reconstruct_prints_milliseconds_per_item(tmp_path, monkeypatch, capsys):
-    """Kills C05, C08."""
     import learnrecon.reconstruction
 
     seen = {}
@@ -537,7 +527,6 @@ def test_reconstruct_prints_milliseconds_per_item(tmp_path, monkeypatch, capsys)
 
 
 def test_operator_benchmark_passes_no_astra_and_no_deepinv_through(tmp_path, monkeypatch):
-    """Kills C06."""
     import learnrecon.benchmark.operators
 
     seen = []
@@ -550,7 +539,6 @@ def test_operator_benchmark_passes_no_astra_and_no_deepinv_through(tmp_path, mon
 
 @pytest.mark.parametrize("text", ["0", "-1", "inf", "nan", "one"])
 def test_data_range_must_be_a_finite_positive_number(text):
-    """Kills C09."""
     from learnrecon.cli import _parse_data_range
 
     assert _parse_data_range("image") is None and _parse_data_range("255") == 255.0

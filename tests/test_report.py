@@ -110,17 +110,13 @@ def test_tv_tuning_keeps_the_better_variant():
 
 
 def test_markdown_table_separator_has_a_cell_per_column_and_missing_or_nan_cells_are_empty_or_dashed():
-    """The separator row must have as many cells as the header, or Markdown renders no table.
-
-    Kills T01, T02, T05."""
+    """The separator row must have as many cells as the header, or Markdown renders no table."""
     table = markdown_table([{"a": 1.234, "b": math.nan}, {"a": 2.0}], ["a", "b", "c"], digits={"a": 1})
     assert table.splitlines() == ["| a | b | c |", "| --- | --- | --- |", "| 1.2 | — |  |", "| 2.0 |  |  |"]
 
 
 def test_write_json_writes_nan_as_null_at_any_depth(tmp_path):
-    """results.json must be strict JSON: NaN (in dicts, lists and tuples, e.g. a preset's fields) is null.
-
-    Kills T03, T04."""
+    """results.json must be strict JSON: NaN (in dicts, lists and tuples, e.g. a preset's fields) is null."""
     path = write_json(tmp_path / "r.json", {"a": math.nan, "b": [1.0, math.nan], "c": (math.nan, 2), "d": "x"})
     text = path.read_text()
     assert "NaN" not in text
@@ -154,8 +150,7 @@ def test_reconstruction_grid_shows_reconstructions_on_the_truths_scale_and_each_
 ):
     """Row 1: truth, then each method on the truth's grey range; row 2: each method's |x̂ − x| on a shared
     scale up to the largest error.
-
-    Kills F01, F02, F03."""
+    """
     seen = _saved_figures(monkeypatch)
     truth = torch.linspace(0, 1, 64).reshape(1, 8, 8)
     small, large = truth + 0.1, truth - 0.5
@@ -168,9 +163,7 @@ def test_reconstruction_grid_shows_reconstructions_on_the_truths_scale_and_each_
 
 
 def test_metric_bars_leave_a_gap_for_a_method_missing_from_a_group(tmp_path, monkeypatch):
-    """A method scored on one test set only (e.g. a checkpoint) is drawn as a missing bar, not an error.
-
-    Kills F04."""
+    """A method scored on one test set only (e.g. a checkpoint) is drawn as a missing bar, not an error."""
     seen = _saved_figures(monkeypatch)
     path = metric_bars(tmp_path / "psnr.png", {"a": {"TV": 20.0, "LPD": 30.0}, "b": {"TV": 25.0}}, "PSNR")
     assert path.stat().st_size > 0
@@ -179,14 +172,12 @@ def test_metric_bars_leave_a_gap_for_a_method_missing_from_a_group(tmp_path, mon
 
 
 def test_figures_are_saved_into_folders_they_create(tmp_path):
-    """Kills F05."""
     x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     path = reconstruction_grid(tmp_path / "new" / "deeper" / "g.png", list(x), {"TV": list(x)}, ["a"])
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_training_curve_plots_the_validation_psnr_when_the_run_has_one(tmp_path, monkeypatch):
-    """Kills F06."""
     seen = _saved_figures(monkeypatch)
     (tmp_path / "metrics.csv").write_text("step,loss\n1,0.5\n2,0.25\n3,0.125\n")
     training_curve(tmp_path / "t1.png", tmp_path)
@@ -196,7 +187,6 @@ def test_training_curve_plots_the_validation_psnr_when_the_run_has_one(tmp_path,
 
 
 def test_machine_info_names_the_cpu_count_and_the_device(monkeypatch):
-    """Kills M01, M02, M03."""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 12345)  # tells the thread count from os.cpu_count()
     info = machine_info()
     assert info["cpu_count"] == os.cpu_count() and info["torch_threads"] == 12345
@@ -215,7 +205,6 @@ def _report_folder(tmp_path, figure="figures/psnr.png"):
 
 
 def test_html_report_embeds_upper_case_and_ampersand_figure_names(tmp_path):
-    """Kills H01, H02."""
     import base64
 
     for name in ("figures/PSNR.PNG", "figures/a&b.png"):
@@ -225,7 +214,6 @@ def test_html_report_embeds_upper_case_and_ampersand_figure_names(tmp_path):
 
 
 def test_a_failed_html_report_makes_no_folder_for_its_out(tmp_path):
-    """Kills H03."""
     (tmp_path / "report.md").write_text("# r\n\n![x](figures/gone.png)\n")
     with pytest.raises(DataFileError, match="missing"):
         write_html_report(tmp_path, tmp_path / "new" / "page.html")
@@ -235,9 +223,7 @@ def test_a_failed_html_report_makes_no_folder_for_its_out(tmp_path):
 
 
 def test_html_report_refuses_to_embed_an_existing_file_outside_its_folder(tmp_path):
-    """The existing test links a *missing* ../outside.png, whose "missing" error also contains "outside".
-
-    Kills H04."""
+    """An existing ../outside.png, not only a missing one: the error for a missing file also says "outside"."""
     (tmp_path / "secret.png").write_bytes(b"\x89PNG\r\n\x1a\n private")
     folder = tmp_path / "bench"
     folder.mkdir()
@@ -248,9 +234,7 @@ def test_html_report_refuses_to_embed_an_existing_file_outside_its_folder(tmp_pa
 
 
 def test_tune_log_grid_extends_past_a_winning_edge_then_refines_around_the_best():
-    """Grid (1, 10), optimum at 10^-4.4: extended down 4 times to 1e-4, then refined by 10^±0.25, 10^±0.5.
-
-    Kills R01, R02, R03."""
+    """Grid (1, 10), optimum at 10^-4.4: extended down 4 times to 1e-4, then refined by 10^±0.25, 10^±0.5."""
     from learnrecon.benchmark.runner import tune_log_grid
 
     def score(value):
@@ -268,7 +252,6 @@ def test_tune_log_grid_extends_past_a_winning_edge_then_refines_around_the_best(
 
 
 def test_evaluate_reports_mean_scores_and_milliseconds_per_image(monkeypatch):
-    """Kills R04, R05."""
     from learnrecon.benchmark import runner
 
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -284,7 +267,6 @@ def test_evaluate_reports_mean_scores_and_milliseconds_per_image(monkeypatch):
 
 
 def test_training_record_counts_hours_over_all_rounds_and_the_best_validation_psnr():
-    """Kills R12, R13."""
     from learnrecon.benchmark.runner import _training_record
 
     meta = {
@@ -307,7 +289,6 @@ def test_training_record_counts_hours_over_all_rounds_and_the_best_validation_ps
 
 
 def test_train_from_scratch_gives_the_trainer_minutes_as_seconds_and_reports_minutes(tmp_path, monkeypatch):
-    """Kills R14, R15."""
     import learnrecon.training
     from learnrecon.benchmark import get_preset
     from learnrecon.benchmark.runner import train_from_scratch
@@ -344,9 +325,7 @@ def _fake_run(calls):
 
 
 def test_benchmark_replaces_an_empty_folder_and_a_stale_temporary_folder(tmp_path, monkeypatch):
-    """--overwrite may replace an empty folder; a .NAME.tmp left by a killed run is cleared, not an error.
-
-    Kills R09, R10."""
+    """--overwrite may replace an empty folder; a .NAME.tmp left by a killed run is cleared, not an error."""
     from learnrecon.benchmark import get_preset, runner
 
     calls = []
@@ -364,7 +343,6 @@ def test_benchmark_replaces_an_empty_folder_and_a_stale_temporary_folder(tmp_pat
 
 
 def test_benchmark_checks_its_checkpoints_before_any_work(tmp_path, monkeypatch):
-    """Kills R11."""
     from learnrecon.benchmark import get_preset, runner
 
     calls = []
@@ -380,8 +358,7 @@ def test_benchmark_checks_its_checkpoints_before_any_work(tmp_path, monkeypatch)
 def test_benchmark_figures_show_two_samples_per_test_set_with_their_own_scores(tmp_path, monkeypatch):
     """The grid: the first two images of each test set, captioned with their own PSNR/SSIM; the bar charts:
     mean PSNR in psnr.png and mean SSIM in ssim.png.
-
-    Kills R16, R17, R18."""
+    """
     from learnrecon.benchmark import runner
 
     grids, bars = [], {}
@@ -411,7 +388,6 @@ def test_benchmark_figures_show_two_samples_per_test_set_with_their_own_scores(t
 
 
 def test_report_names_the_chosen_tv_variant_and_fbp_cutoffs_only_when_tuned():
-    """Kills R19, R20."""
     from learnrecon.benchmark import get_preset
     from learnrecon.benchmark.runner import _fbp_tuning, _report_markdown
 
@@ -437,9 +413,7 @@ def test_report_names_the_chosen_tv_variant_and_fbp_cutoffs_only_when_tuned():
 
 
 def test_benchmark_test_sets_are_not_their_validation_sets():
-    """Test ellipses are other images than the validation ellipses; Shepp–Logan gets another noise draw.
-
-    Kills R21."""
+    """Test ellipses are other images than the validation ellipses; Shepp–Logan gets another noise draw."""
     from learnrecon.benchmark import get_preset
     from learnrecon.benchmark.runner import make_tasks
     from learnrecon.operators import ParallelBeam2D
