@@ -115,12 +115,16 @@ def test_markdown_table_separator_has_a_cell_per_column_and_missing_or_nan_cells
     assert table.splitlines() == ["| a | b | c |", "| --- | --- | --- |", "| 1.2 | — |  |", "| 2.0 |  |  |"]
 
 
-def test_write_json_writes_nan_as_null_at_any_depth(tmp_path):
-    """results.json must be strict JSON: NaN (in dicts, lists and tuples, e.g. a preset's fields) is null."""
-    path = write_json(tmp_path / "r.json", {"a": math.nan, "b": [1.0, math.nan], "c": (math.nan, 2), "d": "x"})
-    text = path.read_text()
-    assert "NaN" not in text
-    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": [None, 2], "d": "x"}
+def test_write_json_writes_nan_and_infinity_as_null_at_any_depth(tmp_path):
+    """results.json must be strict JSON: NaN and ±∞ (in dicts, lists and tuples, e.g. a preset's fields, or
+    the PSNR of an exact reconstruction) are null."""
+    data = {"a": math.nan, "b": [1.0, math.inf], "c": (-math.inf, 2), "d": "x"}
+    text = write_json(tmp_path / "r.json", data).read_text()
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} is not strict JSON")
+
+    assert json.loads(text, parse_constant=refuse) == {"a": None, "b": [1.0, None], "c": [None, 2], "d": "x"}
 
 
 def _saved_figures(monkeypatch):

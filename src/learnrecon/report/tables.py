@@ -34,17 +34,17 @@ def markdown_table(
 
 
 def write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as indented JSON (NaN written as null)."""
+    """Write ``data`` as indented, strict JSON: NaN and ±∞ (the PSNR of an exact reconstruction) as null."""
     path = Path(path)
-    path.write_text(json.dumps(_nan_to_none(data), indent=2) + "\n")
+    path.write_text(json.dumps(_non_finite_to_none(data), indent=2, allow_nan=False) + "\n")
     return path
 
 
-def _nan_to_none(data: Any) -> Any:
-    if isinstance(data, float) and math.isnan(data):
+def _non_finite_to_none(data: Any) -> Any:
+    if isinstance(data, float) and not math.isfinite(data):
         return None
     if isinstance(data, Mapping):
-        return {k: _nan_to_none(v) for k, v in data.items()}
+        return {k: _non_finite_to_none(v) for k, v in data.items()}
     if isinstance(data, (list, tuple)):
-        return [_nan_to_none(v) for v in data]
+        return [_non_finite_to_none(v) for v in data]
     return data
