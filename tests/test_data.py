@@ -117,7 +117,19 @@ def test_parse_noise(spec, kind, value):
     assert parse_noise(str(parsed)) == parsed
 
 
-@pytest.mark.parametrize("spec", ["relative", "relative:-1", "gauss:0.1", "relative:abc", "poisson:0", "gaussian:nan"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "relative",
+        "relative:-1",
+        "gauss:0.1",
+        "relative:abc",
+        "poisson:0",
+        "gaussian:nan",
+        "gaussian:0.1:2",
+        "relative:0.05:1",
+    ],
+)
 def test_bad_noise_spec(spec):
     with pytest.raises(ParameterError):
         parse_noise(spec)
@@ -279,3 +291,121 @@ def test_seed_changes_the_noise_and_simulate_records_seed_and_noise(tmp_path):
     assert int(dataset.attrs["seed"]) == 7
     spec = parse_noise(str(dataset.attrs["noise"]))
     assert (spec.kind, spec.value, spec.mu_max) == ("poisson", 100.0, 2.5)
+
+
+def test_file_phantoms_take_the_first_n_images_and_record_how_many(tmp_path):
+    """``make_phantoms("file", n, ...)`` selects the file's first ``n`` images (n only selects and checks)."""
+    from learnrecon.data.simulate import make_phantoms
+
+    images = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "four.npy", images)
+    x, labels, info = make_phantoms("file", 2, 16, truth=tmp_path / "four.npy")
+    assert torch.equal(x, torch.from_numpy(images[:2])[:, None]) and labels is None and info["n"] == 2
+    with pytest.raises(ShapeError, match="pass --size 16"):
+        make_phantoms("file", 2, 8, truth=tmp_path / "four.npy")
+
+
+def test_truth_with_more_than_one_channel_is_refused(tmp_path):
+    with pytest.raises(ShapeError, match=r"truth has shape \(5, 2, 8, 8\) but the operator needs \(n, 1, 8, 8\)"):
+        simulate(tmp_path / "d.h5", Identity((8, 8)), truth().expand(5, 2, 8, 8), progress=False)
+    assert not (tmp_path / "d.h5").exists()
+
+
+def test_dicom_instance_numbers_are_ordered_as_numbers_not_as_text(tmp_path):
+    """Instance numbers 2, 9, 10 come in that order, whatever the file names and although "10" < "2" as text."""
+    for name, instance in (("a.dcm", 10), ("b.dcm", 2), ("c.dcm", 9)):
+        _dicom_slice(np.full((8, 8), instance, dtype=np.uint16), tmp_path / name, instance)
+    assert read_images(tmp_path)[:, 0, 0, 0].tolist() == [2.0 * k - 1000 for k in (2, 9, 10)]
+
+
+def test_numpy_files_with_upper_case_suffixes_are_read(tmp_path):
+    images = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    np.save(tmp_path / "a.npy", images)
+    (tmp_path / "a.npy").rename(tmp_path / "A.NPY")
+    np.savez(tmp_path / "b.npz", truth=images)
+    (tmp_path / "b.npz").rename(tmp_path / "B.NPZ")
+    for name in ("A.NPY", "B.NPZ"):
+        assert torch.equal(read_images(tmp_path / name), torch.from_numpy(images)[:, None])
+
+
+def test_images_with_a_single_nan_or_inf_or_complex_values_are_refused(tmp_path):
+    for name, value in (("nan", np.nan), ("inf", np.inf)):
+        images = np.ones((2, 4, 4), dtype=np.float32)
+        images[1, 2, 3] = value
+        np.save(tmp_path / f"{name}.npy", images)
+        with pytest.raises(DataFileError, match="contains NaN or Inf values"):
+            read_images(tmp_path / f"{name}.npy")
+    np.save(tmp_path / "complex.npy", np.ones((4, 4), dtype=np.complex64))
+    with pytest.raises(DataFileError, match="holds complex64 data; ground truth must be real numbers"):
+        read_images(tmp_path / "complex.npy")
+
+
+def test_items_are_indexed_as_a_sequence_and_the_end_is_out_of_range(tmp_path):
+    x = truth(3)
+    ds = load(simulate(tmp_path / "d.h5", Identity((8, 8)), x, progress=False))
+    assert torch.equal(ds[-1].x, x[2]) and torch.equal(ds[-3].x, x[0])
+    for index in (3, -4):
+        with pytest.raises(IndexError, match="out of range"):
+            ds[index]
+
+
+def test_data_files_are_opened_read_only_so_a_file_open_elsewhere_can_be_read(tmp_path):
+    from learnrecon.data.hdf5 import open_h5
+
+    path = simulate(tmp_path / "d.h5", Identity((8, 8)), truth(2), progress=False)
+    with open_h5(path) as f:
+        assert f.mode == "r"
+    with h5py.File(path, "r"):  # another reader holds the file
+        assert torch.equal(load(path).tensors().x, truth(2))
+
+
+def test_a_file_whose_truth_or_labels_count_differs_from_its_data_is_corrupt(tmp_path):
+    for name in ("x", "labels"):
+        x = truth(3)
+        path = simulate(tmp_path / f"{name}.h5", Identity((8, 8)), x, (x[:, 0] > 0.5).long(), progress=False)
+        with h5py.File(path, "a") as f:
+            kept = f[name][:2]
+            del f[name]
+            f[name] = kept
+        with pytest.raises(DataFileError, match=f"'{name}' has 2 items but 'y' has 3; file is corrupt"):
+            load(path)
+
+
+def test_a_file_of_a_newer_format_version_is_refused(tmp_path):
+    from learnrecon.data.hdf5 import FORMAT_VERSION
+
+    path = simulate(tmp_path / "d.h5", Identity((8, 8)), truth(2), progress=False)
+    assert len(load(path)) == 2
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = FORMAT_VERSION + 1
+    with pytest.raises(DataFileError, match=f"format version {FORMAT_VERSION + 1}; upgrade learnrecon"):
+        load(path)
+
+
+def test_labels_read_one_at_a_time_or_at_once_are_long_integers(tmp_path):
+    x = truth(3)
+    labels = (x[:, 0] > 0.5).long()
+    ds = load(simulate(tmp_path / "d.h5", Identity((8, 8)), x, labels, progress=False))
+    assert ds[1].labels.dtype == ds.tensors().labels.dtype == torch.int64
+    assert torch.equal(ds[1].labels, labels[1])
+
+
+def test_a_folder_as_the_output_is_refused_even_with_overwrite(tmp_path):
+    from learnrecon.data.files import check_output_path
+
+    (tmp_path / "out").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(DataFileError, match="is a folder; give a file name"):
+            check_output_path(tmp_path / "out", overwrite)
+        with pytest.raises(DataFileError, match="is a folder"):
+            simulate(tmp_path / "out", Identity((8, 8)), truth(2), overwrite=overwrite, progress=False)
+    assert (tmp_path / "out").is_dir() and list((tmp_path / "out").iterdir()) == []
+
+
+def test_missing_parent_folders_of_an_output_are_created_unless_asked_not_to(tmp_path):
+    from learnrecon.data.files import check_output_path
+
+    assert check_output_path(tmp_path / "a" / "b.h5", create_parents=False) == tmp_path / "a" / "b.h5"
+    assert not (tmp_path / "a").exists()
+    path = simulate(tmp_path / "new" / "sub" / "d.h5", Identity((8, 8)), truth(2), progress=False)
+    assert len(load(path)) == 2

@@ -105,7 +105,7 @@ def test_bad_input():
 
 @pytest.mark.parametrize("filter_name", FILTERS)
 @pytest.mark.parametrize("scaling", [1.0, 0.5])
-def test_filter_windows_are_the_textbook_ones(filter_name, scaling):  # kills F1, F2, F3, F5, F7
+def test_filter_windows_are_the_textbook_ones(filter_name, scaling):
     ramp = ramp_filter(20, 0.5)
     response = ramp_filter(20, 0.5, filter_name, scaling)
     omega = torch.arange(ramp.numel(), dtype=torch.float64) / (ramp.numel() - 1) / scaling  # 1 = cut-off
@@ -119,7 +119,7 @@ def test_filter_windows_are_the_textbook_ones(filter_name, scaling):  # kills F1
     torch.testing.assert_close(response, ramp * torch.where(omega <= 1, window, 0.0))
 
 
-def test_filtering_is_a_linear_not_circular_convolution_with_the_discrete_ramp():  # kills F4
+def test_filtering_is_a_linear_not_circular_convolution_with_the_discrete_ramp():
     n, ds = 12, 0.5
     y = torch.randn(3, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     lag = (torch.arange(n)[:, None] - torch.arange(n)[None, :]).double()

@@ -152,20 +152,20 @@ def test_blur_bad_arguments(build, error, message):
 
 
 @pytest.mark.parametrize("n", [5, 7])
-def test_centred_fft_puts_the_zero_frequency_in_the_centre_for_odd_sizes(n):  # kills M1
+def test_centred_fft_puts_the_zero_frequency_in_the_centre_for_odd_sizes(n):
     k = MRI(torch.ones(n, n))(torch.ones(n, n, dtype=torch.complex128))
     expected = torch.zeros(n, n, dtype=torch.complex128)
     expected[n // 2, n // 2] = n  # the orthonormal DFT of a constant: sqrt(n²) at frequency zero
     torch.testing.assert_close(k, expected)
 
 
-def test_mri_acceleration_counts_samples():  # kills M2
+def test_mri_acceleration_counts_samples():
     mask = torch.zeros(8, 8)
     mask[:, [3, 4]] = 1
     assert MRI(mask).acceleration == 4.0
 
 
-def test_motion_kernel_angle_is_counter_clockwise_with_row_zero_at_the_top():  # kills B1
+def test_motion_kernel_angle_is_counter_clockwise_with_row_zero_at_the_top():
     k = motion_kernel(5, math.pi / 4)
     n = k.shape[0]
     c = n // 2
@@ -173,7 +173,7 @@ def test_motion_kernel_angle_is_counter_clockwise_with_row_zero_at_the_top():  #
     assert k[:c, :c].sum() == 0 and k[c + 1 :, c + 1 :].sum() == 0
 
 
-def test_wavelet_approximation_holds_the_lowpass_band():  # kills W1
+def test_wavelet_approximation_holds_the_lowpass_band():
     W = Wavelet2D(16, "db2", levels=2)
     c = W(torch.ones(16, 16, dtype=torch.float64))
     mask = W.approximation_mask()
@@ -181,21 +181,21 @@ def test_wavelet_approximation_holds_the_lowpass_band():  # kills W1
     torch.testing.assert_close(c[mask], torch.full((16,), 4.0, dtype=torch.float64))  # 2 per level in 2-D
 
 
-def test_zero_boundary_blur_convolves_an_asymmetric_kernel():  # kills B2
+def test_zero_boundary_blur_convolves_an_asymmetric_kernel():
     k = torch.tensor([[0.0, 0.1, 0.0], [0.0, 0.2, 0.6], [0.0, 0.0, 0.1]], dtype=torch.float64)
     x = torch.rand(9, 11, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     expected = scipy.ndimage.convolve(x.numpy(), k.numpy(), mode="constant")
     torch.testing.assert_close(Blur(k, (9, 11))(x), torch.from_numpy(expected))
 
 
-def test_periodic_blur_norm_of_an_antisymmetric_kernel():  # kills B3
+def test_periodic_blur_norm_of_an_antisymmetric_kernel():
     k = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.0, -0.5], [0.0, 0.0, 0.0]], dtype=torch.float64)  # k̂ = i·sin ω
     op = Blur(k, 8, boundary="periodic")
     assert op.norm() == pytest.approx(torch.linalg.matrix_norm(op.to_dense(), 2).item(), rel=1e-9)
     assert op.norm() == pytest.approx(1.0)
 
 
-def test_gradient_norm_bound_bounds_the_norm():  # kills G1
+def test_gradient_norm_bound_bounds_the_norm():
     op = FiniteDifference2D(16)
     exact = torch.linalg.matrix_norm(op.to_dense(), 2).item()  # 2·√2·cos(π/32) ≈ 2.815
     assert exact <= op.norm_bound() and op.norm_bound() == pytest.approx(math.sqrt(8.0))

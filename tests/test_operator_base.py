@@ -181,14 +181,14 @@ def test_a_device_without_index_shares_the_cache_of_the_current_device(monkeypat
 # tests before it let through).
 
 
-def test_norm_of_a_negatively_scaled_operator_is_positive():  # kills O1
+def test_norm_of_a_negatively_scaled_operator_is_positive():
     M = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     expected = torch.linalg.matrix_norm(M, 2).item()
     assert (-MatrixOperator(M)).norm() == pytest.approx(expected, rel=1e-6)
     assert (-2.5 * MatrixOperator(M)).norm() == pytest.approx(2.5 * expected, rel=1e-6)
 
 
-def test_power_iteration_tolerance_is_relative_for_tiny_operators():  # kills O4
+def test_power_iteration_tolerance_is_relative_for_tiny_operators():
     M = 1e-6 * torch.randn(7, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert MatrixOperator(M).norm() == pytest.approx(torch.linalg.matrix_norm(M, 2).item(), rel=1e-6)
 
@@ -199,3 +199,48 @@ def test_the_operators_the_readme_lists_import_from_the_package():
     names = "ParallelBeam2D FanBeam2D MRI cartesian_mask gaussian_coil_maps Blur gaussian_kernel motion_kernel Identity"
     for name in (*names.split(), "FiniteDifference2D", "Wavelet2D", "MatrixOperator", "subset"):
         assert name in operators.__all__ and callable(getattr(operators, name)), name
+
+
+def test_shape_errors_name_the_inputs_own_shape_and_the_expected_one():
+    """A wrong-shape input's error states its actual shape and the trailing shape the operator needs; a metric's
+    error names each argument with its own shape."""
+    from learnrecon import metrics
+
+    op = MatrixOperator(torch.randn(3, 4))
+    with pytest.raises(ShapeError, match=r"input has shape \(2, 3\) but .*expects \(\.\.\., 4\)"):
+        op(torch.ones(2, 3))
+    with pytest.raises(ShapeError, match=r"x has shape \(1, 4, 4\) but reference has shape \(1, 4, 5\)"):
+        metrics.psnr(torch.ones(1, 4, 4), torch.ones(1, 4, 5))
+
+
+def test_non_finite_data_are_refused_with_their_nan_and_inf_counts():
+    """Inf is refused as NaN is, and the error counts each kind separately."""
+    from learnrecon._checks import check_finite
+    from learnrecon.errors import NonFiniteError
+    from learnrecon.noise import gaussian
+
+    nan, inf = float("nan"), float("inf")
+    with pytest.raises(NonFiniteError, match="data contains 3 NaN and 2 Inf values"):
+        check_finite(torch.tensor([1.0, nan, inf, -inf, nan, nan]), "data")
+    with pytest.raises(NonFiniteError, match="0 NaN and 1 Inf"):
+        gaussian(torch.tensor([1.0, inf]), sigma=1.0)
+    finite = torch.tensor([1.0, -2.0])
+    assert check_finite(finite) is finite
+
+
+def test_auto_device_is_the_local_ranks_gpu_and_cuda_without_cuda_is_refused(monkeypatch):
+    """Device "auto" is CUDA device ``local_rank`` when CUDA is available, else the CPU; naming a CUDA device
+    without CUDA is a ParameterError naming the option."""
+    from learnrecon._checks import parse_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert parse_device("auto") == torch.device("cuda", 0)
+    assert parse_device("auto", local_rank=1) == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert parse_device("auto", local_rank=1) == torch.device("cpu")
+    assert parse_device("cpu") == torch.device("cpu")
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(ParameterError, match=f"training.device is '{name}' but CUDA is not available"):
+            parse_device(name, "training.device")
+    with pytest.raises(ParameterError, match="--device 'gpu0' is not a device"):
+        parse_device("gpu0", "--device")

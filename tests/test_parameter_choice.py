@@ -71,7 +71,7 @@ def test_wavelet_is_orthonormal_and_checks_sizes():
 # tests before it let through).
 
 
-def test_discrepancy_choice_uses_tau_times_delta():  # kills P1
+def test_discrepancy_choice_uses_tau_times_delta():
     u = torch.tensor([1.0, 0.0], dtype=torch.float64)
 
     def solve(y, op, alpha):  # residual ‖x − y‖ = alpha exactly
@@ -82,7 +82,7 @@ def test_discrepancy_choice_uses_tau_times_delta():  # kills P1
     assert choice.value == 1.01
 
 
-def test_l_curve_is_blind_to_the_units_of_the_image():  # kills P3
+def test_l_curve_is_blind_to_the_units_of_the_image():
     op = MatrixOperator(torch.tensor([[1.0, 0.0]], dtype=torch.float64))  # residual |x_0| when y = 0
     y = torch.zeros(1, 1, dtype=torch.float64)
     values = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
@@ -94,7 +94,7 @@ def test_l_curve_is_blind_to_the_units_of_the_image():  # kills P3
     assert ten.scores == pytest.approx(one.scores, rel=1e-9, abs=1e-12) and ten.value == one.value
 
 
-def test_l_curve_never_picks_an_end_of_the_grid():  # kills P2
+def test_l_curve_never_picks_an_end_of_the_grid():
     # log residual and log norm per grid value: the one-sided curvature at the first point is the largest.
     r = [0.0, 0.4, 0.99, 1.34, 1.46]
     e = [10.0, 9.53, 7.62, 6.13, 4.59]

@@ -45,3 +45,33 @@ def test_tuned_malloc_reuses_activations_and_keeps_a_users_choice():
     # under a loaded CI run, against ~330,000 / 5 by default)
     assert tuned["faults"] < default["faults"] / 5
     assert run("tune", MALLOC_ARENA_MAX="2")["tuned"] is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tune_malloc sets glibc's malloc, on Linux only")
+def test_tune_malloc_sets_glibcs_parameters_unless_the_environment_chooses_the_allocator(monkeypatch):
+    """tune_malloc calls mallopt(M_MMAP_MAX = -4, 0) and mallopt(M_TRIM_THRESHOLD = -1, 2³¹ − 1) (glibc's
+    malloc.h), and calls nothing when LD_PRELOAD, GLIBC_TUNABLES or a MALLOC_* variable is set."""
+    import types
+
+    from learnrecon import runtime
+
+    calls = []
+
+    def mallopt(param, value):
+        calls.append((param, value))
+        return 1
+
+    monkeypatch.setattr(runtime.ctypes, "CDLL", lambda name: types.SimpleNamespace(mallopt=mallopt))
+    for name in list(os.environ):
+        if name.startswith("MALLOC_") or name in ("LD_PRELOAD", "GLIBC_TUNABLES"):
+            monkeypatch.delenv(name)
+    assert runtime.tune_malloc() is True and calls == [(-4, 0), (-1, 2**31 - 1)]
+    for name, value in (
+        ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=1"),
+        ("LD_PRELOAD", "libjemalloc.so"),
+        ("MALLOC_ARENA_MAX", "2"),
+    ):
+        calls.clear()
+        monkeypatch.setenv(name, value)
+        assert runtime.tune_malloc() is False and calls == [], name
+        monkeypatch.delenv(name)

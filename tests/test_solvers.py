@@ -356,7 +356,7 @@ def _complex_matrix(m=8, n=5, seed=0):
     )
 
 
-def test_cgls_and_spectral_solvers_on_a_complex_operator():  # kills L1, L5
+def test_cgls_and_spectral_solvers_on_a_complex_operator():
     M = _complex_matrix()
     op = MatrixOperator(M)
     y = _complex_matrix(2, 8, seed=1)
@@ -368,7 +368,7 @@ def test_cgls_and_spectral_solvers_on_a_complex_operator():  # kills L1, L5
     torch.testing.assert_close(tikhonov_svd(y, op, alpha), closed)
 
 
-def test_tikhonov_from_a_starting_image_reaches_the_closed_form():  # kills L2
+def test_tikhonov_from_a_starting_image_reaches_the_closed_form():
     M = torch.randn(9, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     y = torch.randn(2, 9, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x0 = torch.randn(2, 6, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
@@ -376,7 +376,7 @@ def test_tikhonov_from_a_starting_image_reaches_the_closed_form():  # kills L2
     torch.testing.assert_close(tikhonov(y, MatrixOperator(M), 0.3, x0=x0, tol=1e-12), closed)
 
 
-def test_cgls_reports_convergence():  # kills L3
+def test_cgls_reports_convergence():
     y = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     result = cgls(y, Identity((4, 4)), n_iter=20, return_info=True)
     assert result.reason == "converged" and result.n_iter == 1
@@ -384,13 +384,13 @@ def test_cgls_reports_convergence():  # kills L3
 
 
 @pytest.mark.parametrize("n_iter", [7, 8])
-def test_projected_gradient_iterates_stay_in_the_box(n_iter):  # kills L4
+def test_projected_gradient_iterates_stay_in_the_box(n_iter):
     y = torch.linspace(-2, 2, 64, dtype=torch.float64).reshape(1, 8, 8)
     x = projected_gradient(y, Identity((8, 8)), n_iter=n_iter, lower=-0.5, upper=1.0)
     torch.testing.assert_close(x, y.clamp(-0.5, 1.0))
 
 
-def test_angle_blocks_partition_the_angles():  # kills R1
+def test_angle_blocks_partition_the_angles():
     op = ParallelBeam2D(8, 10)
     for n in (1, 3, 4, 10):
         blocks = angle_blocks(op, n)
@@ -408,7 +408,7 @@ def _sweep_reference(op, y, n_subsets, rule):
     return x.reshape(op.domain_shape)
 
 
-def test_one_kaczmarz_and_one_sart_sweep_match_the_dense_formulas():  # kills R2, R3, R4
+def test_one_kaczmarz_and_one_sart_sweep_match_the_dense_formulas():
     op = ParallelBeam2D(8, 12)
     y = op(torch.rand(8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
 
@@ -429,7 +429,7 @@ def test_one_kaczmarz_and_one_sart_sweep_match_the_dense_formulas():  # kills R2
     )
 
 
-def test_random_order_is_reproducible_from_the_seed():  # kills R5
+def test_random_order_is_reproducible_from_the_seed():
     op = ParallelBeam2D(8, 12)
     y = op(torch.rand(8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     torch.manual_seed(1)
@@ -439,7 +439,7 @@ def test_random_order_is_reproducible_from_the_seed():  # kills R5
     assert torch.equal(a, b)
 
 
-def test_fista_iterates_follow_beck_and_teboulle():  # kills S1, S3
+def test_fista_iterates_follow_beck_and_teboulle():
     M = torch.randn(10, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     y = torch.randn(10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     lam, step = 0.5, 1 / torch.linalg.matrix_norm(M, 2).item() ** 2
@@ -453,7 +453,7 @@ def test_fista_iterates_follow_beck_and_teboulle():  # kills S1, S3
     torch.testing.assert_close(fista(y, MatrixOperator(M), lam, n_iter=4), c)
 
 
-def test_ista_leaves_the_wavelet_approximation_unthresholded():  # kills S2
+def test_ista_leaves_the_wavelet_approximation_unthresholded():
     W = Wavelet2D(16, "haar", levels=2)
     y = torch.randn(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     c = W(y)
@@ -465,7 +465,7 @@ def test_ista_leaves_the_wavelet_approximation_unthresholded():  # kills S2
     )
 
 
-def test_tv_pdhg_iterates_follow_chambolle_pock():  # kills V1, V2
+def test_tv_pdhg_iterates_follow_chambolle_pock():
     from learnrecon.operators.gradient import FiniteDifference2D
 
     y = torch.rand(1, 6, 7, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -493,19 +493,19 @@ def test_wavelet_levels_by_name_fit_a_non_square_image_and_a_long_filter():
     assert [default_levels(s, w) for s, w in (((64, 68), "db2"), ((32, 32), "db10"), ((128, 128), "db2"))] == [2, 1, 4]
 
 
-def test_discrepancy_stop_with_zero_noise_level():  # kills ST1
+def test_discrepancy_stop_with_zero_noise_level():
     y = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     result = landweber(y, Identity((4, 4)), n_iter=50, delta=0.0, return_info=True)
     assert result.reason == "discrepancy" and result.n_iter == 1
 
 
-def test_discrepancy_principle_accepts_tau_one():  # kills ST2
+def test_discrepancy_principle_accepts_tau_one():
     y = torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     result = landweber(y, 0.5 * Identity((4, 4)), n_iter=50, delta=1e-3, tau=1.0, return_info=True)
     assert result.reason == "discrepancy"
 
 
-def test_rtol_waits_for_every_sample():  # kills ST3
+def test_rtol_waits_for_every_sample():
     op = ParallelBeam2D(8, 10)
     y = torch.stack([torch.zeros(op.range_shape, dtype=torch.float64), op(torch.rand(8, 8, dtype=torch.float64))])
     result = landweber(y, op, n_iter=30, rtol=1e-10, return_info=True)

@@ -84,3 +84,13 @@ def test_symmetry_average_keeps_an_equivariant_method_and_averages_the_rest():
     group = dihedral_symmetries(op)
     averaged_offset = sum(g.image_inverse(offset) for g in group) / len(group)
     torch.testing.assert_close(SymmetryAverage(FBPPlus(offset))(y, op), fbp(y, op, "hann") + averaged_offset)
+
+
+def test_a_symmetry_needs_every_angle_to_map_onto_an_angle():
+    """Angles 0 and π/2 map onto each other under the quarter turns and reflections, 0.3 does not: only the
+    identity and the half turn are admitted, and they keep A g = T_g A."""
+    op = ParallelBeam2D(16, angles=[0.0, math.pi / 2, 0.3])
+    assert elements(op) == [(0, False), (2, False)]
+    x = random_images(op.image_shape)
+    for g in dihedral_symmetries(op):
+        torch.testing.assert_close(op(g.image(x)), g.data(op(x)), rtol=0, atol=1e-12)

@@ -216,7 +216,7 @@ def test_csr_transpose_matches_the_dense_transpose():
 # tests before it let through).
 
 
-def test_angle_weights_of_non_uniform_angles_are_midpoint_gaps():  # kills T1, T2, T3
+def test_angle_weights_of_non_uniform_angles_are_midpoint_gaps():
     # Angles taken modulo pi: -0.5 is 2.6416; sorted 0.5, 1.5, pi - 0.5 with gaps 1.0, pi - 2.0, 1.0 (wrapping).
     op = ParallelBeam2D(8, angles=[-0.5, 0.5, 1.5])
     g1, g2, g3 = 1.0, math.pi - 2.0, 1.0  # gap after 0.5, after 1.5, after pi - 0.5 (to 0.5 + pi)
@@ -230,21 +230,21 @@ def test_angle_weights_of_non_uniform_angles_are_midpoint_gaps():  # kills T1, T
     )
 
 
-def test_subsets_with_the_same_angles_in_another_order_keep_their_order():  # kills T4
+def test_subsets_with_the_same_angles_in_another_order_keep_their_order():
     op = ParallelBeam2D(16, 12)
     x = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     op[[0, 2]]  # cache the sorted subset first
     torch.testing.assert_close(op[[2, 0]](x), op(x)[..., [2, 0], :])
 
 
-def test_subsets_of_the_same_size_are_distinct():  # kills T5
+def test_subsets_of_the_same_size_are_distinct():
     op = ParallelBeam2D(16, 12)
     x = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     for index in ([0, 1], [2, 3], [4, 5]):
         torch.testing.assert_close(op[index](x), op(x)[..., index, :])
 
 
-def test_config_round_trip_keeps_a_custom_detector_spacing():  # kills T6
+def test_config_round_trip_keeps_a_custom_detector_spacing():
     op = ParallelBeam2D(20, 7, n_detectors=41, detector_spacing=0.6)
     rebuilt = build_operator(operator_config(op))
     assert rebuilt.detector_spacing == 0.6
@@ -252,7 +252,7 @@ def test_config_round_trip_keeps_a_custom_detector_spacing():  # kills T6
     torch.testing.assert_close(rebuilt(x), op(x))
 
 
-def test_fan_default_detector_just_covers_the_fan_of_the_image_circle():  # kills T7
+def test_fan_default_detector_just_covers_the_fan_of_the_image_circle():
     op = FanBeam2D(32, 8, 51, source_distance=40.0, detector_distance=20.0)
     r = op.image_radius
     # The tangent ray from the source to the image circle meets the detector at ±(Rs + Rd)·r/√(Rs² − r²).

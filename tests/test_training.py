@@ -1146,7 +1146,7 @@ def test_benchmark_presets_are_the_reference_setups():
 # tests before it let through).
 
 
-def test_checkpoints_record_the_best_psnr_including_this_steps_validation(tmp_path):  # kills TR1, TR8
+def test_checkpoints_record_the_best_psnr_including_this_steps_validation(tmp_path):
     Trainer(_config(steps=3), tmp_path, progress=False).train()
     rows = list(csv.DictReader((tmp_path / "validation.csv").open()))
     psnr = float(rows[-1]["psnr"])  # the only validation, at step 3, when last is saved too
@@ -1156,13 +1156,13 @@ def test_checkpoints_record_the_best_psnr_including_this_steps_validation(tmp_pa
     assert last["best_psnr"] == pytest.approx(psnr)
 
 
-def test_resuming_with_other_adam_betas_is_refused(tmp_path):  # kills TR5
+def test_resuming_with_other_adam_betas_is_refused(tmp_path):
     Trainer(_config(), tmp_path, progress=False).train(until=1)
     with pytest.raises(DataFileError, match="differs from the run's in training.betas"):
         Trainer(_config(betas=[0.5, 0.9]), tmp_path, resume=True, progress=False)
 
 
-def test_a_nan_gradient_with_a_finite_loss_stops_without_touching_the_weights(tmp_path):  # kills TR6
+def test_a_nan_gradient_with_a_finite_loss_stops_without_touching_the_weights(tmp_path):
     trainer = Trainer(_config(), tmp_path, progress=False)
     trainer.train(until=3)
     before = (tmp_path / "last.safetensors").read_bytes()
@@ -1175,7 +1175,7 @@ def test_a_nan_gradient_with_a_finite_loss_stops_without_touching_the_weights(tm
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
-def test_clip_grad_norm_zero_leaves_the_gradient_alone(tmp_path):  # kills TR7
+def test_clip_grad_norm_zero_leaves_the_gradient_alone(tmp_path):
     trainer = Trainer(_config(steps=1, clip_grad_norm=0.0), tmp_path, progress=False)
     real_loss = trainer.loss_fn
     trainer.loss_fn = lambda a, b: 1e4 * real_loss(a, b)  # a gradient norm far above 1
@@ -1183,3 +1183,82 @@ def test_clip_grad_norm_zero_leaves_the_gradient_alone(tmp_path):  # kills TR7
     trainer.train()
     logged = float(next(csv.DictReader((tmp_path / "metrics.csv").open()))["grad_norm"])
     assert logged > 1 and seen[0] == pytest.approx(logged, rel=1e-5)
+
+
+def test_file_pairs_of_other_seeds_are_not_the_same_orders_shifted_by_epochs():
+    """Epoch ``e``'s permutation is seeded by ``(seed, epoch)`` through ``sample_generator``: runs with other seeds
+    draw other orders, not one run's orders at other epochs."""
+    from learnrecon.data.simulate import sample_generator
+    from learnrecon.training.data import FilePairs
+
+    n = 8
+
+    def orders(seed):
+        pairs = FilePairs(list(range(n)), seed=seed)
+        return [pairs.indices(torch.arange(e * n, (e + 1) * n)) for e in range(3)]
+
+    by_seed = {seed: orders(seed) for seed in range(3)}
+    for seed, epochs in by_seed.items():
+        expected = [torch.randperm(n, generator=sample_generator(seed, e, stream=1)).tolist() for e in range(3)]
+        assert epochs == expected
+        others = [order for other, their in by_seed.items() if other != seed for order in their]
+        assert not any(order in others for order in epochs)
+
+
+def test_an_empty_training_file_is_refused_when_its_stream_is_made():
+    from learnrecon.training.data import FilePairs
+
+    with pytest.raises(ParameterError, match="holds no samples"):
+        FilePairs([], seed=0)
+
+
+def test_complex_truth_or_complex_data_for_a_real_operator_are_refused(tmp_path):
+    """A real ray transform's data files need real floating-point truth and data; complex arrays are refused."""
+    import numpy as np
+
+    from learnrecon.data import load
+    from learnrecon.errors import DTypeError
+    from learnrecon.training.data import check_pairs_file
+
+    good = _data_file(tmp_path / "good.h5")
+    check_pairs_file(load(good), load(good).op, "data.train_file")
+    for name, message in (("x", "truth 'x' is complex64"), ("y", "data 'y' are complex64")):
+        complex_values = load_h5_array(good, name).astype(np.complex64)
+        bad = load(_data_file(tmp_path / f"complex_{name}.h5", **{name: complex_values}))
+        with pytest.raises(DTypeError, match=message):
+            check_pairs_file(bad, bad.op, "data.train_file")
+
+
+def test_a_simulation_size_equal_to_the_image_size_is_allowed_and_a_smaller_one_refused():
+    """``data.simulation_size`` must be at least ``data.image_size``: equal is the same grid."""
+    from learnrecon.training.data import simulation_operator
+
+    values = json.loads(json.dumps(SMALL))
+    values["data"]["simulation_size"] = 24
+    cfg = from_dict(values).data
+    _, op = make_training_data(cfg)
+    assert simulation_operator(cfg, op).domain_shape == (24, 24)
+    values["data"]["simulation_size"] = 23
+    with pytest.raises(ParameterError, match="data.simulation_size must be at least data.image_size 24, got 23"):
+        simulation_operator(from_dict(values).data, op)
+
+
+def test_the_simulated_stream_refuses_positions_that_are_not_consecutive():
+    """Simulated samples are drawn in consecutive blocks; other positions would get the wrong samples."""
+    stream, _ = make_training_data(_config().data)
+    assert stream.batch(torch.tensor([4, 5])).x.shape == (2, 1, 24, 24)
+    for positions in (torch.tensor([4, 6]), torch.tensor([5, 4])):
+        with pytest.raises(ParameterError, match="consecutive"):
+            stream.batch(positions)
+
+
+def test_a_finer_simulation_grid_keeps_each_samples_noise_whatever_the_batch():
+    """With ``data.simulation_size`` the noise of sample ``p`` still comes from ``(seed, p)``: a batch starting at
+    position 2 holds the same data as positions 2, 3 of a batch starting at 0."""
+    values = json.loads(json.dumps(SMALL))
+    values["data"]["simulation_size"] = 48
+    stream, _ = make_training_data(from_dict(values).data)
+    whole = stream.batch(torch.arange(0, 4))
+    part = stream.batch(torch.arange(2, 4))
+    torch.testing.assert_close(part.x, whole.x[2:], rtol=0, atol=0)
+    torch.testing.assert_close(part.y, whole.y[2:], rtol=0, atol=0)
