@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from learnrecon.data import load, parse_noise, read_images, simulate
-from learnrecon.data.files import atomic_path
-from learnrecon.data.simulate import measure
+from learnrecon.data.files import atomic_path, check_output_path
+from learnrecon.data.hdf5 import FORMAT_VERSION, open_h5
+from learnrecon.data.simulate import make_phantoms, measure
 from learnrecon.errors import DataFileError, ParameterError, ShapeError
 from learnrecon.operators import Identity
 
@@ -295,8 +296,6 @@ def test_seed_changes_the_noise_and_simulate_records_seed_and_noise(tmp_path):
 
 def test_file_phantoms_take_the_first_n_images_and_record_how_many(tmp_path):
     """``make_phantoms("file", n, ...)`` selects the file's first ``n`` images (n only selects and checks)."""
-    from learnrecon.data.simulate import make_phantoms
-
     images = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
     np.save(tmp_path / "four.npy", images)
     x, labels, info = make_phantoms("file", 2, 16, truth=tmp_path / "four.npy")
@@ -350,8 +349,6 @@ def test_items_are_indexed_as_a_sequence_and_the_end_is_out_of_range(tmp_path):
 
 
 def test_data_files_are_opened_read_only_so_a_file_open_elsewhere_can_be_read(tmp_path):
-    from learnrecon.data.hdf5 import open_h5
-
     path = simulate(tmp_path / "d.h5", Identity((8, 8)), truth(2), progress=False)
     with open_h5(path) as f:
         assert f.mode == "r"
@@ -372,8 +369,6 @@ def test_a_file_whose_truth_or_labels_count_differs_from_its_data_is_corrupt(tmp
 
 
 def test_a_file_of_a_newer_format_version_is_refused(tmp_path):
-    from learnrecon.data.hdf5 import FORMAT_VERSION
-
     path = simulate(tmp_path / "d.h5", Identity((8, 8)), truth(2), progress=False)
     assert len(load(path)) == 2
     with h5py.File(path, "a") as f:
@@ -391,8 +386,6 @@ def test_labels_read_one_at_a_time_or_at_once_are_long_integers(tmp_path):
 
 
 def test_a_folder_as_the_output_is_refused_even_with_overwrite(tmp_path):
-    from learnrecon.data.files import check_output_path
-
     (tmp_path / "out").mkdir()
     for overwrite in (False, True):
         with pytest.raises(DataFileError, match="is a folder; give a file name"):
@@ -403,8 +396,6 @@ def test_a_folder_as_the_output_is_refused_even_with_overwrite(tmp_path):
 
 
 def test_missing_parent_folders_of_an_output_are_created_unless_asked_not_to(tmp_path):
-    from learnrecon.data.files import check_output_path
-
     assert check_output_path(tmp_path / "a" / "b.h5", create_parents=False) == tmp_path / "a" / "b.h5"
     assert not (tmp_path / "a").exists()
     path = simulate(tmp_path / "new" / "sub" / "d.h5", Identity((8, 8)), truth(2), progress=False)
