@@ -94,3 +94,53 @@ def test_a_symmetry_needs_every_angle_to_map_onto_an_angle():
     x = random_images(op.image_shape)
     for g in dihedral_symmetries(op):
         torch.testing.assert_close(op(g.image(x)), g.data(op(x)), rtol=0, atol=1e-12)
+
+
+def _act(z, turns, reflect):
+    z = torch.rot90(z, turns, (-2, -1))
+    return z.flip(-1) if reflect else z
+
+
+def _undo(z, turns, reflect):
+    return torch.rot90(z.flip(-1) if reflect else z, -turns, (-2, -1))
+
+
+@pytest.mark.parametrize("shape, group", [((16, 16), ALL_EIGHT), ((12, 20), EVEN_TURNS)], ids=["square", "not square"])
+def test_dihedral_image_average_is_equivariant_whatever_the_network(shape, group):
+    """A random convolution is not equivariant; its average over the grid's symmetries (all eight on a square
+    grid, the four that keep a rectangle otherwise) is, to every one of them."""
+    from learnrecon.models.ensemble import dihedral_image_average
+
+    net = torch.nn.Conv2d(1, 1, 3, padding=1, dtype=torch.float64)
+    x = random_images(shape)
+    with torch.no_grad():
+        averaged = dihedral_image_average(net, x)
+        expected = sum(_undo(net(_act(x, k, r)), k, r) for k, r in group) / len(group)
+        torch.testing.assert_close(averaged, expected, rtol=0, atol=1e-12)
+        assert (net(x.flip(-1)) - net(x).flip(-1)).abs().max() > 1e-3
+        for k, r in group:
+            torch.testing.assert_close(
+                dihedral_image_average(net, _act(x, k, r)), _act(averaged, k, r), rtol=0, atol=1e-12
+            )
+
+
+def test_a_symmetric_fbpconvnet_is_equivariant_to_the_geometry_and_learns():
+    """With ``symmetric=True`` the whole FBPConvNet commutes with the symmetries of the geometry,
+    ``x(T_g y) = g x(y)`` (FBP does, and the averaged U-Net does); the same weights without it do not."""
+    from learnrecon.models import FBPConvNet
+
+    op = ParallelBeam2D(16, 8)
+    torch.manual_seed(0)
+    model = FBPConvNet(depth=1, width=4, symmetric=True).eval()
+    plain = FBPConvNet(depth=1, width=4).eval()
+    plain.load_state_dict(model.state_dict())
+    y = op(random_images(op.image_shape).float())
+    with torch.no_grad():
+        x = model(y, op)
+        for g in dihedral_symmetries(op):
+            torch.testing.assert_close(model(g.data(y), op), g.image(x), rtol=0, atol=1e-5)
+        reflect = dihedral_symmetries(op)[4]
+        assert (plain(reflect.data(y), op) - reflect.image(plain(y, op))).abs().max() > 1e-3
+    model.train()
+    model(y, op).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.unet.parameters())

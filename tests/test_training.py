@@ -254,6 +254,27 @@ def test_a_widened_fbpconvnet_starts_where_its_source_ended_and_records_the_wide
     assert training_history(load_checkpoint(tmp_path / "wide" / "last")[1])["steps"] == 3
 
 
+def test_init_from_may_switch_a_parameter_that_leaves_the_weights_alone(tmp_path):
+    """FBPConvNet's ``symmetric`` changes what the model computes, not its weights: a plain run's checkpoint
+    starts a symmetric run, which records the parameters it started from; the width still has to match."""
+    plain = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 2}}}
+    Trainer(
+        from_dict({**SMALL, **plain, "training": {**SMALL["training"], "steps": 1}}), tmp_path / "plain", progress=False
+    ).train()
+    symmetric = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 2, "symmetric": True}}}
+    training = {**SMALL["training"], "steps": 1, "init_from": str(tmp_path / "plain" / "last")}
+    trainer = Trainer(from_dict({**SMALL, **symmetric, "training": training}), tmp_path / "symmetric", progress=False)
+    torch.testing.assert_close(
+        _weights(tmp_path / "plain" / "last"), {f"model/{k}": v for k, v in trainer.model.state_dict().items()}
+    )
+    trainer.train()
+    record = load_checkpoint(tmp_path / "symmetric" / "last")[1]["started_from"]
+    assert record["model_params"] == {"depth": 1, "width": 2}
+    wider = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 3, "symmetric": True}}}
+    with pytest.raises(DataFileError, match="init_from.*'width': 2.*'width': 3"):
+        Trainer(from_dict({**SMALL, **wider, "training": training}), tmp_path / "wider", progress=False)
+
+
 def test_init_from_another_model_is_refused_and_writes_nothing(tmp_path):
     Trainer(_config(steps=1), tmp_path / "first", progress=False).train()
     values = json.loads(json.dumps(SMALL))

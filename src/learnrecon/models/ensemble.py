@@ -8,6 +8,11 @@ For the image symmetries ``G`` that the operator carries to permutations of the 
 An equivariant method, ``f(T_g y) = g f(y)`` (FBP, tested), is unchanged; a trained network is equivariant only
 as far as its training taught it, and the average removes the part of its output that is not. It costs ``|G|``
 evaluations (8 for an even number of uniform parallel-beam angles on a square image).
+
+:func:`dihedral_image_average` is the same average for a network from images to images,
+``(1/|D|) Σ_{g ∈ D} g⁻¹ net(g x)`` over the quarter turns and reflections ``D`` of the image grid: it is
+equivariant to every ``g`` in ``D`` whatever the network's weights, so a model built on it (FBPConvNet's
+``symmetric`` option) is trained as the equivariant network it is evaluated as.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from torch import nn
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.symmetry import dihedral_symmetries
 
-__all__ = ["SymmetryAverage"]
+__all__ = ["SymmetryAverage", "dihedral_image_average"]
 
 
 class SymmetryAverage(nn.Module):
@@ -37,3 +42,21 @@ class SymmetryAverage(nn.Module):
         group = dihedral_symmetries(op)
         total = sum(g.image_inverse(self.model(g.data(y), op)) for g in group)
         return total / len(group)
+
+
+def dihedral_image_average(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``(1/|D|) Σ_{g ∈ D} g⁻¹ net(g x)`` for images ``x`` ``(B, C, H, W)``: ``D`` the eight quarter turns and
+    reflections of a square grid, or the four of them (identity, half turn, the two reflections) that keep a
+    rectangular one. The ``|D|`` copies go through ``net`` as one batch of ``|D|·B`` images."""
+    turns = (0, 1, 2, 3) if x.shape[-1] == x.shape[-2] else (0, 2)
+    group = [(t, reflect) for t in turns for reflect in (False, True)]
+
+    def act(z: torch.Tensor, t: int, reflect: bool) -> torch.Tensor:
+        z = torch.rot90(z, t, (-2, -1))
+        return z.flip(-1) if reflect else z
+
+    def undo(z: torch.Tensor, t: int, reflect: bool) -> torch.Tensor:
+        return torch.rot90(z.flip(-1) if reflect else z, -t, (-2, -1))
+
+    outputs = net(torch.cat([act(x, t, r) for t, r in group])).chunk(len(group))
+    return sum(undo(z, t, r) for z, (t, r) in zip(outputs, group, strict=True)) / len(group)

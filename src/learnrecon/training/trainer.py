@@ -170,7 +170,9 @@ class Trainer:
         tensors, meta = load_checkpoint(path, self.device)
         saved = meta.get("model", {})
         wanted = self.config.to_dict()["model"]
-        if saved.get("name") != wanted["name"] or saved.get("params", {}) != wanted["params"]:
+        free = getattr(type(self.model), "weight_free_params", ())
+        saved_params = saved.get("params", {})
+        if saved.get("name") != wanted["name"] or _without(saved_params, free) != _without(wanted["params"], free):
             raise DataFileError(
                 f"training.init_from {name!r} holds model {saved.get('name')!r} {saved.get('params')}, "
                 f"the config asks for {wanted['name']!r} {wanted['params']}"
@@ -184,6 +186,7 @@ class Trainer:
             "best_psnr": meta.get("best_psnr"),
             "started_from": meta.get("started_from"),
             **({"widened_from": meta["widened_from"]} if "widened_from" in meta else {}),
+            **({"model_params": saved_params} if saved_params != wanted["params"] else {}),
         }
 
     def _restore(self) -> None:
@@ -498,6 +501,11 @@ class _StepBatches(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         positions = step_positions(self.steps[i], self.batch_size, self.rank, self.world)
         return positions, tuple(self.data.batch(positions))
+
+
+def _without(params: dict, keys: tuple[str, ...]) -> dict:
+    """``params`` less ``keys``."""
+    return {k: v for k, v in params.items() if k not in keys}
 
 
 def _truncate_log(path: Path, step: int) -> None:
