@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from learnrecon.operators.base import LinearOperator
-from learnrecon.operators.symmetry import dihedral_symmetries
+from learnrecon.operators.symmetry import act_on_image, act_on_image_inverse, dihedral_symmetries
 
 __all__ = ["SymmetryAverage", "dihedral_image_average"]
 
@@ -50,13 +50,5 @@ def dihedral_image_average(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     rectangular one. The ``|D|`` copies go through ``net`` as one batch of ``|D|·B`` images."""
     turns = (0, 1, 2, 3) if x.shape[-1] == x.shape[-2] else (0, 2)
     group = [(t, reflect) for t in turns for reflect in (False, True)]
-
-    def act(z: torch.Tensor, t: int, reflect: bool) -> torch.Tensor:
-        z = torch.rot90(z, t, (-2, -1))
-        return z.flip(-1) if reflect else z
-
-    def undo(z: torch.Tensor, t: int, reflect: bool) -> torch.Tensor:
-        return torch.rot90(z.flip(-1) if reflect else z, -t, (-2, -1))
-
-    outputs = net(torch.cat([act(x, t, r) for t, r in group])).chunk(len(group))
-    return sum(undo(z, t, r) for z, (t, r) in zip(outputs, group, strict=True)) / len(group)
+    outputs = net(torch.cat([act_on_image(x, t, r) for t, r in group])).chunk(len(group))
+    return sum(act_on_image_inverse(z, t, r) for z, (t, r) in zip(outputs, group, strict=True)) / len(group)

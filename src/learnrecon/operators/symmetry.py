@@ -31,7 +31,7 @@ from learnrecon.errors import ParameterError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.tomography import ParallelBeam2D
 
-__all__ = ["Symmetry", "dihedral_symmetries"]
+__all__ = ["Symmetry", "act_on_image", "act_on_image_inverse", "dihedral_symmetries"]
 
 
 class Symmetry(NamedTuple):
@@ -48,18 +48,28 @@ class Symmetry(NamedTuple):
 
     def image(self, x: torch.Tensor) -> torch.Tensor:
         """``g x`` for images ``(*batch, H, W)``."""
-        x = torch.rot90(x, self.turns, (-2, -1))
-        return x.flip(-1) if self.reflect else x
+        return act_on_image(x, self.turns, self.reflect)
 
     def image_inverse(self, x: torch.Tensor) -> torch.Tensor:
         """``g⁻¹ x`` for images ``(*batch, H, W)``."""
-        x = x.flip(-1) if self.reflect else x
-        return torch.rot90(x, -self.turns, (-2, -1))
+        return act_on_image_inverse(x, self.turns, self.reflect)
 
     def data(self, y: torch.Tensor) -> torch.Tensor:
         """``T_g y`` for data ``(*batch, n_angles, n_detectors)``."""
         rows = y[..., self.source.to(y.device), :]
         return torch.where(self.reverse.to(y.device)[:, None], rows.flip(-1), rows)
+
+
+def act_on_image(x: torch.Tensor, turns: int, reflect: bool) -> torch.Tensor:
+    """``g x`` for images ``(*batch, H, W)``: ``turns`` quarter turns, then the columns reversed if ``reflect``."""
+    x = torch.rot90(x, turns, (-2, -1))
+    return x.flip(-1) if reflect else x
+
+
+def act_on_image_inverse(x: torch.Tensor, turns: int, reflect: bool) -> torch.Tensor:
+    """``g⁻¹ x`` for images ``(*batch, H, W)`` (:func:`act_on_image` undone)."""
+    x = x.flip(-1) if reflect else x
+    return torch.rot90(x, -turns, (-2, -1))
 
 
 def _linear_map(turns: int, reflect: bool) -> torch.Tensor:
