@@ -36,7 +36,7 @@ TRAIN_SEED, HELD_OUT_SEED, BATCH = 1000, 2, 5
 def ellipse_pairs(op, scaling: str, seed: int, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Ellipses ``start … start + n − 1`` of ``seed`` with ``scaling``, and their noisy data."""
     x = phantoms.random_ellipses(n, op.domain_shape[-1], seed=seed, start=start, scaling=scaling)
-    return x, measure(op, x, "relative:0.05", seed, start)
+    return x, measure(op, x, "relative:0.05", seed=seed, start=start)
 
 
 def train(op, scaling: str, steps: int, seed: int) -> tuple[torch.nn.Module, float]:

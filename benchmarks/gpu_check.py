@@ -125,7 +125,7 @@ def check_solvers(c: Checks, device: torch.device) -> None:
     (measured on the CPU), so summing in another order on the device moves it as much."""
     op = ParallelBeam2D(64, 20)
     x = phantoms.shepp_logan(64)[None, None]
-    y = measure(op, x, "relative:0.02", 0)
+    y = measure(op, x, "relative:0.02", seed=0)
     nudged = y * (1 + 1e-15 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype))
     runs = {
         "CGLS 10 iterations": lambda y: cgls(y, op, n_iter=10),
@@ -144,7 +144,7 @@ def check_solvers(c: Checks, device: torch.device) -> None:
 def check_model(c: Checks, name: str, device: torch.device) -> None:
     op = ParallelBeam2D(64, 20)
     x = phantoms.random_ellipses(2, 64, seed=3, dtype=torch.float64)
-    y = measure(op, x, "relative:0.05", 3)
+    y = measure(op, x, "relative:0.05", seed=3)
     torch.manual_seed(0)
     model = build_model(name, SMALL_PARAMS[name], op=op).double()
     with torch.no_grad():  # perturbed weights: no zero-initialised layer hides a difference
@@ -170,7 +170,7 @@ def check_pretrained(c: Checks, name: str, device: torch.device) -> None:
     model = pretrained(name)
     op = ParallelBeam2D(128, 30, n_detectors=183)
     x = phantoms.random_ellipses(8, 128, seed=2)
-    y = measure(op, x, "relative:0.05", 2)
+    y = measure(op, x, "relative:0.05", seed=2)
     with torch.no_grad():
         on_cpu = float(metrics.psnr(model(y, op), x, data_range=1.0).mean())
         model.to(device)

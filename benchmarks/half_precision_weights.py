@@ -22,9 +22,8 @@ from results_file import provenance, publish
 from learnrecon import metrics
 from learnrecon.benchmark.presets import get_preset
 from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
-from learnrecon.models import pretrained
+from learnrecon.models import load_model, pretrained
 from learnrecon.report import machine_info, markdown_table
-from learnrecon.training import load_model
 
 ROUNDED = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 

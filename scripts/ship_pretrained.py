@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from learnrecon.models.registry import PRETRAINED_DIR
-from learnrecon.training.checkpoint import load_model, reusable_meta, save_checkpoint
+from learnrecon.io.checkpoint import reusable_meta, save_checkpoint
+from learnrecon.models.hub import PRETRAINED_DIR, load_model
 
 
 def git_head() -> str | None:

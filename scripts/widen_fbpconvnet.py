@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
+from learnrecon.io.checkpoint import reusable_meta, save_checkpoint
+from learnrecon.models.hub import checkpoint_location, load_model
 from learnrecon.models.nets import widen_unet
-from learnrecon.models.registry import checkpoint_location
-from learnrecon.training.checkpoint import load_model, reusable_meta, save_checkpoint
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from learnrecon.metrics import psnr
-from learnrecon.operators import FanBeam2D, ParallelBeam2D, dihedral_symmetries
+from learnrecon.operators import FanBeam2D, ParallelBeam2D
 from learnrecon.phantoms import shepp_logan
 from learnrecon.solvers import fbp
 
@@ -111,7 +111,7 @@ def test_astra_backend_keeps_the_dihedral_symmetries():
     op = ParallelBeam2D(24, 12, backend="astra")
     x = torch.rand(2, 1, 24, 24, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     data = op(x)
-    group = dihedral_symmetries(op)
+    group = op.symmetries()
     assert len(group) == 8
     for g in group:
         torch.testing.assert_close(op(g.image(x)), g.data(data), rtol=0, atol=1e-4 * float(data.abs().max()))

@@ -14,10 +14,10 @@ from learnrecon import metrics
 from learnrecon.cli import main
 from learnrecon.data import load
 from learnrecon.errors import DataFileError, ParameterError
+from learnrecon.io import training_history
 from learnrecon.models import pretrained
 from learnrecon.phantoms import dival_ellipses, random_ellipses
 from learnrecon.reconstruction import parse_index, reconstruct_file
-from learnrecon.training import training_history
 
 
 def run_cli(*args):
@@ -104,9 +104,10 @@ def test_simulate_is_reproducible(tmp_path):
     assert main([*args, "--out", str(tmp_path / "b.h5")]) == 0
     a, b = load(tmp_path / "a.h5").tensors(), load(tmp_path / "b.h5").tensors()
     assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.labels, b.labels)
-    assert main([*args, "--ellipse-scaling", "none", "--out", str(tmp_path / "raw.h5")]) == 0
-    raw = load(tmp_path / "raw.h5").tensors()
-    assert torch.equal(raw.x, random_ellipses(2, 16, seed=1, scaling="none")) and not torch.equal(raw.x, a.x)
+    assert main([*args, "--ellipse-scaling", "minmax", "--out", str(tmp_path / "scaled.h5")]) == 0
+    scaled = load(tmp_path / "scaled.h5").tensors()
+    assert torch.equal(a.x, random_ellipses(2, 16, seed=1, scaling="none"))  # the default, as the shipped models'
+    assert torch.equal(scaled.x, random_ellipses(2, 16, seed=1, scaling="minmax")) and not torch.equal(scaled.x, a.x)
     assert main([*args, "--phantom", "dival-ellipses", "--out", str(tmp_path / "dival.h5")]) == 0
     assert torch.equal(load(tmp_path / "dival.h5").tensors().x, dival_ellipses(2, 16, seed=1))
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from learnrecon.data import load, parse_noise, read_images, simulate
-from learnrecon.data.files import atomic_path, check_output_path
 from learnrecon.data.hdf5 import FORMAT_VERSION, open_h5
 from learnrecon.data.simulate import make_phantoms, measure
 from learnrecon.errors import DataFileError, ParameterError, ShapeError
+from learnrecon.io.files import atomic_path, check_output_path
 from learnrecon.operators import Identity
 
 
@@ -24,7 +24,7 @@ def test_round_trip_is_bit_identical(tmp_path):
     x = truth()
     labels = (x[:, 0] > 0.5).long()
     op = Identity((8, 8))
-    path = simulate(tmp_path / "d.h5", op, x, labels, noise="relative:0.05", seed=3, progress=False)
+    path = simulate(tmp_path / "d.h5", op, x, labels=labels, noise="relative:0.05", seed=3, progress=False)
     ds = load(path)
     assert len(ds) == 5 and isinstance(ds.op, Identity) and ds.op.domain_shape == (8, 8)
     whole = ds.tensors()
@@ -239,7 +239,7 @@ def test_finer_operator_simulates_the_same_geometry_without_the_inverse_crime():
     assert fine.image_extent == op.image_extent and fine.detector_spacing == op.detector_spacing
 
     def render(size):
-        return phantoms.random_ellipses(1, size, seed=0).float()
+        return phantoms.random_ellipses(1, size, seed=0, scaling="minmax").float()
 
     x, y = simulate_pairs(render, op, "none", seed=0, simulation_op=fine)
     assert x.shape == (1, 1, 32, 32)
@@ -272,7 +272,7 @@ def test_bilinear_upsampling_is_scikit_image_resize_as_dival_uses_it():
     op = ParallelBeam2D(32, 12, n_detectors=47)
     fine = finer_operator(op, 100)
     x, y = simulate_pairs(
-        lambda size: phantoms.draw_ellipses("dival-ellipses", 2, size, seed=3).float(),
+        lambda size: phantoms.draw_ellipses("dival-ellipses", n=2, size=size, seed=3).float(),
         op,
         "none",
         seed=0,
@@ -298,10 +298,10 @@ def test_file_phantoms_take_the_first_n_images_and_record_how_many(tmp_path):
     """``make_phantoms("file", n, ...)`` selects the file's first ``n`` images (n only selects and checks)."""
     images = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
     np.save(tmp_path / "four.npy", images)
-    x, labels, info = make_phantoms("file", 2, 16, truth=tmp_path / "four.npy")
+    x, labels, info = make_phantoms("file", n=2, size=16, truth=tmp_path / "four.npy")
     assert torch.equal(x, torch.from_numpy(images[:2])[:, None]) and labels is None and info["n"] == 2
     with pytest.raises(ShapeError, match="pass --size 16"):
-        make_phantoms("file", 2, 8, truth=tmp_path / "four.npy")
+        make_phantoms("file", n=2, size=8, truth=tmp_path / "four.npy")
 
 
 def test_truth_with_more_than_one_channel_is_refused(tmp_path):
@@ -359,7 +359,7 @@ def test_data_files_are_opened_read_only_so_a_file_open_elsewhere_can_be_read(tm
 def test_a_file_whose_truth_or_labels_count_differs_from_its_data_is_corrupt(tmp_path):
     for name in ("x", "labels"):
         x = truth(3)
-        path = simulate(tmp_path / f"{name}.h5", Identity((8, 8)), x, (x[:, 0] > 0.5).long(), progress=False)
+        path = simulate(tmp_path / f"{name}.h5", Identity((8, 8)), x, labels=(x[:, 0] > 0.5).long(), progress=False)
         with h5py.File(path, "a") as f:
             kept = f[name][:2]
             del f[name]
@@ -380,7 +380,7 @@ def test_a_file_of_a_newer_format_version_is_refused(tmp_path):
 def test_labels_read_one_at_a_time_or_at_once_are_long_integers(tmp_path):
     x = truth(3)
     labels = (x[:, 0] > 0.5).long()
-    ds = load(simulate(tmp_path / "d.h5", Identity((8, 8)), x, labels, progress=False))
+    ds = load(simulate(tmp_path / "d.h5", Identity((8, 8)), x, labels=labels, progress=False))
     assert ds[1].labels.dtype == ds.tensors().labels.dtype == torch.int64
     assert torch.equal(ds[1].labels, labels[1])
 

@@ -8,9 +8,9 @@ import torch
 from learnrecon.errors import DTypeError, NonFiniteError, ParameterError, ShapeError
 from learnrecon.metrics import psnr
 from learnrecon.operators import FanBeam2D, Identity, ParallelBeam2D
+from learnrecon.operators.fbp import filter_sinogram, ramp_filter
 from learnrecon.phantoms import shepp_logan
 from learnrecon.solvers import FILTERS, fbp
-from learnrecon.solvers.fbp import filter_sinogram, ramp_filter
 
 
 def blob(n, extent, centre=(0.2, 0.1), width=0.08):

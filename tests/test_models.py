@@ -35,8 +35,8 @@ SMALL = SMALL_PARAMS  # sized for 32² tests
 
 
 def _batch(n=2, seed=0, op=OP):
-    x = phantoms.random_ellipses(n, op.domain_shape[-1], seed=seed)
-    return x, measure(op, x, "relative:0.05", seed)
+    x = phantoms.random_ellipses(n, op.domain_shape[-1], seed=seed, scaling="minmax")
+    return x, measure(op, x, "relative:0.05", seed=seed)
 
 
 def test_every_model_has_a_small_config():
@@ -436,7 +436,9 @@ def test_bad_input_is_named():
         build_model("lpd", {"normalise": 1})
     with pytest.raises(DTypeError, match="measurements must be a torch.Tensor, got list"):
         model([[0.0]], OP)
-    with pytest.raises(ParameterError, match="init='fbp' needs a ray transform"):
+    with pytest.raises(
+        ParameterError, match="init='fbp' needs an operator whose pseudo-inverse is a filtered backprojection"
+    ):
         FBPConvNet(depth=1, width=2)(torch.zeros(1, 1, 32, 32), Blur(gaussian_kernel(1.0), 32))
     with pytest.raises(ParameterError, match="odd filter_size"):
         VariationalNetwork(filter_size=4)

@@ -36,10 +36,10 @@ def test_shepp_logan_values_and_labels():
 
 
 def test_random_ellipses_reproducible_and_independent_of_n():
-    a, labels = random_ellipses(6, 32, seed=5, return_labels=True)
-    b = random_ellipses(3, 32, seed=5)
+    a, labels = random_ellipses(6, 32, seed=5, scaling="minmax", return_labels=True)
+    b = random_ellipses(3, 32, seed=5, scaling="minmax")
     assert torch.equal(a[:3], b)
-    assert not torch.equal(a, random_ellipses(6, 32, seed=6))
+    assert not torch.equal(a, random_ellipses(6, 32, seed=6, scaling="minmax"))
     assert a.shape == (6, 1, 32, 32) and labels.shape == (6, 32, 32)
     assert torch.all(a.amin(dim=(1, 2, 3)) == 0) and torch.all(a.amax(dim=(1, 2, 3)) == 1)
     assert set(labels.unique().tolist()) <= {0, 1, 2}
@@ -62,8 +62,8 @@ def test_supersampling_averages_fine_pixels():
 
 
 def test_unscaled_ellipses_are_the_raw_sum_and_minmax_rescales_it():
-    raw, labels = random_ellipses(4, 32, seed=7, scaling="none", return_labels=True)
-    scaled = random_ellipses(4, 32, seed=7)
+    raw, labels = random_ellipses(4, 32, seed=7, return_labels=True)  # "none" is the default
+    scaled = random_ellipses(4, 32, seed=7, scaling="minmax")
     assert bool((raw[:, 0][labels == 0] == 0).all())  # background (no ellipse) is 0, as in Adler & Öktem's code
     assert raw.min() < 0 < raw.max()  # values of either sign
     low, high = raw.amin(dim=(1, 2, 3), keepdim=True), raw.amax(dim=(1, 2, 3), keepdim=True)
@@ -75,12 +75,13 @@ def test_dival_ellipses_have_zero_background_and_span_the_unit_interval():
     assert x.shape == (6, 1, 32, 32) and torch.equal(x, dival_ellipses(6, 32, seed=2))
     assert bool((x[:, 0][labels == 0] == 0).all())  # outside every ellipse
     assert torch.all(x.amin(dim=(1, 2, 3)) == 0) and torch.all(x.amax(dim=(1, 2, 3)) == 1)
-    assert torch.equal(draw_ellipses("dival-ellipses", 2, 32, seed=2, start=4), x[4:])
+    assert torch.equal(draw_ellipses("dival-ellipses", n=2, size=32, seed=2, start=4), x[4:])
     assert torch.equal(
-        draw_ellipses("ellipses", 2, 32, seed=2, scaling="none"), random_ellipses(2, 32, 50, 2, scaling="none")
+        draw_ellipses("ellipses", n=2, size=32, seed=2, scaling="none"),
+        random_ellipses(2, 32, mean_ellipses=50, seed=2),
     )
     with pytest.raises(ParameterError, match="unknown ellipse phantom 'disks'"):
-        draw_ellipses("disks", 1, 16)
+        draw_ellipses("disks", n=1, size=16)
 
 
 def test_ellipses_are_rendered_as_the_full_grid_formula_gives():

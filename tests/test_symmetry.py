@@ -5,10 +5,9 @@ import math
 import pytest
 import torch
 
-from learnrecon.errors import ParameterError
 from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.operators import FanBeam2D, Identity, ParallelBeam2D
-from learnrecon.operators.symmetry import dihedral_symmetries
+from learnrecon.operators.symmetry import IDENTITY
 from learnrecon.solvers import fbp
 
 ALL_EIGHT = [(k, reflect) for reflect in (False, True) for k in range(4)]
@@ -16,7 +15,7 @@ EVEN_TURNS = [(0, False), (2, False), (0, True), (2, True)]
 
 
 def elements(op):
-    return [(g.turns, g.reflect) for g in dihedral_symmetries(op)]
+    return [(g.turns, g.reflect) for g in op.symmetries()]
 
 
 def random_images(shape, seed=0):
@@ -36,7 +35,7 @@ def random_images(shape, seed=0):
 def test_symmetries_carry_images_to_permuted_data(op):
     x = random_images(op.image_shape)
     data = op(x)
-    group = dihedral_symmetries(op)
+    group = op.symmetries()
     assert len(group) >= 2  # the identity and the half turn, at least
     for g in group:
         torch.testing.assert_close(op(g.image(x)), g.data(data), rtol=0, atol=1e-12)
@@ -55,14 +54,22 @@ def test_symmetries_carry_images_to_permuted_data(op):
 )
 def test_symmetries_are_those_the_geometry_admits(op, expected):
     assert elements(op) == expected
-    identity = dihedral_symmetries(op)[0]
+    identity = op.symmetries()[0]
     assert identity.source.tolist() == list(range(op.angles.numel())) and not identity.reverse.any()
 
 
-def test_symmetries_need_a_parallel_beam_operator():
+def test_an_operator_that_knows_no_symmetries_offers_the_identity_and_its_average_is_the_model():
+    from learnrecon.models import FBPConvNet
+
     for op in (FanBeam2D(16, 12, 25, 40.0, 20.0), Identity((8, 8))):
-        with pytest.raises(ParameterError, match="ParallelBeam2D"):
-            dihedral_symmetries(op)
+        assert op.symmetries() == [IDENTITY]
+        y = torch.randn(2, 1, *op.range_shape)
+        assert op.symmetries()[0].data(y) is y and op.symmetries()[0].image(y).equal(y)
+    op = FanBeam2D(16, 12, 25, 40.0, 20.0)
+    model = FBPConvNet(depth=1, width=4).eval()
+    y = op(random_images(op.image_shape).float())
+    with torch.no_grad():
+        torch.testing.assert_close(SymmetryAverage(model)(y, op), model(y, op))
 
 
 class FBPPlus(torch.nn.Module):
@@ -81,7 +88,7 @@ def test_symmetry_average_keeps_an_equivariant_method_and_averages_the_rest():
     y = op(random_images(op.image_shape))
     offset = random_images(op.image_shape, seed=1)[:1]
     torch.testing.assert_close(SymmetryAverage(FBPPlus(0.0))(y, op), fbp(y, op, "hann"), rtol=0, atol=1e-10)
-    group = dihedral_symmetries(op)
+    group = op.symmetries()
     averaged_offset = sum(g.image_inverse(offset) for g in group) / len(group)
     torch.testing.assert_close(SymmetryAverage(FBPPlus(offset))(y, op), fbp(y, op, "hann") + averaged_offset)
 
@@ -92,7 +99,7 @@ def test_a_symmetry_needs_every_angle_to_map_onto_an_angle():
     op = ParallelBeam2D(16, angles=[0.0, math.pi / 2, 0.3])
     assert elements(op) == [(0, False), (2, False)]
     x = random_images(op.image_shape)
-    for g in dihedral_symmetries(op):
+    for g in op.symmetries():
         torch.testing.assert_close(op(g.image(x)), g.data(op(x)), rtol=0, atol=1e-12)
 
 
@@ -137,9 +144,9 @@ def test_a_symmetric_fbpconvnet_is_equivariant_to_the_geometry_and_learns():
     y = op(random_images(op.image_shape).float())
     with torch.no_grad():
         x = model(y, op)
-        for g in dihedral_symmetries(op):
+        for g in op.symmetries():
             torch.testing.assert_close(model(g.data(y), op), g.image(x), rtol=0, atol=1e-5)
-        reflect = dihedral_symmetries(op)[4]
+        reflect = op.symmetries()[4]
         assert (plain(reflect.data(y), op) - reflect.image(plain(y, op))).abs().max() > 1e-3
     model.train()
     model(y, op).square().mean().backward()

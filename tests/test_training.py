@@ -16,15 +16,9 @@ from learnrecon import metrics, phantoms
 from learnrecon.cli import main
 from learnrecon.config import Config, from_dict, load_config, save_config
 from learnrecon.errors import DataFileError, LearnreconError, ParameterError, ShapeError
-from learnrecon.training import (
-    Trainer,
-    TrainingError,
-    learning_rate,
-    load_checkpoint,
-    load_model,
-    training_history,
-)
-from learnrecon.training.checkpoint import checkpoint_paths
+from learnrecon.io.checkpoint import checkpoint_paths, load_checkpoint, training_history
+from learnrecon.models import load_model
+from learnrecon.training import Trainer, TrainingError, learning_rate
 from learnrecon.training.data import make_training_data, make_validation_data, step_positions
 from learnrecon.training.losses import get_loss
 
@@ -180,8 +174,8 @@ def test_evaluate_compares_each_reconstruction_with_its_own_truth():
 
 
 def test_weights_of_another_shape_or_another_save_are_refused(tmp_path):
+    from learnrecon.io import save_checkpoint
     from learnrecon.models import build_model
-    from learnrecon.training import save_checkpoint
 
     params = {"n_iter": 1, "n_primal": 2, "n_dual": 2, "width": 4}
     meta = {"model": {"name": "lpd", "params": params}}
@@ -460,7 +454,7 @@ def test_resuming_with_another_experiment_is_refused_and_writes_nothing(tmp_path
 
 
 def test_weights_only_checkpoints_are_a_start_not_a_run_to_resume(tmp_path):
-    from learnrecon.training.checkpoint import save_checkpoint
+    from learnrecon.io.checkpoint import save_checkpoint
 
     trainer = Trainer(_config(), tmp_path / "run", progress=False)
     trainer.train(until=1)
@@ -506,7 +500,7 @@ def test_corrupt_and_mismatched_checkpoints_are_refused(tmp_path):
 def test_an_interrupt_while_a_checkpoint_replaces_the_last_waits_for_the_pair(tmp_path, monkeypatch):
     import signal
 
-    from learnrecon.training import checkpoint as checkpoint_module
+    from learnrecon.io import checkpoint as checkpoint_module
 
     trainer = Trainer(_config(steps=2), tmp_path, progress=False)
     trainer.train(until=1)
@@ -540,8 +534,8 @@ def test_a_pickle_is_not_a_checkpoint(tmp_path):
 
 
 def test_half_precision_weights_take_half_the_space_and_load_as_float32(tmp_path):
+    from learnrecon.io.checkpoint import save_checkpoint
     from learnrecon.operators.registry import build_operator
-    from learnrecon.training.checkpoint import save_checkpoint
 
     Trainer(_config(steps=1), tmp_path, progress=False).train()
     model = load_model(tmp_path / "last")
@@ -657,7 +651,7 @@ def test_simulated_stream_and_validation_follow_the_phantom_settings():
     batch = stream.batch(step_positions(3, 2))
     raw = phantoms.random_ellipses(2, 24, seed=config.seed, start=6, scaling="none")
     assert torch.equal(batch.x, raw) and not torch.equal(
-        batch.x, phantoms.random_ellipses(2, 24, seed=config.seed, start=6)
+        batch.x, phantoms.random_ellipses(2, 24, seed=config.seed, start=6, scaling="minmax")
     )
     validation = make_validation_data(config, op)
     assert torch.equal(validation.x, phantoms.random_ellipses(2, 24, seed=config.validation_seed, scaling="none"))
@@ -972,8 +966,8 @@ def test_shipped_models_load_with_provenance_and_beat_fbp():
         for key in ("config", "step", "seconds", "device", "best_psnr", "commit"):
             assert key in model.provenance, (name, key)
         data = model.provenance["config"]["data"]  # the ellipses and noise it was trained on
-        x = phantoms.draw_ellipses(data["phantom"], 3, 128, seed=12345, scaling=data["ellipse_scaling"])
-        y = measure(op, x, data["noise"], 12345)
+        x = phantoms.draw_ellipses(data["phantom"], n=3, size=128, seed=12345, scaling=data["ellipse_scaling"])
+        y = measure(op, x, data["noise"], seed=12345)
         baseline = float(psnr(fbp(y, op, filter="hann"), x).mean())
         with torch.no_grad():
             assert float(psnr(model(y, op), x).mean()) > baseline + 3, name
@@ -983,7 +977,7 @@ def test_shipped_models_load_with_provenance_and_beat_fbp():
 
 def test_shipped_weights_fit_the_package_budget():
     """The issue allows the shipped weights 5 MB in all (a larger model must fit beside the others)."""
-    from learnrecon.models.registry import PRETRAINED_DIR
+    from learnrecon.models.hub import PRETRAINED_DIR
 
     sizes = [path.stat().st_size for path in PRETRAINED_DIR.glob("*.safetensors")]
     assert len(sizes) == 5 and sum(sizes) < 5_000_000, sizes
@@ -1051,7 +1045,7 @@ def test_presets_train_the_shipped_lpd_configuration_from_scratch():
     """The LPD the quick and DIVal benchmarks train from scratch is the shipped LPD's model, FBP as its start."""
     from learnrecon.benchmark import get_preset
     from learnrecon.models import model_parameters
-    from learnrecon.models.registry import checkpoint_location
+    from learnrecon.models.hub import checkpoint_location
 
     shipped = load_checkpoint(checkpoint_location("lpd-ellipses"))[1]["model"]
     defaults = model_parameters(shipped["name"])
@@ -1111,8 +1105,8 @@ def test_config_defaults_are_the_lpd_paper_setup_and_bools_are_not_ints():
 
 
 def test_half_precision_save_keeps_optimiser_and_integer_tensors_and_restores_the_saved_groups(tmp_path):
-    from learnrecon.training import save_checkpoint
-    from learnrecon.training.checkpoint import restore_optimizer
+    from learnrecon.io import save_checkpoint
+    from learnrecon.io.checkpoint import restore_optimizer
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))

@@ -44,8 +44,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ellipse-scaling",
         choices=["minmax", "none"],
-        default="minmax",
-        help="ellipses: minmax scales each image to [0, 1] (default); none keeps the raw sum (Adler & Öktem)",
+        default="none",
+        help="ellipses: none keeps the raw sum (Adler & Öktem's, as the shipped models were trained; default); "
+        "minmax scales each image to [0, 1]",
     )
     p.add_argument("--geometry", choices=["parallel", "fan", "denoise"], default="parallel")
     p.add_argument("--angles", type=int, default=30, help="number of projection angles (default 30)")
@@ -62,9 +63,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from learnrecon.data.files import check_output_path
     from learnrecon.data.simulate import make_phantoms, parse_noise, simulate
     from learnrecon.errors import ParameterError
+    from learnrecon.io.files import check_output_path
     from learnrecon.operators.registry import make_operator
 
     for name in ("n", "size", "angles", "supersample"):
@@ -82,9 +83,26 @@ def _run_simulate(args: argparse.Namespace) -> int:
         detector_distance=args.detector_distance,
     )
     x, labels, info = make_phantoms(
-        args.phantom, args.n, args.size, args.seed, args.supersample, args.truth, args.ellipse_scaling, args.truth_key
+        args.phantom,
+        n=args.n,
+        size=args.size,
+        seed=args.seed,
+        supersample=args.supersample,
+        scaling=args.ellipse_scaling,
+        truth=args.truth,
+        truth_key=args.truth_key,
     )
-    path = simulate(args.out, op, x, labels, noise, args.seed, info, args.overwrite, progress=not args.quiet)
+    path = simulate(
+        args.out,
+        op,
+        x,
+        labels=labels,
+        noise=noise,
+        seed=args.seed,
+        phantom_info=info,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     print(f"wrote {x.shape[0]} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}) to {path}")
     return 0
 
@@ -310,8 +328,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from learnrecon.data import load
-    from learnrecon.data.files import atomic_path, check_output_path
     from learnrecon.errors import ParameterError
+    from learnrecon.io.files import atomic_path, check_output_path
     from learnrecon.models import SymmetryAverage
     from learnrecon.reconstruction import parse_index
     from learnrecon.report import write_json
@@ -372,8 +390,7 @@ def _parse_data_range(text: str) -> float | None:
 def _learned_model(args: argparse.Namespace):
     """The model of ``--pretrained`` or ``--checkpoint``, on ``--device``, and that device's name."""
     from learnrecon._checks import parse_device
-    from learnrecon.models import pretrained
-    from learnrecon.training import load_model
+    from learnrecon.models import load_model, pretrained
 
     device = str(parse_device(args.device, "--device"))
     model = pretrained(args.pretrained, device) if args.pretrained else load_model(args.checkpoint, device)

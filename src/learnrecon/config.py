@@ -56,7 +56,7 @@ class DataConfig:
     n_detectors: int | None = 183
     noise: str = "relative:0.05"
     phantom: str = "ellipses"
-    ellipse_scaling: str = "minmax"
+    ellipse_scaling: str = "none"
     supersample: int = 1
     simulation_size: int | None = None
     simulation_upsampling: str = "render"

@@ -21,6 +21,7 @@ __all__ = [
     "ELLIPSE_CLASSES",
     "ELLIPSE_PHANTOMS",
     "ELLIPSE_SCALINGS",
+    "DEFAULT_SCALING",
     "dival_ellipses",
     "draw_ellipses",
     "ellipses_image",
@@ -52,6 +53,9 @@ ELLIPSE_CLASSES = {0: "background", 1: "positive ellipse", 2: "negative ellipse"
 #: Intensity scalings of the random ellipses: "minmax" maps each image onto [0, 1]; "none" keeps the sum of
 #: the ellipses' values (background 0, values of either sign), as Adler & Öktem's ``random_phantom`` does.
 ELLIPSE_SCALINGS = ("minmax", "none")
+
+#: The one default scaling, everywhere (phantoms, data configs, the CLI): the shipped models' ("none").
+DEFAULT_SCALING = "none"
 
 #: Random-ellipse phantoms: "ellipses" (Adler & Öktem's LGD/LPD setup, :func:`random_ellipses`) and
 #: "dival-ellipses" (DIVal's ellipses data set, :func:`dival_ellipses`).
@@ -207,21 +211,23 @@ def _draw(
 def random_ellipses(
     n: int,
     size: int | tuple[int, int],
-    mean_ellipses: float = 50,
+    *,
     seed: int = 0,
+    start: int = 0,
     supersample: int = 1,
+    scaling: str = DEFAULT_SCALING,
+    mean_ellipses: float = 50,
     dtype: torch.dtype = torch.float32,
     return_labels: bool = False,
-    start: int = 0,
-    scaling: str = "minmax",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Random-ellipse phantoms ``(n, 1, H, W)`` as in the LGD/LPD setup.
 
     Image ``i`` (``i = start, …, start + n − 1``) draws Poisson(``mean_ellipses``) ellipses from
     ``numpy.random.default_rng([seed, i])``, so it does not depend on ``n``: a stream of training images
-    can be generated in any chunks. With ``scaling="minmax"`` the sum of ellipses is min–max scaled to
-    [0, 1] (a constant image becomes 0); with ``"none"`` it is kept as drawn, as in Adler & Öktem's code
-    (background 0, values of either sign, mostly within ±0.5). With ``supersample=k`` the image is
+    can be generated in any chunks. With ``scaling="none"`` (the default, :data:`DEFAULT_SCALING`) the sum
+    of ellipses is kept as drawn, as in Adler & Öktem's code (background 0, values of either sign, mostly
+    within ±0.5), as the shipped models were trained; with ``"minmax"`` it is min–max scaled to [0, 1] (a
+    constant image becomes 0). With ``supersample=k`` the image is
     rendered on a k-times finer grid and averaged over k×k blocks (partial-volume effect, against the
     inverse crime).
 
@@ -240,11 +246,12 @@ def random_ellipses(
 def dival_ellipses(
     n: int,
     size: int | tuple[int, int],
+    *,
     seed: int = 0,
+    start: int = 0,
     supersample: int = 1,
     dtype: torch.dtype = torch.float32,
     return_labels: bool = False,
-    start: int = 0,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Random-ellipse phantoms ``(n, 1, H, W)`` as in DIVal's ellipses data set (Baguer et al. 2020).
 
@@ -259,18 +266,19 @@ def dival_ellipses(
 
 def draw_ellipses(
     kind: str,
+    *,
     n: int,
     size: int | tuple[int, int],
     seed: int = 0,
     start: int = 0,
     supersample: int = 1,
-    scaling: str = "minmax",
+    scaling: str = DEFAULT_SCALING,
     return_labels: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Float32 phantoms of ``kind`` (see :data:`ELLIPSE_PHANTOMS`); ``scaling`` applies to "ellipses"."""
     if kind == "ellipses":
         return random_ellipses(
-            n, size, seed=seed, supersample=supersample, return_labels=return_labels, start=start, scaling=scaling
+            n, size, seed=seed, start=start, supersample=supersample, scaling=scaling, return_labels=return_labels
         )
     if kind == "dival-ellipses":
         return dival_ellipses(n, size, seed=seed, supersample=supersample, return_labels=return_labels, start=start)

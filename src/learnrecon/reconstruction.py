@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 import learnrecon
 from learnrecon import metrics
-from learnrecon.data.files import atomic_path, check_output_path
 from learnrecon.data.hdf5 import load
 from learnrecon.errors import ParameterError
+from learnrecon.io.files import atomic_path, check_output_path
 from learnrecon.operators.registry import operator_config
 from learnrecon.report import reconstruction_grid
 from learnrecon.solvers.registry import parse_params, reconstruct_batch

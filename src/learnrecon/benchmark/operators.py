@@ -220,8 +220,8 @@ def run_operator_benchmark(
     The files are ``operators-<device>.json`` and ``.md``; existing ones are refused, before any timing,
     unless ``overwrite``.
     """
-    from learnrecon.data.files import atomic_path, check_output_path
     from learnrecon.errors import ParameterError
+    from learnrecon.io.files import atomic_path, check_output_path
 
     unknown = [c for c in cases if c not in CASES]
     if unknown:

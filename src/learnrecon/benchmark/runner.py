@@ -30,6 +30,7 @@ from learnrecon import metrics, phantoms
 from learnrecon.benchmark.presets import Preset
 from learnrecon.data.simulate import finer_operator, simulate_pairs
 from learnrecon.errors import DataFileError
+from learnrecon.io.checkpoint import load_checkpoint, training_history
 from learnrecon.operators.registry import operator_config
 from learnrecon.operators.tomography import ParallelBeam2D
 from learnrecon.report import (
@@ -42,7 +43,6 @@ from learnrecon.report import (
     write_json,
 )
 from learnrecon.solvers import fbp, tv_pdhg
-from learnrecon.training.checkpoint import load_checkpoint, training_history
 
 __all__ = ["EvalSet", "Method", "Task", "run_benchmark"]
 
@@ -76,10 +76,14 @@ def make_tasks(preset: Preset, op: ParallelBeam2D) -> list[Task]:
         return phantoms.shepp_logan(size).float().reshape(1, 1, size, size)
 
     def ellipses(n: int, seed: int) -> Callable[[int], torch.Tensor]:
-        return lambda size: phantoms.draw_ellipses(preset.phantom, n, size, seed, scaling=preset.ellipse_scaling)
+        return lambda size: phantoms.draw_ellipses(
+            preset.phantom, n=n, size=size, seed=seed, scaling=preset.ellipse_scaling
+        )
 
     def eval_set(name: str, render: Callable[[int], torch.Tensor], noise_seed: int) -> EvalSet:
-        pairs = simulate_pairs(render, op, preset.noise, noise_seed, 0, sim_op, preset.simulation_upsampling)
+        pairs = simulate_pairs(
+            render, op, preset.noise, seed=noise_seed, simulation_op=sim_op, upsampling=preset.simulation_upsampling
+        )
         return EvalSet(name, *pairs)
 
     return [
@@ -236,7 +240,7 @@ def pretrained_methods(preset: Preset, op: ParallelBeam2D) -> tuple[dict[str, Me
 def checkpoint_methods(preset: Preset, op: ParallelBeam2D) -> tuple[dict[str, Method], dict[str, dict]]:
     """The checkpoints of ``preset.checkpoints`` as methods labelled ``<path> (<steps> steps)``, and their
     provenance (model, steps, time, device, validation PSNR, commit)."""
-    from learnrecon.training import load_model
+    from learnrecon.models import load_model
 
     methods, provenance = {}, {}
     for path in preset.checkpoints:
@@ -330,7 +334,8 @@ def reproduced_methods(preset: Preset, op: ParallelBeam2D, progress: bool = True
     """Train each of ``preset.reproduce`` to its last step (resuming a run found in ``runs_dir``) and return
     its best-validation checkpoint as a method, with a summary per run."""
     from learnrecon.config import load_config
-    from learnrecon.training import Trainer, load_model
+    from learnrecon.models import load_model
+    from learnrecon.training import Trainer
 
     methods, runs = {}, {}
     for path in preset.reproduce:

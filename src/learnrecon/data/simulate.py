@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 import learnrecon
 from learnrecon import noise as noise_models
 from learnrecon import phantoms
-from learnrecon.data.files import atomic_path
 from learnrecon.data.hdf5 import FORMAT, FORMAT_VERSION
 from learnrecon.data.readers import read_images
 from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.io.files import atomic_path
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import operator_config
 
@@ -96,12 +96,13 @@ def sample_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
 
 def make_phantoms(
     kind: str,
+    *,
     n: int,
     size: int,
     seed: int = 0,
     supersample: int = 1,
+    scaling: str = phantoms.DEFAULT_SCALING,
     truth: str | Path | None = None,
-    scaling: str = "minmax",
     truth_key: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Ground truth ``(n, 1, size, size)`` float32, labels ``(n, size, size)`` or None, and a description.
@@ -112,7 +113,9 @@ def make_phantoms(
     select and check; ``truth_key`` names the array of an ``.npz`` file that holds several).
     """
     if kind in phantoms.ELLIPSE_PHANTOMS:
-        x, labels = phantoms.draw_ellipses(kind, n, size, seed, 0, supersample, scaling, return_labels=True)
+        x, labels = phantoms.draw_ellipses(
+            kind, n=n, size=size, seed=seed, supersample=supersample, scaling=scaling, return_labels=True
+        )
         info = {"kind": kind, "n": n, "size": size, "seed": seed, "supersample": supersample}
         return x.float(), labels, {**info, "scaling": scaling} if kind == "ellipses" else info
     if kind == "shepp-logan":
@@ -137,6 +140,7 @@ def simulate(
     out: str | Path,
     op: LinearOperator,
     x: torch.Tensor,
+    *,
     labels: torch.Tensor | None = None,
     noise: NoiseSpec | str = "none",
     seed: int = 0,
@@ -179,11 +183,11 @@ def simulate(
         y_set = f.create_dataset("y", shape=(n, 1, *op.range_shape), dtype="float32", chunks=(1, 1, *op.range_shape))
         for start in tqdm(range(0, n, chunk_size), desc="simulating", unit="chunk", disable=not progress):
             stop = min(n, start + chunk_size)
-            y_set[start:stop] = measure(op, x[start:stop], noise, seed, start).numpy()
+            y_set[start:stop] = measure(op, x[start:stop], noise, seed=seed, start=start).numpy()
     return Path(out)
 
 
-def measure(op: LinearOperator, x: torch.Tensor, noise: NoiseSpec | str, seed: int, start: int = 0) -> torch.Tensor:
+def measure(op: LinearOperator, x: torch.Tensor, noise: NoiseSpec | str, *, seed: int, start: int = 0) -> torch.Tensor:
     """Noisy measurements ``noise(op(x_i))`` of a batch ``x`` ``(n, 1, H, W)`` whose first item is sample ``start``.
 
     Sample ``start + i`` draws its noise from :func:`sample_generator` ``(seed, start + i)``, so the result
@@ -217,6 +221,7 @@ def simulate_pairs(
     render: Callable[[int], torch.Tensor],
     op: LinearOperator,
     noise: NoiseSpec | str,
+    *,
     seed: int,
     start: int = 0,
     simulation_op: LinearOperator | None = None,
@@ -234,13 +239,13 @@ def simulate_pairs(
         raise ParameterError(f"unknown upsampling {upsampling!r}; choose one of {', '.join(UPSAMPLINGS)}")
     x = render(op.domain_shape[-1])
     if simulation_op is None:
-        return x, measure(op, x, noise, seed, start)
+        return x, measure(op, x, noise, seed=seed, start=start)
     fine_shape = simulation_op.domain_shape[-2:]
     if upsampling == "render":
         fine = render(fine_shape[-1])
     else:
         fine = upsample_bilinear(x, tuple(fine_shape))
-    return x, measure(simulation_op, fine, noise, seed, start)
+    return x, measure(simulation_op, fine, noise, seed=seed, start=start)
 
 
 def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -9,18 +9,12 @@ from learnrecon.models.base import INITS, Unrolled, initial_reconstruction, norm
 from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent, tv_gradient
+from learnrecon.models.hub import build_model, load_model, model_parameters, pretrained, pretrained_names
 from learnrecon.models.lista import LISTA, soft_threshold
 from learnrecon.models.nets import ConvBlock, UNet
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
-from learnrecon.models.registry import (
-    MODELS,
-    SMALL_PARAMS,
-    build_model,
-    model_parameters,
-    pretrained,
-    pretrained_names,
-)
+from learnrecon.models.registry import MODELS, SMALL_PARAMS, register_model
 from learnrecon.models.variational import VariationalNetwork
 
 __all__ = [
@@ -40,10 +34,12 @@ __all__ = [
     "VariationalNetwork",
     "build_model",
     "initial_reconstruction",
+    "load_model",
     "model_parameters",
     "normalised",
     "pretrained",
     "pretrained_names",
+    "register_model",
     "soft_threshold",
     "tv_gradient",
 ]

@@ -18,33 +18,44 @@ from torch.utils.checkpoint import checkpoint
 from learnrecon._checks import check_finite, check_tensor, check_trailing_shape
 from learnrecon.errors import DeviceError, DTypeError, ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
-from learnrecon.operators.tomography import RayTransform2D
 
 __all__ = ["INITS", "State", "Unrolled", "initial_reconstruction", "normalised"]
 
 State = tuple[torch.Tensor, ...]
 
-#: Initial reconstructions: zeros, filtered backprojection (ray transforms only), the adjoint on the image's
-#: scale ``op.H y / ‖A‖²`` (one Landweber step from zero; the adjoint of the normalised problem ``y/‖A‖``,
-#: ``A/‖A‖``), or "auto" (FBP for a ray transform, otherwise the adjoint).
+#: Initial reconstructions: zeros, the adjoint on the image's scale ``op.H y / ‖A‖²`` (one Landweber step from
+#: zero; the adjoint of the normalised problem ``y/‖A‖``, ``A/‖A‖``), the operator's own pseudo-inverse
+#: ``op.pseudo_inverse(y)`` ("auto": filtered backprojection for a ray transform, the zero-filled inverse for MRI,
+#: the adjoint otherwise), or "fbp": that pseudo-inverse with the model's FBP filter, for operators whose
+#: pseudo-inverse is a filtered backprojection.
 INITS = ("zero", "fbp", "adjoint", "auto")
 
 
 def initial_reconstruction(y: torch.Tensor, op: LinearOperator, kind: str, fbp_filter: str = "hann") -> torch.Tensor:
-    """``x_0`` for data ``y`` ``(N, 1, *range)``: ``0``, ``fbp(y)`` or ``op.H y / ‖A‖²`` (``kind`` in :data:`INITS`)."""
-    if kind == "auto":
-        kind = "fbp" if isinstance(op, RayTransform2D) else "adjoint"
+    """``x_0`` for data ``y`` ``(N, 1, *range)``: ``0``, ``op.H y / ‖A‖²`` or ``op.pseudo_inverse(y)`` (``kind``
+    in :data:`INITS`)."""
     if kind == "zero":
-        return y.new_zeros(y.shape[0], 1, *op.domain_shape)
+        return y.new_zeros(y.shape[0], 1, *op.domain_shape, dtype=_image_dtype(y, op))
     if kind == "adjoint":
         return op.H(y) / op.norm(torch.float64, y.device) ** 2
+    if kind == "auto":
+        return op.pseudo_inverse(y)
     if kind == "fbp":
-        if not isinstance(op, RayTransform2D):
-            raise ParameterError(f"init='fbp' needs a ray transform, got {op.name}; use init='adjoint' or 'zero'")
-        from learnrecon.solvers.fbp import fbp
-
-        return fbp(y, op, filter=fbp_filter)
+        if "filter" not in op.pseudo_inverse_options:
+            raise ParameterError(
+                f"init='fbp' needs an operator whose pseudo-inverse is a filtered backprojection (a ray transform), "
+                f"got {op.name}; use init='auto' (its own pseudo-inverse), 'adjoint' or 'zero'"
+            )
+        return op.pseudo_inverse(y, filter=fbp_filter)
     raise ParameterError(f"unknown initial reconstruction {kind!r}; choose one of {', '.join(INITS)}")
+
+
+def _image_dtype(y: torch.Tensor, op: LinearOperator) -> torch.dtype:
+    """The dtype of ``op``'s images for data ``y``: complex when the images are (MRI), else ``y``'s real dtype."""
+    real = y.real.dtype if y.is_complex() else y.dtype
+    if op.domain_complex:
+        return torch.complex128 if real == torch.float64 else torch.complex64
+    return real
 
 
 def normalised(y: torch.Tensor, op: LinearOperator) -> tuple[torch.Tensor, LinearOperator]:

@@ -1,7 +1,7 @@
 """Averaging a reconstruction method over the symmetries of the geometry (a test-time "self-ensemble").
 
 For the image symmetries ``G`` that the operator carries to permutations of the data (``A g = T_g A``,
-:func:`~learnrecon.operators.symmetry.dihedral_symmetries`),
+:meth:`~learnrecon.operators.LinearOperator.symmetries`; only the identity for an operator that knows none),
 
     x̂(y) = (1/|G|) Σ_{g ∈ G} g⁻¹ f(T_g y).
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from learnrecon.operators.base import LinearOperator
-from learnrecon.operators.symmetry import act_on_image, act_on_image_inverse, dihedral_symmetries
+from learnrecon.operators.symmetry import act_on_image, act_on_image_inverse
 
 __all__ = ["SymmetryAverage", "dihedral_image_average"]
 
@@ -39,7 +39,7 @@ class SymmetryAverage(nn.Module):
 
     def forward(self, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
         """``(B, C, n_angles, n_detectors) -> (B, C, H, W)``."""
-        group = dihedral_symmetries(op)
+        group = op.symmetries()
         total = sum(g.image_inverse(self.model(g.data(y), op)) for g in group)
         return total / len(group)
 

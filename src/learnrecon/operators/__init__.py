@@ -5,11 +5,12 @@ from learnrecon.operators.basic import Identity, MatrixOperator
 from learnrecon.operators.blur import Blur, gaussian_kernel, motion_kernel
 from learnrecon.operators.gradient import FiniteDifference2D
 from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
-from learnrecon.operators.symmetry import Symmetry, dihedral_symmetries
+from learnrecon.operators.symmetry import IDENTITY, Symmetry, parallel_beam_symmetries
 from learnrecon.operators.tomography import FanBeam2D, ParallelBeam2D, RayTransform2D, subset
 from learnrecon.operators.wavelet import Wavelet2D
 
 __all__ = [
+    "IDENTITY",
     "MRI",
     "Adjoint",
     "Blur",
@@ -26,7 +27,7 @@ __all__ = [
     "Symmetry",
     "Wavelet2D",
     "cartesian_mask",
-    "dihedral_symmetries",
+    "parallel_beam_symmetries",
     "gaussian_coil_maps",
     "gaussian_kernel",
     "motion_kernel",

@@ -24,6 +24,7 @@ import torch
 
 from learnrecon._checks import check_complexity, check_tensor, check_trailing_shape
 from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.operators.symmetry import IDENTITY, Symmetry
 
 __all__ = ["LinearOperator", "Adjoint", "Composition", "Sum", "Scaled", "adjoint_mismatch", "canonical_device"]
 
@@ -132,6 +133,21 @@ class LinearOperator:
 
     def __repr__(self) -> str:
         return f"{self.name}(domain_shape={self.domain_shape}, range_shape={self.range_shape})"
+
+    # ----------------------------------------------------------------- capabilities
+    #: The keyword options :meth:`pseudo_inverse` takes (none by default; ray transforms take FBP's).
+    pseudo_inverse_options: tuple[str, ...] = ()
+
+    def pseudo_inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """An approximate inverse for initial images: here ``A* y / ‖A‖²`` (one Landweber step from zero, on the
+        images' scale); operators that know better override it (filtered backprojection for ray transforms,
+        the zero-filled inverse for MRI). Layers above ask for this instead of testing the operator's class."""
+        return self.apply_adjoint(y) / self.norm(torch.float64, y.device) ** 2
+
+    def symmetries(self) -> list[Symmetry]:
+        """The image symmetries ``g`` the operator carries to permutations of its data, ``A g = T_g A``
+        (:class:`~learnrecon.operators.symmetry.Symmetry`, identity first); here only the identity."""
+        return [IDENTITY]
 
     # ----------------------------------------------------------------- derived operators
     @property

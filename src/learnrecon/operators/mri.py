@@ -83,6 +83,11 @@ class MRI(LinearOperator):
             image = (image * self._maps_like(image).conj()).sum(dim=-3, keepdim=True)
         return image
 
+    def pseudo_inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """The zero-filled inverse ``A* y``: the inverse FFT of the acquired k-space (coil-combined with the
+        sensitivities' conjugates, which sum to one in square)."""
+        return self.apply_adjoint(y)
+
     def _exact_norm(self) -> float | None:
         if self.coil_maps is None:
             return 1.0 if bool(self.mask.any()) else 0.0

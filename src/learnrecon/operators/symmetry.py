@@ -17,6 +17,10 @@ the top), then, if ``reflect``, the columns reversed (``x ↦ −x``): the eight
 dihedral group, the odd turns only on square images. Uniformly spaced angles over [0, π) admit all
 eight when their number is even, the four with even turns when it is odd; a half turn is always
 admitted.
+
+An operator offers its symmetries through ``op.symmetries()`` (only the identity, :data:`IDENTITY`, unless it
+knows more: :class:`~learnrecon.operators.tomography.ParallelBeam2D` computes them with
+:func:`parallel_beam_symmetries`), so this module knows no operator class.
 """
 
 from __future__ import annotations
@@ -27,24 +31,27 @@ from typing import NamedTuple
 
 import torch
 
-from learnrecon.errors import ParameterError
-from learnrecon.operators.base import LinearOperator
-from learnrecon.operators.tomography import ParallelBeam2D
-
-__all__ = ["Symmetry", "act_on_image", "act_on_image_inverse", "dihedral_symmetries"]
+__all__ = [
+    "IDENTITY",
+    "Symmetry",
+    "act_on_image",
+    "act_on_image_inverse",
+    "parallel_beam_symmetries",
+]
 
 
 class Symmetry(NamedTuple):
     """One image symmetry ``g`` and its action ``T_g`` on the data (``A g x = T_g A x``).
 
     ``source`` (n_angles,) long and ``reverse`` (n_angles,) bool: row ``m`` of ``T_g y`` is row
-    ``source[m]`` of ``y``, reversed along the detector where ``reverse[m]``.
+    ``source[m]`` of ``y``, reversed along the detector where ``reverse[m]``; both None for the identity of
+    any operator (``T_g y = y``).
     """
 
     turns: int
     reflect: bool
-    source: torch.Tensor
-    reverse: torch.Tensor
+    source: torch.Tensor | None
+    reverse: torch.Tensor | None
 
     def image(self, x: torch.Tensor) -> torch.Tensor:
         """``g x`` for images ``(*batch, H, W)``."""
@@ -56,8 +63,14 @@ class Symmetry(NamedTuple):
 
     def data(self, y: torch.Tensor) -> torch.Tensor:
         """``T_g y`` for data ``(*batch, n_angles, n_detectors)``."""
+        if self.source is None:
+            return y
         rows = y[..., self.source.to(y.device), :]
         return torch.where(self.reverse.to(y.device)[:, None], rows.flip(-1), rows)
+
+
+#: The identity of every operator's data and images.
+IDENTITY = Symmetry(0, False, None, None)
 
 
 def act_on_image(x: torch.Tensor, turns: int, reflect: bool) -> torch.Tensor:
@@ -80,9 +93,10 @@ def _linear_map(turns: int, reflect: bool) -> torch.Tensor:
     return reflection @ rotation
 
 
-def _data_action(op: ParallelBeam2D, turns: int, reflect: bool, tol: float) -> Symmetry | None:
-    """``T_g`` of ``op``, or None where some ``ψ`` is not one of ``op``'s angles up to a half turn."""
-    axes = torch.stack([torch.cos(op.angles), torch.sin(op.angles)], dim=-1)  # (A, 2) u_θ
+def _data_action(angles: torch.Tensor, turns: int, reflect: bool, tol: float) -> Symmetry | None:
+    """``T_g`` of a parallel-beam geometry with ``angles``, or None where some ``ψ`` is not one of the angles
+    up to a half turn."""
+    axes = torch.stack([torch.cos(angles), torch.sin(angles)], dim=-1)  # (A, 2) u_θ
     pulled = axes @ _linear_map(turns, reflect)  # rows u_θᵀ L = (Lᵀ u_θ)ᵀ = u_ψ
     gap = pulled[:, None, :] - axes[None, :, :]  # (A, A, 2): u_ψm − u_θj
     same = gap.abs().amax(dim=-1) < tol  # u_ψ = u_θj
@@ -95,19 +109,13 @@ def _data_action(op: ParallelBeam2D, turns: int, reflect: bool, tol: float) -> S
     return Symmetry(turns, reflect, source, reverse)
 
 
-def dihedral_symmetries(op: LinearOperator, tol: float = 1e-9) -> list[Symmetry]:
-    """The elements of the square's dihedral group that ``op``'s geometry admits, the identity first.
+def parallel_beam_symmetries(angles: torch.Tensor, image_shape: tuple[int, int], tol: float = 1e-9) -> list[Symmetry]:
+    """The elements of the square's dihedral group that a parallel-beam geometry of ``angles`` (radians) on an
+    ``image_shape`` grid admits, the identity first: at least the identity and the half turn.
 
-    Args:
-        op: a :class:`ParallelBeam2D` (or an angle subset of one).
-        tol: how close two detector axes (unit vectors) must be to count as the same angle.
-
-    Returns the symmetries ``g`` with ``op(g.image(x)) = g.data(op(x))``; at least the identity and the
-    half turn.
+    ``tol``: how close two detector axes (unit vectors) must be to count as the same angle.
     """
-    if not isinstance(op, ParallelBeam2D):
-        raise ParameterError(f"dihedral symmetries are defined for ParallelBeam2D operators, got {op.name}")
-    height, width = op.image_shape
+    height, width = image_shape
     turns = range(4) if height == width else (0, 2)
-    actions = (_data_action(op, k, reflect, tol) for reflect, k in itertools.product((False, True), turns))
+    actions = (_data_action(angles, k, reflect, tol) for reflect, k in itertools.product((False, True), turns))
     return [action for action in actions if action is not None]

@@ -29,6 +29,8 @@ from learnrecon.errors import ParameterError
 from learnrecon.operators._astra import astra_product
 from learnrecon.operators._joseph import csr_transpose, joseph_csr
 from learnrecon.operators.base import LinearOperator
+from learnrecon.operators.fbp import fbp
+from learnrecon.operators.symmetry import Symmetry, parallel_beam_symmetries
 
 __all__ = ["FanBeam2D", "ParallelBeam2D", "RayTransform2D", "subset"]
 
@@ -118,6 +120,25 @@ class RayTransform2D(LinearOperator):
     def rays(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A point on and the unit direction of every ray, each (n_angles·D, 2) float64, angle-major."""
         raise NotImplementedError
+
+    #: The keyword options of :meth:`pseudo_inverse` (those of :func:`~learnrecon.operators.fbp.fbp`).
+    pseudo_inverse_options = ("filter", "frequency_scaling")
+
+    def pseudo_inverse(self, y: torch.Tensor, filter: str = "hann", frequency_scaling: float = 1.0) -> torch.Tensor:  # noqa: A002
+        """Filtered backprojection of ``y`` (:func:`~learnrecon.operators.fbp.fbp`; a Hann filter by default, the
+        initial image of the learned models)."""
+        return fbp(y, self, filter, frequency_scaling)
+
+    def fbp_weighting(self) -> tuple[float, torch.Tensor | None, float]:
+        """What filtered backprojection does to the data before the ramp filter: the detector spacing it filters
+        on, weights per detector cell (or None) and the filter's scale. Parallel beam: ``(Δs, None, 1)``."""
+        return self.detector_spacing, None, 1.0
+
+    @property
+    def backprojection_is_adjoint(self) -> bool:
+        """Whether FBP may backproject with the cached adjoint (parallel beam, detector cells no wider than a
+        pixel; see :mod:`~learnrecon.operators.fbp`) instead of pixel-driven interpolation."""
+        return self.detector_spacing <= self.pixel_size
 
     def angle_weights(self) -> torch.Tensor:
         """Quadrature weights Δθ of the angles over :attr:`full_turn` (π/n for n uniform parallel angles)."""
@@ -242,6 +263,11 @@ class ParallelBeam2D(RayTransform2D):
         s = x[None] * torch.cos(angles)[:, None] + y[None] * torch.sin(angles)[:, None]
         return s / self.detector_spacing + (self.n_detectors - 1) / 2, None
 
+    def symmetries(self, tol: float = 1e-9) -> list[Symmetry]:
+        """The quarter turns and reflections of the grid this geometry carries to permutations of the data
+        (:func:`~learnrecon.operators.symmetry.parallel_beam_symmetries`), the identity first."""
+        return parallel_beam_symmetries(self.angles, self.image_shape, tol)
+
     def _with_angles(self, angles):
         return ParallelBeam2D(
             self.image_shape, None, self.n_detectors, angles, self.image_extent, self.detector_spacing, self.backend
@@ -313,6 +339,21 @@ class FanBeam2D(RayTransform2D):
     def magnification(self) -> float:
         """(R_s + R_d) / R_s: detector coordinates over coordinates at the rotation centre."""
         return (self.source_distance + self.detector_distance) / self.source_distance
+
+    def fbp_weighting(self) -> tuple[float, torch.Tensor | None, float]:
+        """FBP on a virtual detector through the rotation centre (spacing Δs·R_s/(R_s + R_d)), the data weighted
+        by R_s/√(R_s² + s²) and the filter halved (each ray is measured twice over [0, 2π))."""
+        s = self.detector_positions() / self.magnification
+        return (
+            self.detector_spacing / self.magnification,
+            self.source_distance / torch.sqrt(self.source_distance**2 + s**2),
+            0.5,
+        )
+
+    @property
+    def backprojection_is_adjoint(self) -> bool:
+        """Never: fan-beam FBP weights each pixel by 1/U², so it backprojects pixel by pixel."""
+        return False
 
     def rays(self):
         cos, sin = torch.cos(self.angles)[:, None], torch.sin(self.angles)[:, None]

@@ -11,8 +11,8 @@ import html
 import re
 from pathlib import Path
 
-from learnrecon.data.files import atomic_path, check_output_path
 from learnrecon.errors import DataFileError
+from learnrecon.io.files import atomic_path, check_output_path
 
 __all__ = ["write_html_report"]
 

@@ -4,7 +4,7 @@ Iterative solvers also return a :class:`SolverResult` (iterate, iterations, resi
 for stopping) with ``return_info=True`` and share the stopping rules of :mod:`.stopping`.
 """
 
-from learnrecon.solvers.fbp import FILTERS, fbp
+from learnrecon.operators.fbp import FILTERS, fbp
 from learnrecon.solvers.linear import cgls, landweber, projected_gradient, tikhonov
 from learnrecon.solvers.parameter_choice import ParameterChoice, discrepancy_choice, grid_search, l_curve
 from learnrecon.solvers.registry import METHODS, reconstruct_batch

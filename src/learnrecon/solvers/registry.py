@@ -9,7 +9,7 @@ import torch
 
 from learnrecon.errors import ParameterError
 from learnrecon.operators.base import LinearOperator
-from learnrecon.solvers.fbp import fbp
+from learnrecon.operators.fbp import fbp
 from learnrecon.solvers.linear import cgls, landweber, projected_gradient, tikhonov
 from learnrecon.solvers.row_action import kaczmarz, sart, sgd
 from learnrecon.solvers.sparsity import fista, ista

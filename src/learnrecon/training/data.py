@@ -123,10 +123,26 @@ class SimulatedPairs:
             raise ParameterError("simulated training data are drawn in consecutive positions")
 
         def render(size: int) -> torch.Tensor:
-            return phantoms.draw_ellipses(self.phantom, n, size, self.seed, start, self.supersample, self.scaling)
+            return phantoms.draw_ellipses(
+                self.phantom,
+                n=n,
+                size=size,
+                seed=self.seed,
+                start=start,
+                supersample=self.supersample,
+                scaling=self.scaling,
+            )
 
         return Pairs(
-            *simulate_pairs(render, self.op, self.noise, self.seed, start, self.simulation_op, self.upsampling)
+            *simulate_pairs(
+                render,
+                self.op,
+                self.noise,
+                seed=self.seed,
+                start=start,
+                simulation_op=self.simulation_op,
+                upsampling=self.upsampling,
+            )
         )
 
 
@@ -231,10 +247,17 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
 
     def render(size: int) -> torch.Tensor:
         return phantoms.draw_ellipses(
-            cfg.phantom, cfg.n_validation, size, cfg.validation_seed, 0, 1, cfg.ellipse_scaling
+            cfg.phantom, n=cfg.n_validation, size=size, seed=cfg.validation_seed, scaling=cfg.ellipse_scaling
         )
 
     simulation_op = simulation_operator(cfg, op)
     return Pairs(
-        *simulate_pairs(render, op, cfg.noise, cfg.validation_seed, 0, simulation_op, cfg.simulation_upsampling)
+        *simulate_pairs(
+            render,
+            op,
+            cfg.noise,
+            seed=cfg.validation_seed,
+            simulation_op=simulation_op,
+            upsampling=cfg.simulation_upsampling,
+        )
     )

@@ -38,10 +38,10 @@ from learnrecon import metrics
 from learnrecon._checks import parse_device
 from learnrecon.config import Config, save_config
 from learnrecon.errors import DataFileError, LearnreconError, NonFiniteError, ParameterError
+from learnrecon.io.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from learnrecon.models.base import Unrolled
-from learnrecon.models.registry import build_model, checkpoint_location
+from learnrecon.models.hub import build_model, checkpoint_location, load_weights
 from learnrecon.operators.registry import operator_config
-from learnrecon.training.checkpoint import load_checkpoint, load_weights, restore_optimizer, save_checkpoint
 from learnrecon.training.data import make_training_data, make_validation_data, step_positions
 from learnrecon.training.losses import get_loss
 

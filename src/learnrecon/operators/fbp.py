@@ -9,6 +9,9 @@ Fan beam, flat detector: the data are moved to a virtual detector through the ro
 (spacing Δs·R_s/(R_s + R_d)), weighted by R_s/√(R_s² + s²), filtered by ½g, and backprojected with the
 weight 1/U² (U = the pixel's distance from the source along the central ray over R_s), angles over [0, 2π).
 
+The geometry tells FBP what it needs (:meth:`RayTransform2D.fbp_weighting`, ``backprojection_is_adjoint``), so
+this module knows no operator class and ray transforms offer FBP as their :meth:`pseudo_inverse`.
+
 Backprojection: for parallel beam with detector spacing Δs ≤ pixel size h it is the cached adjoint
 matrix, scaled by Δs/h² (Joseph's weights of the rays through a pixel then sum to h²/Δs per angle),
 which is fast; otherwise, and for fan beam, it is pixel-driven (linear interpolation on the detector at
@@ -23,7 +26,7 @@ import torch
 
 from learnrecon._checks import check_complexity, check_finite, check_tensor, check_trailing_shape
 from learnrecon.errors import ParameterError
-from learnrecon.operators.tomography import FanBeam2D, RayTransform2D
+from learnrecon.operators.base import LinearOperator
 
 __all__ = ["FILTERS", "fbp", "filter_sinogram", "ramp_filter"]
 
@@ -77,7 +80,7 @@ def filter_sinogram(y: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(spectrum, n=size, dim=-1)[..., : y.shape[-1]]
 
 
-def _pixel_centres(op: RayTransform2D, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _pixel_centres(op: LinearOperator, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
     H, W = op.image_shape
     h = op.pixel_size
     xs = (torch.arange(W, dtype=torch.float64) + 0.5) * h - W * h / 2
@@ -85,7 +88,7 @@ def _pixel_centres(op: RayTransform2D, dtype, device) -> tuple[torch.Tensor, tor
     return xs[None, :].expand(H, W).reshape(-1).to(device), ys[:, None].expand(H, W).reshape(-1).to(device)
 
 
-def _backproject(q: torch.Tensor, op: RayTransform2D, weights: torch.Tensor) -> torch.Tensor:
+def _backproject(q: torch.Tensor, op: LinearOperator, weights: torch.Tensor) -> torch.Tensor:
     """Σ_θ weights_θ · w_θ(p) · q_θ(s_θ(p)) with linear interpolation on the detector; q is (N, A, D)."""
     n, n_angles, n_det = q.shape
     x, y = _pixel_centres(op, q.dtype, q.device)
@@ -112,7 +115,7 @@ def _backproject(q: torch.Tensor, op: RayTransform2D, weights: torch.Tensor) -> 
 
 def fbp(
     y: torch.Tensor,
-    op: RayTransform2D,
+    op: LinearOperator,
     filter: str = "ram-lak",  # noqa: A002 - the conventional name
     frequency_scaling: float = 1.0,
 ) -> torch.Tensor:
@@ -126,8 +129,8 @@ def fbp(
 
     Returns images in ``y``'s dtype and device, scaled so that ``fbp(op(x), op) ≈ x``.
     """
-    if not isinstance(op, RayTransform2D):
-        raise ParameterError(f"fbp needs a ParallelBeam2D or FanBeam2D operator, got {op.name}")
+    if not callable(getattr(op, "fbp_weighting", None)):
+        raise ParameterError(f"fbp needs a ray transform (ParallelBeam2D or FanBeam2D), got {op.name}")
     check_tensor(y, "sinogram")
     check_complexity(y, False, "sinogram")
     check_trailing_shape(y, op.range_shape, "sinogram", what=op.name)
@@ -135,18 +138,14 @@ def fbp(
     work = y.dtype if y.dtype in (torch.float32, torch.float64) else torch.float32
     batch = y.shape[:-2]
     data = y.reshape(-1, *op.range_shape).to(work)
-    spacing = op.detector_spacing
-    scale = 1.0
-    if isinstance(op, FanBeam2D):
-        spacing = op.detector_spacing / op.magnification  # virtual detector through the centre
-        s = op.detector_positions().to(device=y.device, dtype=work) / op.magnification
-        data = data * (op.source_distance / torch.sqrt(op.source_distance**2 + s**2))
-        scale = 0.5
+    spacing, cell_weights, scale = op.fbp_weighting()
+    if cell_weights is not None:
+        data = data * cell_weights.to(device=y.device, dtype=work)
     response = ramp_filter(op.n_detectors, spacing, filter, frequency_scaling, work, y.device)
     q = filter_sinogram(data, response) * scale
     weights = op.angle_weights().to(device=y.device, dtype=work)
-    if isinstance(op, FanBeam2D) or op.detector_spacing > op.pixel_size:
-        image = _backproject(q, op, weights)
-    else:
+    if op.backprojection_is_adjoint:
         image = op._adjoint(q * weights[:, None]) * (op.detector_spacing / op.pixel_size**2)
+    else:
+        image = _backproject(q, op, weights)
     return image.reshape(*batch, *op.image_shape).to(y.dtype)

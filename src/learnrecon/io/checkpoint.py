@@ -1,4 +1,4 @@
-"""Checkpoints: ``<name>.safetensors`` (weights, optimiser state, RNG state) plus ``<name>.json``
+"""Checkpoint files: ``<name>.safetensors`` (weights, optimiser state, RNG state) plus ``<name>.json``
 (format, model name and parameters, operator, step, metrics, optimiser hyper-parameters, versions,
 and the SHA-256 of the weights file). Nothing is ever unpickled.
 
@@ -29,7 +29,7 @@ __all__ = [
     "FORMAT",
     "checkpoint_paths",
     "load_checkpoint",
-    "load_model",
+    "restore_optimizer",
     "reusable_meta",
     "save_checkpoint",
     "training_history",
@@ -193,49 +193,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except (SafetensorError, OSError, RuntimeError) as err:
         raise DataFileError(f"checkpoint weights {weights} cannot be read: {err}") from err
     return tensors, meta
-
-
-def _operator_from(meta: dict):
-    if "operator" not in meta:
-        return None
-    from learnrecon.operators.registry import build_operator
-
-    return build_operator(meta["operator"])
-
-
-def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's ``state_dict`` entries of a checkpoint's tensors."""
-    return {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
-
-
-def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], meta: dict, path: str | Path) -> None:
-    """Load a checkpoint's weights into ``model``, naming the mismatch when it holds another model."""
-    saved = meta.get("model", {}).get("name", "unknown")
-    state, expected = model_state(tensors), model.state_dict()
-    if any(k in expected and expected[k].shape != v.shape for k, v in state.items()):
-        raise DataFileError(
-            f"checkpoint {path}: weight shapes do not match model {saved!r} {meta.get('model', {}).get('params')}"
-        )
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise DataFileError(
-            f"checkpoint {path} holds weights of model {saved!r} that do not fit this "
-            f"{type(model).__name__}: missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
-        )
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the model a checkpoint was saved from, load its weights, and return it in eval mode.
-
-    The checkpoint's metadata is attached as ``model.provenance``.
-    """
-    from learnrecon.models.registry import build_model
-
-    tensors, meta = load_checkpoint(path, device)
-    spec = meta.get("model")
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise DataFileError(f"checkpoint {path} does not say which model it holds (no model.name in its JSON)")
-    model = build_model(spec["name"], spec.get("params", {}), op=_operator_from(meta)).to(device)
-    load_weights(model, tensors, meta, path)
-    model.provenance = meta
-    return model.eval()
