@@ -190,7 +190,7 @@ def check_training(c: Checks, device: torch.device) -> None:
                      "amp": True, "num_workers": 2},
     }  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        summary = Trainer(from_dict(small), Path(tmp) / "run", progress=False).train()
+        summary = Trainer.from_config(from_dict(small), Path(tmp) / "run", progress=False).train()
         losses = torch.tensor(summary["losses"])
         first, last = float(losses[0]), float(losses[-1])
         c.add("training 20 steps on the device (bf16 autocast, 2 workers): last/first loss", last / first, 1.0,
@@ -200,7 +200,7 @@ def check_training(c: Checks, device: torch.device) -> None:
         total = torch.cuda.get_device_properties(device).total_memory
         torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved(device) + 2**26) / total, device)
         try:
-            Trainer(from_dict(small), Path(tmp) / "oom", progress=False).train(until=1)
+            Trainer.from_config(from_dict(small), Path(tmp) / "oom", progress=False).train(until=1)
             message = ""
         except TrainingError as err:
             message = str(err)

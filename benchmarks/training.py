@@ -24,9 +24,10 @@ import yaml
 from results_file import provenance, publish
 
 from learnrecon.config import from_dict
+from learnrecon.data.sources import make_training_data
 from learnrecon.models import pretrained
 from learnrecon.report import machine_info, markdown_table
-from learnrecon.training.data import make_training_data, step_positions
+from learnrecon.training.trainer import step_positions
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

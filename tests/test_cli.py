@@ -277,7 +277,8 @@ def test_reconstruct_writes_results_and_figure(tmp_path):
     import h5py
 
     data = tmp_path / "d.h5"
-    assert main(["simulate", "--n", "4", "--size", "32", "--angles", "20", "--out", str(data), "--quiet"]) == 0
+    simulate = ["simulate", "--n", "4", "--size", "32", "--angles", "20", "--ellipse-scaling", "minmax"]
+    assert main([*simulate, "--out", str(data), "--quiet"]) == 0
     out = tmp_path / "recon.h5"
     status = main(
         [
@@ -423,12 +424,12 @@ def _data(tmp_path, n=4, truth=True):
 def test_reconstruct_file_stores_psnr_and_ssim_and_times_each_item(tmp_path, monkeypatch):
     import h5py
 
-    from learnrecon import reconstruction
+    from learnrecon import evaluation
     from learnrecon.data import load
 
     data = _data(tmp_path)
     clock = iter([5.0, 7.0])
-    monkeypatch.setattr(reconstruction, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    monkeypatch.setattr(evaluation, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     summary = reconstruct_file(data, tmp_path / "r.h5", "fbp", progress=False)
     assert summary["n"] == 4 and summary["seconds_per_item"] == pytest.approx(0.5)
     x = load(data).tensors().x
@@ -542,7 +543,7 @@ def test_operator_benchmark_passes_no_astra_and_no_deepinv_through(tmp_path, mon
 def test_data_range_must_be_a_finite_positive_number(text):
     from learnrecon.cli import _parse_data_range
 
-    assert _parse_data_range("image") is None and _parse_data_range("255") == 255.0
+    assert _parse_data_range("image") == "image" and _parse_data_range("255") == 255.0
     with pytest.raises(ParameterError, match="--data-range"):
         _parse_data_range(text)
 

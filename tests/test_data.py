@@ -13,6 +13,7 @@ from learnrecon.data.simulate import make_phantoms, measure
 from learnrecon.errors import DataFileError, ParameterError, ShapeError
 from learnrecon.io.files import atomic_path, check_output_path
 from learnrecon.operators import Identity
+from learnrecon.phantoms import random_ellipses
 
 
 def truth(n=5, size=8, seed=0):
@@ -298,14 +299,16 @@ def test_file_phantoms_take_the_first_n_images_and_record_how_many(tmp_path):
     """``make_phantoms("file", n, ...)`` selects the file's first ``n`` images (n only selects and checks)."""
     images = np.random.default_rng(0).random((4, 16, 16)).astype(np.float32)
     np.save(tmp_path / "four.npy", images)
-    x, labels, info = make_phantoms("file", n=2, size=16, truth=tmp_path / "four.npy")
-    assert torch.equal(x, torch.from_numpy(images[:2])[:, None]) and labels is None and info["n"] == 2
+    phantoms = make_phantoms("file", n=2, size=16, truth=tmp_path / "four.npy")
+    x, labels = phantoms.chunk(0, len(phantoms))
+    assert torch.equal(x, torch.from_numpy(images[:2])[:, None]) and labels is None and phantoms.info["n"] == 2
+    assert len(phantoms) == 2 and not phantoms.has_labels
     with pytest.raises(ShapeError, match="pass --size 16"):
         make_phantoms("file", n=2, size=8, truth=tmp_path / "four.npy")
 
 
 def test_truth_with_more_than_one_channel_is_refused(tmp_path):
-    with pytest.raises(ShapeError, match=r"truth has shape \(5, 2, 8, 8\) but the operator needs \(n, 1, 8, 8\)"):
+    with pytest.raises(ShapeError, match=r"truth has shape \(5, 2, 8, 8\); it must be \(n, 1, H, W\) images"):
         simulate(tmp_path / "d.h5", Identity((8, 8)), truth().expand(5, 2, 8, 8), progress=False)
     assert not (tmp_path / "d.h5").exists()
 
@@ -400,3 +403,33 @@ def test_missing_parent_folders_of_an_output_are_created_unless_asked_not_to(tmp
     assert not (tmp_path / "a").exists()
     path = simulate(tmp_path / "new" / "sub" / "d.h5", Identity((8, 8)), truth(2), progress=False)
     assert len(load(path)) == 2
+
+
+def test_phantoms_are_made_chunk_by_chunk_and_a_file_is_the_same_whatever_the_chunks(tmp_path):
+    images = make_phantoms("ellipses", n=5, size=16, seed=4)
+    calls = []
+    chunk = images.chunk
+    images.chunk = lambda start, stop: (calls.append((start, stop)), chunk(start, stop))[1]
+    a = simulate(tmp_path / "a.h5", Identity((16, 16)), images, noise="gaussian:0.1", seed=1, chunk_size=2,
+                 progress=False)  # fmt: skip
+    assert calls == [(0, 2), (2, 4), (4, 5)]
+    whole = make_phantoms("ellipses", n=5, size=16, seed=4)
+    b = simulate(tmp_path / "b.h5", Identity((16, 16)), whole, noise="gaussian:0.1", seed=1, progress=False)
+    first, second = load(a).tensors(), load(b).tensors()
+    assert (
+        torch.equal(first.x, second.x) and torch.equal(first.y, second.y) and torch.equal(first.labels, second.labels)
+    )
+    assert torch.equal(first.x, random_ellipses(5, 16, seed=4))
+    assert load(a).attrs["phantom"]["kind"] == "ellipses"
+
+
+def test_a_simulation_that_cannot_fit_in_memory_is_refused_naming_the_size_it_needs(tmp_path):
+    from learnrecon.errors import ResourceError
+    from learnrecon.operators import ParallelBeam2D
+
+    with pytest.raises(ResourceError, match=r"simulating 1 images of \(200000, 200000\) needs [0-9.]+ (GiB|TiB)"):
+        simulate(tmp_path / "d.h5", Identity((200000, 200000)), make_phantoms("ellipses", n=1, size=200000),
+                 progress=False)  # fmt: skip
+    with pytest.raises(ResourceError, match=r"system matrices of ParallelBeam2D.* needs [0-9.]+ TiB"):
+        ParallelBeam2D(200000, 30)(torch.zeros(1, 200000, 200000, device="meta"))
+    assert not (tmp_path / "d.h5").exists()

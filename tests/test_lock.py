@@ -12,14 +12,22 @@ import pytest
 from learnrecon.io.lock import OutputLockedError, lock_path, output_lock
 
 
-def test_a_second_holder_is_refused_naming_the_first_and_the_lock_goes_when_the_block_ends(tmp_path):
+def test_the_lock_holds_the_holders_record_and_goes_when_the_block_ends(tmp_path):
     out = tmp_path / "run"
     with output_lock(out, command="learnrecon train") as path:
-        assert path == lock_path(out) and json.loads(path.read_text())["pid"] == os.getpid()
-        with pytest.raises(OutputLockedError, match=rf"process {os.getpid()} on .*learnrecon train"):
-            with output_lock(out):
-                pass
-        assert path.exists()  # the refused attempt left the holder's lock alone
+        record = json.loads(path.read_text())
+        assert path == lock_path(out) and record["pid"] == os.getpid() and record["command"] == "learnrecon train"
+    assert not lock_path(out).exists()
+
+
+def test_a_later_holder_in_the_same_process_takes_over_and_each_removes_only_its_own(tmp_path):
+    out = tmp_path / "run"
+    first = output_lock(out)
+    first.__enter__()
+    with output_lock(out) as path:
+        token = json.loads(path.read_text())["token"]
+        first.__exit__(None, None, None)  # the earlier holder ends inside the later one's block
+        assert json.loads(path.read_text())["token"] == token
     assert not lock_path(out).exists()
 
 

@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,16 +16,21 @@ import yaml
 from learnrecon import metrics, phantoms
 from learnrecon.cli import main
 from learnrecon.config import Config, from_dict, load_config, save_config
+from learnrecon.data.sources import make_training_data, make_validation_data
 from learnrecon.errors import DataFileError, LearnreconError, ParameterError, ShapeError
+from learnrecon.evaluation import predict
 from learnrecon.io.checkpoint import checkpoint_paths, load_checkpoint, training_history
 from learnrecon.models import load_model
 from learnrecon.training import Trainer, TrainingError, learning_rate
-from learnrecon.training.data import make_training_data, make_validation_data, step_positions
 from learnrecon.training.losses import get_loss
+from learnrecon.training.trainer import step_positions
 
 SMALL = {
     "model": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
-    "data": {"image_size": 24, "n_angles": 6, "n_detectors": 35, "n_validation": 2},
+    "data": {
+        "operator": {"type": "ParallelBeam2D", "image_size": 24, "n_angles": 6, "n_detectors": 35},
+        "n_validation": 2,
+    },
     "training": {
         "steps": 6,
         "batch_size": 2,
@@ -59,10 +65,10 @@ def test_resume_continues_bit_for_bit(tmp_path):
     """With the optimiser, the schedule and torch's RNG restored (the loss draws from it, and the RNG is
     moved on before the resume), the split run's losses and weights are the uninterrupted run's."""
     config = _config()
-    full = _with_a_random_loss(Trainer(config, tmp_path / "full", progress=False)).train()
-    first = _with_a_random_loss(Trainer(config, tmp_path / "split", progress=False)).train(until=3)
+    full = _with_a_random_loss(Trainer.from_config(config, tmp_path / "full", progress=False)).train()
+    first = _with_a_random_loss(Trainer.from_config(config, tmp_path / "split", progress=False)).train(until=3)
     torch.manual_seed(123)
-    second = _with_a_random_loss(Trainer(config, tmp_path / "split", resume=True, progress=False)).train()
+    second = _with_a_random_loss(Trainer.from_config(config, tmp_path / "split", resume=True, progress=False)).train()
     assert first["losses"] + second["losses"] == full["losses"]
     a, b = _weights(tmp_path / "full" / "last"), _weights(tmp_path / "split" / "last")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -71,11 +77,11 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
 
 def test_resume_restores_best_and_time_and_drops_log_rows_after_the_checkpoint(tmp_path):
-    Trainer(_config(), tmp_path, progress=False).train(until=3)
+    Trainer.from_config(_config(), tmp_path, progress=False).train(until=3)
     _, meta = load_checkpoint(tmp_path / "last")
     with (tmp_path / "metrics.csv").open("a") as f:
         f.write("4,9.0,0.1,0.1,9.0\n")  # a row that a run killed after its checkpoint wrote
-    resumed = Trainer(_config(), tmp_path, resume=True, progress=False)
+    resumed = Trainer.from_config(_config(), tmp_path, resume=True, progress=False)
     assert resumed.best_psnr == meta["best_psnr"] and math.isfinite(resumed.best_psnr)
     assert resumed.seconds == meta["seconds"] > 0
     resumed.train()
@@ -84,7 +90,7 @@ def test_resume_restores_best_and_time_and_drops_log_rows_after_the_checkpoint(t
 
 
 def test_the_trainer_follows_the_schedule_with_the_configured_adam(tmp_path):
-    trainer = Trainer(_config(lr=1e-2, betas=[0.5, 0.9], weight_decay=0.01), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(lr=1e-2, betas=[0.5, 0.9], weight_decay=0.01), tmp_path, progress=False)
     group = trainer.optimizer.param_groups[0]
     assert tuple(group["betas"]) == (0.5, 0.9) and group["weight_decay"] == 0.01
     trainer.train()
@@ -93,7 +99,7 @@ def test_the_trainer_follows_the_schedule_with_the_configured_adam(tmp_path):
 
 
 def test_best_is_kept_when_a_later_validation_is_worse(tmp_path):
-    trainer = Trainer(_config(), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(), tmp_path, progress=False)
     trainer.best_psnr = 1e9  # as if an earlier validation had been better than any to come
     trainer.train()
     assert not (tmp_path / "best.safetensors").exists()
@@ -114,7 +120,7 @@ def _gradient_norms_at_the_optimiser(trainer) -> list[float]:
 
 def test_gradients_are_clipped_before_the_step(tmp_path):
     """Adam is nearly blind to the gradient's scale, so the clipping is checked at the optimiser itself."""
-    trainer = Trainer(_config(steps=1, clip_grad_norm=1e-3), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(steps=1, clip_grad_norm=1e-3), tmp_path, progress=False)
     seen = _gradient_norms_at_the_optimiser(trainer)
     trainer.train()
     logged = float(next(csv.DictReader((tmp_path / "metrics.csv").open()))["grad_norm"])
@@ -126,7 +132,7 @@ def test_the_losses_and_the_trainer_uses_the_configured_one(tmp_path):
     assert float(get_loss("l1")(a, b)) == 2.0 and float(get_loss("mse")(a, b)) == 4.0
     x = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     assert float(get_loss("ssim")(x, x)) == pytest.approx(0.0, abs=1e-6) and float(get_loss("ssim")(x, 1 - x)) > 0.5
-    trainer = Trainer(_config(loss="l1", steps=1), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(loss="l1", steps=1), tmp_path, progress=False)
     x0, y0 = trainer.data.batch(step_positions(0, 2))
     with torch.no_grad():
         expected = float(torch.nn.functional.l1_loss(trainer.model(y0, trainer.op), x0))
@@ -137,40 +143,38 @@ def test_the_losses_and_the_trainer_uses_the_configured_one(tmp_path):
     "change", [{"loss": "l1"}, {"clip_grad_norm": 0.5}, {"schedule": "constant"}, {"weight_decay": 0.1}]
 )
 def test_resuming_with_other_optimisation_settings_is_refused(tmp_path, change):
-    Trainer(_config(), tmp_path, progress=False).train(until=1)
+    Trainer.from_config(_config(), tmp_path, progress=False).train(until=1)
     with pytest.raises(DataFileError, match=f"differs from the run's in training.{next(iter(change))}"):
-        Trainer(_config(**change), tmp_path, resume=True, progress=False)
+        Trainer.from_config(_config(**change), tmp_path, resume=True, progress=False)
 
 
 def test_validation_psnr_is_the_reconstructions_against_the_validation_truth(tmp_path):
     values = json.loads(json.dumps(SMALL))
     values["model"]["params"]["init"] = "fbp"  # a zero start would make the PSNR blind to which truth
     values["training"]["steps"] = 3
-    trainer = Trainer(from_dict(values), tmp_path, progress=False)
+    trainer = Trainer.from_config(from_dict(values), tmp_path, progress=False)
     trainer.train()
     x, y = trainer.validation
-    expected = float(metrics.psnr(trainer.reconstruct(y), x, data_range=1.0).mean())
+    x_hat = predict(trainer.model, y, trainer.op)
+    expected = float(metrics.psnr(x_hat, x).mean())  # the one convention: each truth image's own range
     rows = list(csv.DictReader((tmp_path / "validation.csv").open()))
     assert float(rows[-1]["psnr"]) == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(float(metrics.psnr(x_hat, x, data_range=1.0).mean()), rel=1e-3)
+
+
+def test_the_psnr_loss_and_the_validation_psnr_are_the_same_metric(tmp_path):
+    trainer = Trainer.from_config(_config(steps=3, loss="psnr"), tmp_path, progress=False)
+    trainer.train()
+    row = list(csv.DictReader((tmp_path / "validation.csv").open()))[-1]
+    assert float(row["loss"]) == pytest.approx(-float(row["psnr"]), rel=1e-6)
 
 
 def test_training_steps_run_in_training_mode_after_a_validation(tmp_path):
-    trainer = Trainer(_config(steps=4, validate_every=1), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(steps=4, validate_every=1), tmp_path, progress=False)
     modes, forward = [], trainer.net.forward
     trainer.net.forward = lambda *args, **kwargs: (modes.append(trainer.model.training), forward(*args, **kwargs))[1]
     trainer.train()
     assert modes.count(True) == 4
-
-
-def test_evaluate_compares_each_reconstruction_with_its_own_truth():
-    from learnrecon.operators import Identity
-    from learnrecon.training import evaluate_model
-
-    x = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
-    noise = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-    y = x + torch.tensor([0.01, 0.1, 0.3]).reshape(3, 1, 1, 1) * noise
-    result = evaluate_model(lambda y, op: y, Identity((16, 16)), x, y, batch_size=2, progress=False)
-    torch.testing.assert_close(torch.tensor(result["per_image"]["psnr"]), metrics.psnr(y, x, data_range=1.0))
 
 
 def test_weights_of_another_shape_or_another_save_are_refused(tmp_path):
@@ -196,22 +200,26 @@ def test_weights_of_another_shape_or_another_save_are_refused(tmp_path):
 
 
 def test_checkpointed_activations_train_as_without(tmp_path):
-    plain = Trainer(_config(steps=3), tmp_path / "plain", progress=False).train()
-    recomputed = Trainer(_config(steps=3, checkpoint_activations=True), tmp_path / "ckpt", progress=False).train()
+    plain = Trainer.from_config(_config(steps=3), tmp_path / "plain", progress=False).train()
+    recomputed = Trainer.from_config(
+        _config(steps=3, checkpoint_activations=True), tmp_path / "ckpt", progress=False
+    ).train()
     assert recomputed["losses"] == pytest.approx(plain["losses"], rel=1e-5)
 
 
 def test_worker_processes_simulate_the_same_batches(tmp_path):
-    full = Trainer(_config(), tmp_path / "serial", progress=False).train()
-    first = Trainer(_config(num_workers=2), tmp_path / "workers", progress=False).train(until=4)
-    second = Trainer(_config(num_workers=2), tmp_path / "workers", resume=True, progress=False).train()
+    full = Trainer.from_config(_config(), tmp_path / "serial", progress=False).train()
+    first = Trainer.from_config(_config(num_workers=2), tmp_path / "workers", progress=False).train(until=4)
+    second = Trainer.from_config(_config(num_workers=2), tmp_path / "workers", resume=True, progress=False).train()
     assert first["losses"] + second["losses"] == full["losses"]
 
 
 def test_init_from_continues_from_a_checkpoints_weights_and_records_it(tmp_path):
-    Trainer(_config(steps=3), tmp_path / "first", progress=False).train()
+    Trainer.from_config(_config(steps=3), tmp_path / "first", progress=False).train()
     start = _weights(tmp_path / "first" / "last")
-    trainer = Trainer(_config(steps=2, init_from=str(tmp_path / "first" / "last")), tmp_path / "next", progress=False)
+    trainer = Trainer.from_config(
+        _config(steps=2, init_from=str(tmp_path / "first" / "last")), tmp_path / "next", progress=False
+    )
     assert all(torch.equal(v, trainer.model.state_dict()[k.removeprefix("model/")]) for k, v in start.items())
     trainer.train()
     meta = load_checkpoint(tmp_path / "next" / "last")[1]
@@ -221,13 +229,13 @@ def test_init_from_continues_from_a_checkpoints_weights_and_records_it(tmp_path)
     history = training_history(meta)
     assert (history["rounds"], history["steps"]) == (2, 5)
     assert history["seconds"] == pytest.approx(meta["seconds"] + first["seconds"])
-    resumed = Trainer(_config(steps=4, init_from="/gone"), tmp_path / "next", resume=True, progress=False)
+    resumed = Trainer.from_config(_config(steps=4, init_from="/gone"), tmp_path / "next", resume=True, progress=False)
     assert resumed.started_from == meta["started_from"]  # resuming keeps the record and needs no start file
 
 
 def test_a_widened_fbpconvnet_starts_where_its_source_ended_and_records_the_widening(tmp_path):
     small = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 2}}}
-    Trainer(
+    Trainer.from_config(
         from_dict({**SMALL, **small, "training": {**SMALL["training"], "steps": 2}}),
         tmp_path / "narrow",
         progress=False,
@@ -237,7 +245,7 @@ def test_a_widened_fbpconvnet_starts_where_its_source_ended_and_records_the_wide
     subprocess.run([sys.executable, script, str(tmp_path / "narrow" / "best"), "3", str(widened)], check=True)
     wide = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 3}}}
     training = {**SMALL["training"], "steps": 1, "init_from": str(widened)}
-    trainer = Trainer(from_dict({**SMALL, **wide, "training": training}), tmp_path / "wide", progress=False)
+    trainer = Trainer.from_config(from_dict({**SMALL, **wide, "training": training}), tmp_path / "wide", progress=False)
     narrow = load_model(tmp_path / "narrow" / "best")
     y = torch.randn(1, 1, *trainer.op.range_shape)
     torch.testing.assert_close(trainer.model.eval()(y, trainer.op), narrow(y, trainer.op), atol=1e-5, rtol=1e-5)
@@ -252,12 +260,14 @@ def test_init_from_may_switch_a_parameter_that_leaves_the_weights_alone(tmp_path
     """FBPConvNet's ``symmetric`` changes what the model computes, not its weights: a plain run's checkpoint
     starts a symmetric run, which records the parameters it started from; the width still has to match."""
     plain = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 2}}}
-    Trainer(
+    Trainer.from_config(
         from_dict({**SMALL, **plain, "training": {**SMALL["training"], "steps": 1}}), tmp_path / "plain", progress=False
     ).train()
     symmetric = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 2, "symmetric": True}}}
     training = {**SMALL["training"], "steps": 1, "init_from": str(tmp_path / "plain" / "last")}
-    trainer = Trainer(from_dict({**SMALL, **symmetric, "training": training}), tmp_path / "symmetric", progress=False)
+    trainer = Trainer.from_config(
+        from_dict({**SMALL, **symmetric, "training": training}), tmp_path / "symmetric", progress=False
+    )
     torch.testing.assert_close(
         _weights(tmp_path / "plain" / "last"), {f"model/{k}": v for k, v in trainer.model.state_dict().items()}
     )
@@ -266,28 +276,28 @@ def test_init_from_may_switch_a_parameter_that_leaves_the_weights_alone(tmp_path
     assert record["model_params"] == {"depth": 1, "width": 2}
     wider = {"model": {"name": "fbpconvnet", "params": {"depth": 1, "width": 3, "symmetric": True}}}
     with pytest.raises(DataFileError, match="init_from.*'width': 2.*'width': 3"):
-        Trainer(from_dict({**SMALL, **wider, "training": training}), tmp_path / "wider", progress=False)
+        Trainer.from_config(from_dict({**SMALL, **wider, "training": training}), tmp_path / "wider", progress=False)
 
 
 def test_init_from_another_model_is_refused_and_writes_nothing(tmp_path):
-    Trainer(_config(steps=1), tmp_path / "first", progress=False).train()
+    Trainer.from_config(_config(steps=1), tmp_path / "first", progress=False).train()
     values = json.loads(json.dumps(SMALL))
     values["model"]["params"]["width"] = 6
     values["training"]["init_from"] = str(tmp_path / "first" / "last")
     with pytest.raises(DataFileError, match="init_from.*'width': 4.*'width': 6"):
-        Trainer(from_dict(values), tmp_path / "wide", progress=False)
+        Trainer.from_config(from_dict(values), tmp_path / "wide", progress=False)
     assert not (tmp_path / "wide").exists()
     with pytest.raises(DataFileError, match="does not exist"):
-        Trainer(_config(init_from=str(tmp_path / "missing")), tmp_path / "none", progress=False)
+        Trainer.from_config(_config(init_from=str(tmp_path / "missing")), tmp_path / "none", progress=False)
     assert not (tmp_path / "none").exists()
 
 
 def test_simulation_size_draws_the_data_from_a_finer_grid(tmp_path):
+    from learnrecon.data.sources import make_training_data, make_validation_data
     from learnrecon.phantoms import random_ellipses
-    from learnrecon.training.data import make_training_data, make_validation_data
 
     values = json.loads(json.dumps(SMALL))
-    values["data"].update(simulation_size=48, noise="none")
+    values["data"].update(simulation={"size": 48}, noise="none")
     config = from_dict(values)
     data, op = make_training_data(config.data)
     pairs = data.batch(torch.arange(4, 6))
@@ -295,19 +305,19 @@ def test_simulation_size_draws_the_data_from_a_finer_grid(tmp_path):
     torch.testing.assert_close(pairs.y, data.simulation_op(random_ellipses(2, 48, seed=1000, start=4)))
     assert not torch.allclose(pairs.y, op(pairs.x), rtol=1e-3, atol=1e-3)
     assert make_validation_data(config.data, op).x.shape == (2, 1, 24, 24)
-    Trainer(config, tmp_path / "fine", progress=False).train(until=1)
-    values["data"]["simulation_size"] = 12
-    with pytest.raises(ParameterError, match="data.simulation_size must be at least data.image_size 24"):
-        Trainer(from_dict(values), tmp_path / "coarse", progress=False)
+    Trainer.from_config(config, tmp_path / "fine", progress=False).train(until=1)
+    values["data"]["simulation"] = {"size": 12}
+    with pytest.raises(ParameterError, match="data.simulation.size must be an integer of at least the image size 24"):
+        Trainer.from_config(from_dict(values), tmp_path / "coarse", progress=False)
     assert not (tmp_path / "coarse").exists()
 
 
 def test_simulation_upsampling_bilinear_simulates_the_data_from_the_upsampled_images(tmp_path):
     from learnrecon.data.simulate import upsample_bilinear
-    from learnrecon.training.data import make_training_data, make_validation_data
+    from learnrecon.data.sources import make_training_data, make_validation_data
 
     values = json.loads(json.dumps(SMALL))
-    values["data"].update(simulation_size=48, simulation_upsampling="bilinear", noise="none")
+    values["data"].update(simulation={"size": 48, "upsampling": "bilinear"}, noise="none")
     config = from_dict(values)
     data, op = make_training_data(config.data)
     pairs = data.batch(torch.arange(4, 6))
@@ -316,14 +326,14 @@ def test_simulation_upsampling_bilinear_simulates_the_data_from_the_upsampled_im
     validation = make_validation_data(config.data, op)
     upsampled = upsample_bilinear(validation.x, (48, 48))
     torch.testing.assert_close(validation.y, data.simulation_op(upsampled))
-    values["data"]["simulation_upsampling"] = "cubic"
-    with pytest.raises(ParameterError, match="data.simulation_upsampling must be one of render, bilinear, got 'cubic'"):
-        Trainer(from_dict(values), tmp_path / "cubic", progress=False)
+    values["data"]["simulation"]["upsampling"] = "cubic"
+    with pytest.raises(ParameterError, match="data.simulation.upsampling must be one of render, bilinear, got 'cubic'"):
+        Trainer.from_config(from_dict(values), tmp_path / "cubic", progress=False)
     assert not (tmp_path / "cubic").exists()
 
 
 def test_run_folder_holds_logs_checkpoints_and_figures(tmp_path):
-    Trainer(_config(), tmp_path, progress=False).train()
+    Trainer.from_config(_config(), tmp_path, progress=False).train()
     for name in ("config.yaml", "last.safetensors", "last.json", "best.json", "metrics.csv", "validation.csv"):
         assert (tmp_path / name).is_file(), name
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
@@ -345,11 +355,11 @@ def _op():
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):
-    Trainer(_config(steps=1), tmp_path, progress=False).train()
+    Trainer.from_config(_config(steps=1), tmp_path, progress=False).train()
     with pytest.raises(DataFileError, match="--resume"):
-        Trainer(_config(steps=1), tmp_path, progress=False)
+        Trainer.from_config(_config(steps=1), tmp_path, progress=False)
     with pytest.raises(DataFileError, match="cannot resume"):
-        Trainer(_config(), tmp_path / "empty", resume=True, progress=False)
+        Trainer.from_config(_config(), tmp_path / "empty", resume=True, progress=False)
 
 
 def test_cosine_learning_rate():
@@ -393,7 +403,7 @@ def test_an_unknown_loss_names_the_choices():
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    trainer = Trainer(_config(), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(), tmp_path, progress=False)
     trainer.train(until=3)
     before = (tmp_path / "last.safetensors").read_bytes()
     real_loss = trainer.loss_fn
@@ -410,11 +420,13 @@ def test_a_stop_names_the_checkpoint_actually_kept_and_the_samples_of_the_batch(
         return trainer
 
     with pytest.raises(TrainingError, match="at step 1 .*no checkpoint had been saved yet"):
-        poisoned(Trainer(_config(), tmp_path / "fresh", progress=False)).train()
-    Trainer(_config(), tmp_path / "resumed", progress=False).train(until=1)  # checkpoint at its last step, 1
+        poisoned(Trainer.from_config(_config(), tmp_path / "fresh", progress=False)).train()
+    Trainer.from_config(_config(), tmp_path / "resumed", progress=False).train(
+        until=1
+    )  # checkpoint at its last step, 1
     with pytest.raises(TrainingError, match=r"at step 2 .*resumed/last \(step 1\)"):
-        poisoned(Trainer(_config(), tmp_path / "resumed", resume=True, progress=False)).train()
-    trainer = Trainer(_config(), tmp_path / "bad_data", progress=False)
+        poisoned(Trainer.from_config(_config(), tmp_path / "resumed", resume=True, progress=False)).train()
+    trainer = Trainer.from_config(_config(), tmp_path / "bad_data", progress=False)
     real_batch = trainer.data.batch
     trainer.data.batch = lambda positions: real_batch(positions)._replace(y=real_batch(positions).y * float("nan"))
     stopped = r"non-finite data \(measurements contains .* NaN.*\) at step 1 \(batch of samples \[0, 1\]\)"
@@ -439,35 +451,39 @@ def test_file_data_name_the_files_samples_not_the_stream_positions(tmp_path):
 
 
 def test_resuming_with_another_experiment_is_refused_and_writes_nothing(tmp_path):
-    Trainer(_config(), tmp_path, progress=False).train(until=3)
+    Trainer.from_config(_config(), tmp_path, progress=False).train(until=3)
     saved = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "metrics.csv", "last.json")}
     with pytest.raises(DataFileError, match="differs from the run's in training.batch_size, training.lr"):
-        Trainer(_config(batch_size=4, lr=5e-2), tmp_path, resume=True, progress=False)
+        Trainer.from_config(_config(batch_size=4, lr=5e-2), tmp_path, resume=True, progress=False)
     values = json.loads(json.dumps(SMALL))
     values["model"] = {"name": "lgd", "params": {"n_iter": 2, "width": 4}}
     with pytest.raises(DataFileError, match="holds model 'lpd'"):
-        Trainer(from_dict(values), tmp_path, resume=True, progress=False)
+        Trainer.from_config(from_dict(values), tmp_path, resume=True, progress=False)
     assert saved == {name: (tmp_path / name).read_bytes() for name in saved}
     # where and how long it runs, and what it logs, may change
-    summary = Trainer(_config(steps=7, threads=2, log_every=2), tmp_path, resume=True, progress=False).train()
+    summary = Trainer.from_config(
+        _config(steps=7, threads=2, log_every=2), tmp_path, resume=True, progress=False
+    ).train()
     assert summary["steps"] == 7
 
 
 def test_weights_only_checkpoints_are_a_start_not_a_run_to_resume(tmp_path):
     from learnrecon.io.checkpoint import save_checkpoint
 
-    trainer = Trainer(_config(), tmp_path / "run", progress=False)
+    trainer = Trainer.from_config(_config(), tmp_path / "run", progress=False)
     trainer.train(until=1)
     save_checkpoint(tmp_path / "run" / "last", trainer.model, trainer.metadata(), optimizer=None, rng=False)
     with pytest.raises(DataFileError, match="holds weights only .*training.init_from"):
-        Trainer(_config(), tmp_path / "run", resume=True, progress=False)
+        Trainer.from_config(_config(), tmp_path / "run", resume=True, progress=False)
 
 
 def test_overwrite_clears_the_old_runs_figures_and_events_and_figures_follow_figure_every(tmp_path):
-    Trainer(_config(), tmp_path, progress=False).train()
+    Trainer.from_config(_config(), tmp_path, progress=False).train()
     (tmp_path / "tensorboard").mkdir(exist_ok=True)
     (tmp_path / "tensorboard" / "events.old").write_text("old")
-    Trainer(_config(steps=5, validate_every=2, figure_every=3), tmp_path, overwrite=True, progress=False).train()
+    Trainer.from_config(
+        _config(steps=5, validate_every=2, figure_every=3), tmp_path, overwrite=True, progress=False
+    ).train()
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [
         "validation-0000003.png",
         "validation-0000005.png",
@@ -478,7 +494,7 @@ def test_overwrite_clears_the_old_runs_figures_and_events_and_figures_follow_fig
 
 
 def test_corrupt_and_mismatched_checkpoints_are_refused(tmp_path):
-    Trainer(_config(steps=1), tmp_path, progress=False).train()
+    Trainer.from_config(_config(steps=1), tmp_path, progress=False).train()
     weights, info = checkpoint_paths(tmp_path / "last")
     good = weights.read_bytes()
     weights.write_bytes(good[: len(good) // 2])
@@ -502,7 +518,7 @@ def test_an_interrupt_while_a_checkpoint_replaces_the_last_waits_for_the_pair(tm
 
     from learnrecon.io import checkpoint as checkpoint_module
 
-    trainer = Trainer(_config(steps=2), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(steps=2), tmp_path, progress=False)
     trainer.train(until=1)
     real_replace, calls = os.replace, []
 
@@ -537,7 +553,7 @@ def test_half_precision_weights_take_half_the_space_and_load_as_float32(tmp_path
     from learnrecon.io.checkpoint import save_checkpoint
     from learnrecon.operators.registry import build_operator
 
-    Trainer(_config(steps=1), tmp_path, progress=False).train()
+    Trainer.from_config(_config(steps=1), tmp_path, progress=False).train()
     model = load_model(tmp_path / "last")
     meta = {k: model.provenance[k] for k in ("model", "operator")}
     full = save_checkpoint(tmp_path / "full", model, meta, rng=False)
@@ -566,12 +582,23 @@ def test_half_precision_weights_take_half_the_space_and_load_as_float32(tmp_path
         ({"training": {"learning_rate": 1e-3}}, "unknown config key training.learning_rate"),
         ({"optimiser": {}}, "unknown config section 'optimiser'"),
         ({"training": {"betas": [0.9]}}, "training.betas"),
-        ({"data": {"image_size": 12.5}}, "'data.image_size' must be int"),
+        ({"data": {"operator": {"type": "ParallelBeam2D", "image_size": 12.5}}}, "image_size must be a positive int"),
+        ({"data": {"operator": {"type": "Radon"}}}, "unknown operator type 'Radon'.*known types: Blur"),
+        ({"data": {"operator": {"type": "ParallelBeam2D", "n_angle": 3}}}, "ParallelBeam2D has no argument 'n_angle'"),
+        ({"data": {"operator": "ParallelBeam2D"}}, "'data.operator' must be a mapping"),
         ({"training": {"steps": 0}}, "training.steps must be >= 1"),
         ({"training": {"loss": "huber"}}, "unknown loss 'huber'"),
         ({"training": {"num_workers": -1}}, "training.threads and training.num_workers must be >= 0"),
-        ({"data": {"ellipse_scaling": "unit"}}, "data.ellipse_scaling must be one of minmax, none"),
-        ({"data": {"phantom": "shepp-logan"}}, "data.phantom must be one of ellipses, dival-ellipses"),
+        (
+            {"data": {"phantom": {"type": "ellipses", "scaling": "unit"}}},
+            "data.phantom.scaling must be one of minmax, none",
+        ),
+        ({"data": {"phantom": {"type": "shepp-logan"}}}, "data.phantom.type must be one of ellipses, dival-ellipses"),
+        (
+            {"data": {"phantom": {"type": "dival-ellipses", "scaling": "none"}}},
+            "dival-ellipses takes supersample, not 'scaling'",
+        ),
+        ({"data": {"simulation": {"upsampling": "bilinear"}}}, "data.simulation takes size \\(required\\)"),
         ({"model": {"name": "lpd", "params": {"depth": "3"}}}, "'depth' must be int"),
         ({"training": {"device": "gpu0"}}, "training.device 'gpu0' is not a device"),
         ({"data": {"n_validation": 0}}, "data.n_validation must be >= 1"),
@@ -586,7 +613,7 @@ def test_bad_configs_name_the_key(tmp_path, change, message):
     for section, entries in change.items():
         values.setdefault(section, {}).update(entries)
     with pytest.raises(ParameterError, match=message):
-        Trainer(from_dict(values), tmp_path / "run", progress=False)
+        Trainer.from_config(from_dict(values), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()  # nothing written
 
 
@@ -605,7 +632,7 @@ def test_config_files_that_are_empty_not_text_or_write_1e_3_are_read_as_meant(tm
 def test_a_file_as_the_output_folder_is_refused(tmp_path):
     (tmp_path / "afile").write_text("mine")
     with pytest.raises(DataFileError, match="is a file"):
-        Trainer(_config(), tmp_path / "afile", progress=False)
+        Trainer.from_config(_config(), tmp_path / "afile", progress=False)
     assert (tmp_path / "afile").read_text() == "mine"
 
 
@@ -623,7 +650,7 @@ def test_shipped_configs_load():
     paths = sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml"))
     configs = {path: load_config(path) for path in paths}
     for path, config in configs.items():
-        assert config.data.image_size == 128, path
+        assert config.data.operator_section()["image_size"] == 128, path
     paper = [p for p in paths if p.stem.endswith("_paper") or p.stem == "lpd_dival"]
     assert len(paper) == 4
     for path in paper:
@@ -638,14 +665,14 @@ def test_a_config_with_a_key_twice_is_refused(tmp_path):
 
 
 def test_a_run_stopped_before_its_first_checkpoint_says_to_start_again(tmp_path):
-    Trainer(_config(), tmp_path, progress=False)  # writes config.yaml and figures/, no checkpoint yet
+    Trainer.from_config(_config(), tmp_path, progress=False)  # writes config.yaml and figures/, no checkpoint yet
     with pytest.raises(DataFileError, match="stopped before its first checkpoint; pass --overwrite"):
-        Trainer(_config(), tmp_path, progress=False)
+        Trainer.from_config(_config(), tmp_path, progress=False)
 
 
 def test_simulated_stream_and_validation_follow_the_phantom_settings():
     values = json.loads(json.dumps(SMALL))
-    values["data"]["ellipse_scaling"] = "none"
+    values["data"]["phantom"] = {"type": "ellipses", "scaling": "none"}
     config = from_dict(values).data
     stream, op = make_training_data(config)
     batch = stream.batch(step_positions(3, 2))
@@ -655,9 +682,122 @@ def test_simulated_stream_and_validation_follow_the_phantom_settings():
     )
     validation = make_validation_data(config, op)
     assert torch.equal(validation.x, phantoms.random_ellipses(2, 24, seed=config.validation_seed, scaling="none"))
-    values["data"]["phantom"] = "dival-ellipses"
+    values["data"]["phantom"] = {"type": "dival-ellipses"}
     stream, _ = make_training_data(from_dict(values).data)
     assert torch.equal(stream.batch(step_positions(3, 2)).x, phantoms.dival_ellipses(2, 24, seed=config.seed, start=6))
+
+
+def test_the_flat_data_keys_of_earlier_versions_are_read_with_a_warning_that_says_what_to_write():
+    legacy = {"geometry": "parallel", "image_size": 24, "n_angles": 6, "n_detectors": 35, "phantom": "ellipses",
+              "ellipse_scaling": "none", "simulation_size": 48, "simulation_upsampling": "bilinear"}  # fmt: skip
+    with pytest.warns(FutureWarning, match=r"deprecated; write the data section as data:\n  operator: \{type: Par"):
+        old = from_dict({"data": legacy}).data
+    new = from_dict(
+        {
+            "data": {
+                "operator": {"type": "ParallelBeam2D", "image_size": 24, "n_angles": 6, "n_detectors": 35},
+                "phantom": {"type": "ellipses", "scaling": "none", "supersample": 1},
+                "simulation": {"size": 48, "upsampling": "bilinear"},
+            }
+        }
+    ).data
+    assert old == new
+    with pytest.warns(FutureWarning):  # those versions' default scaling was min-max
+        assert from_dict({"data": {"image_size": 24}}).data.phantom["scaling"] == "minmax"
+    with pytest.warns(FutureWarning):
+        fan = from_dict({"data": {"geometry": "fan", "image_size": 24, "n_angles": 6}}).data.operator
+    assert fan == {"type": "FanBeam2D", "image_size": 24, "n_angles": 6, "n_detectors": 183,  # those versions' default
+                   "source_distance": 48.0, "detector_distance": 24.0}  # fmt: skip
+    with pytest.raises(ParameterError, match="either an operator section or the old geometry keys"):
+        from_dict({"data": {"image_size": 24, "operator": {"type": "Identity", "shape": [24, 24]}}})
+
+
+def test_a_model_trains_on_a_blur_operator_from_a_yaml_config(tmp_path):
+    config = tmp_path / "blur.yaml"
+    values = json.loads(json.dumps(SMALL))
+    values["data"]["operator"] = {"type": "Blur", "image_size": 24, "sigma": 1.5}
+    values["model"] = {"name": "proximal", "params": {"n_iter": 2, "width": 4}}
+    values["training"].update(steps=2, validate_every=2, checkpoint_every=2)
+    config.write_text(yaml.safe_dump(values))
+    assert main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    model = load_model(tmp_path / "run" / "last")
+    assert model.provenance["operator"]["type"] == "Blur" and model.provenance["step"] == 2
+    _, op = make_training_data(load_config(config).data)
+    y = op(phantoms.random_ellipses(1, 24, seed=0))
+    assert model(y, op).shape == (1, 1, 24, 24)
+
+
+def test_a_trainer_is_built_from_objects_in_a_few_lines(tmp_path):
+    from learnrecon.data.sources import PhantomSource, SimulatedPairs, parse_noise
+    from learnrecon.models import build_model
+    from learnrecon.operators import Blur, gaussian_kernel
+
+    op = Blur(gaussian_kernel(1.0), 16)
+    data = SimulatedPairs(op, parse_noise("gaussian:0.01"), PhantomSource("ellipses"), seed=0)
+    validation = data.batch(torch.arange(100, 102))
+    trainer = Trainer(build_model("proximal", {"n_iter": 2, "width": 4}), op, data, validation=validation,
+                      run_dir=tmp_path / "run", settings=_config(steps=3).training, progress=False)  # fmt: skip
+    summary = trainer.train()
+    assert summary["steps"] == 3 and math.isfinite(summary["best_psnr"])
+    assert load_model(tmp_path / "run" / "best").provenance["model"] == {
+        "name": "proximal",
+        "params": {"n_iter": 2, "width": 4},
+    }
+
+
+def test_a_model_that_does_not_accept_the_operators_spaces_is_refused_before_a_step(tmp_path):
+    from learnrecon.data.sources import PhantomSource, SimulatedPairs, parse_noise
+    from learnrecon.models import build_model
+    from learnrecon.operators import MRI, cartesian_mask
+
+    op = MRI(cartesian_mask((16, 16), 4))
+    data = SimulatedPairs(op, parse_noise("none"), PhantomSource("ellipses"), seed=0)
+    with pytest.raises(LearnreconError, match="model lpd cannot reconstruct MRI's data: .*complex"):
+        Trainer(build_model("lpd", SMALL["model"]["params"]), op, data, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.lock").exists()
+
+
+def test_a_data_source_whose_shapes_do_not_fit_the_operator_is_refused_before_a_step(tmp_path):
+    from learnrecon.data.sources import Pairs
+    from learnrecon.models import build_model
+
+    class Wrong:
+        def batch(self, positions):
+            return Pairs(torch.zeros(len(positions), 1, 20, 20), torch.zeros(len(positions), 1, 6, 35))
+
+        def indices(self, positions):
+            return positions.tolist()
+
+    _, op = make_training_data(_config().data)
+    with pytest.raises(
+        ShapeError, match=r"truth have shape \(5, 1, 20, 20\) but ParallelBeam2D's images need \(batch, 1, 24, 24\)"
+    ):
+        Trainer(build_model("lpd", SMALL["model"]["params"]), op, Wrong(), run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_holds_it(tmp_path):
+    config = tmp_path / "small.yaml"
+    values = json.loads(json.dumps(SMALL))
+    values["training"].update(steps=10**6, checkpoint_every=10**6, validate_every=10**6, figure_every=10**6)
+    config.write_text(yaml.safe_dump(values))
+    run = ["-m", "learnrecon.cli", "train", "--config", str(config), "--out", str(tmp_path / "run"), "--quiet"]
+    first = subprocess.Popen([sys.executable, *run], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "run" / "config.yaml").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        second = subprocess.run([sys.executable, *run, "--overwrite"], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert (
+            f"is being written by process {first.pid} " in second.stderr and "learnrecon train (lpd)" in second.stderr
+        )
+        assert (tmp_path / "run" / "config.yaml").exists()  # the refused run removed nothing
+    finally:
+        first.kill()
+        first.wait()
+    with pytest.warns(UserWarning, match="taking over the stale lock"):  # its holder was killed
+        Trainer.from_config(_config(), tmp_path / "run", overwrite=True, progress=False).train(until=1)
 
 
 def test_trains_from_a_data_file(tmp_path):
@@ -666,10 +806,13 @@ def test_trains_from_a_data_file(tmp_path):
                  "--noise", "relative:0.05", "--out", str(data), "--quiet"]) == 0  # fmt: skip
     values = json.loads(json.dumps(SMALL))
     values["data"]["train_file"] = str(data)
-    summary = Trainer(from_dict(values), tmp_path / "run", progress=False).train()
+    summary = Trainer.from_config(from_dict(values), tmp_path / "run", progress=False).train()
     assert summary["steps"] == 6 and all(torch.isfinite(torch.tensor(summary["losses"])))
     values["training"]["num_workers"] = 2
-    assert Trainer(from_dict(values), tmp_path / "workers", progress=False).train()["losses"] == summary["losses"]
+    assert (
+        Trainer.from_config(from_dict(values), tmp_path / "workers", progress=False).train()["losses"]
+        == summary["losses"]
+    )
 
 
 def test_cli_train_and_evaluate(tmp_path, capsys):
@@ -745,7 +888,7 @@ def test_cli_evaluate_checks_before_it_works_and_warns_of_another_geometry(tmp_p
     data = tmp_path / "test.h5"
     assert main(["simulate", "--n", "2", "--size", "24", "--angles", "8", "--detectors", "35",
                  "--out", str(data), "--quiet"]) == 0  # fmt: skip
-    Trainer(_config(steps=1), tmp_path / "run", progress=False).train()
+    Trainer.from_config(_config(steps=1), tmp_path / "run", progress=False).train()
     checkpoint = str(tmp_path / "run" / "last.safetensors")
     assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--batch-size", "0"]) == 1
     assert "--batch-size must be a positive integer" in capsys.readouterr().err
@@ -794,18 +937,18 @@ def test_data_files_that_cannot_give_pairs_are_refused_before_the_run_writes(tmp
         values = json.loads(json.dumps(SMALL))
         values["data"][key] = str(_data_file(tmp_path / f"bad{i}.h5", **replaced))
         with pytest.raises(LearnreconError, match=message):
-            Trainer(from_dict(values), tmp_path / f"run{i}", progress=False)
+            Trainer.from_config(from_dict(values), tmp_path / f"run{i}", progress=False)
         assert not (tmp_path / f"run{i}").exists()
     values = json.loads(json.dumps(SMALL))
     values["data"]["validation_file"] = str(_data_file(tmp_path / "fan.h5", "--geometry", "fan"))
     with pytest.raises(ShapeError, match="simulated with another operator than the training data: it differs in"):
-        Trainer(from_dict(values), tmp_path / "fan_run", progress=False)
+        Trainer.from_config(from_dict(values), tmp_path / "fan_run", progress=False)
 
 
 def test_cli_evaluate_refuses_an_empty_file_and_a_truth_with_nan(tmp_path, capsys):
     import numpy as np
 
-    Trainer(_config(steps=1), tmp_path / "run", progress=False).train()
+    Trainer.from_config(_config(steps=1), tmp_path / "run", progress=False).train()
     good = _data_file(tmp_path / "good.h5")
     x, y = load_h5_array(good, "x"), load_h5_array(good, "y")
     empty = _data_file(tmp_path / "empty.h5", x=x[:0], y=y[:0], labels=load_h5_array(good, "labels")[:0])
@@ -823,12 +966,12 @@ def test_cli_evaluate_refuses_an_empty_file_and_a_truth_with_nan(tmp_path, capsy
 
 
 def test_cli_evaluate_names_and_takes_the_psnr_peak(tmp_path, capsys):
-    """PSNR with peak 1 by default, another number, or each truth image's own range (the benchmark's)."""
+    """PSNR with each truth image's own range by default (the library's one convention), or a fixed peak."""
     import math
 
     from learnrecon.data import load
 
-    Trainer(_config(steps=1), tmp_path / "run", progress=False).train()
+    Trainer.from_config(_config(steps=1), tmp_path / "run", progress=False).train()
     checkpoint = str(tmp_path / "run" / "last.safetensors")
     data = _data_file(tmp_path / "d.h5", "--ellipse-scaling", "none")
     results = {}
@@ -840,6 +983,9 @@ def test_cli_evaluate_names_and_takes_the_psnr_peak(tmp_path, capsys):
         assert results[peak]["data_range"] == (peak if peak == "image" else float(peak))
     said = capsys.readouterr().out
     assert "(data range 1)" in said and "(data range 2)" in said and "(each image's own range)" in said
+    default = tmp_path / "default.json"
+    assert main(["evaluate", "--checkpoint", checkpoint, "--data", str(data), "--out", str(default), "--quiet"]) == 0
+    assert json.loads(default.read_text())["per_image"] == results["image"]["per_image"]
     for a, b in zip(results["1"]["per_image"]["psnr"], results["2"]["per_image"]["psnr"], strict=True):
         assert b == pytest.approx(a + 20 * math.log10(2), abs=1e-4)
     dataset = load(data)
@@ -917,7 +1063,7 @@ def test_distributed_data_parallel_with_gloo_matches_one_process(tmp_path):
     config.write_text(yaml.safe_dump(values))
     done = _torchrun(config, tmp_path / "ddp")
     assert done.returncode == 0, done.stderr[-2000:]
-    single = Trainer(from_dict(values), tmp_path / "single", progress=False)
+    single = Trainer.from_config(from_dict(values), tmp_path / "single", progress=False)
     single.train()
     a, b = _weights(tmp_path / "ddp" / "last"), _weights(tmp_path / "single" / "last")
     for key in a:
@@ -989,7 +1135,7 @@ def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):
     from learnrecon.benchmark import get_preset, run_benchmark
 
     values = json.loads(json.dumps(SMALL))
-    values["data"].update({"image_size": 64, "n_angles": 20, "n_detectors": 91})
+    values["data"]["operator"] = {"type": "ParallelBeam2D", "image_size": 64, "n_angles": 20, "n_detectors": 91}
     config = tmp_path / "lpd_tiny.yaml"
     config.write_text(yaml.safe_dump(values))
     preset = replace(
@@ -1098,7 +1244,9 @@ def test_config_defaults_are_the_lpd_paper_setup_and_bools_are_not_ints():
     from learnrecon.config import DataConfig, TrainingConfig
 
     data, training = DataConfig(), TrainingConfig()
-    assert (data.image_size, data.n_angles, data.n_detectors, data.noise) == (128, 30, 183, "relative:0.05")
+    assert data.operator_section() == {"type": "ParallelBeam2D", "image_size": 128, "n_angles": 30, "n_detectors": 183}
+    assert data.phantom == {"type": "ellipses", "scaling": "none", "supersample": 1}  # the shipped models'
+    assert data.noise == "relative:0.05"
     assert (training.batch_size, training.lr, tuple(training.betas)) == (5, 1e-3, (0.9, 0.99))
     with pytest.raises(ParameterError, match="training.steps"):
         from_dict({"training": {"steps": True}})
@@ -1127,7 +1275,7 @@ def test_half_precision_save_keeps_optimiser_and_integer_tensors_and_restores_th
 
 
 def test_file_pairs_draw_a_new_permutation_each_epoch():
-    from learnrecon.training.data import FilePairs
+    from learnrecon.data.sources import FilePairs
 
     n = 8
     pairs = FilePairs(list(range(n)), seed=0)  # only the data set's length sets the order
@@ -1162,7 +1310,7 @@ def test_benchmark_presets_are_the_reference_setups():
 
 
 def test_checkpoints_record_the_best_psnr_including_this_steps_validation(tmp_path):
-    Trainer(_config(steps=3), tmp_path, progress=False).train()
+    Trainer.from_config(_config(steps=3), tmp_path, progress=False).train()
     rows = list(csv.DictReader((tmp_path / "validation.csv").open()))
     psnr = float(rows[-1]["psnr"])  # the only validation, at step 3, when last is saved too
     _, best = load_checkpoint(tmp_path / "best")
@@ -1172,13 +1320,13 @@ def test_checkpoints_record_the_best_psnr_including_this_steps_validation(tmp_pa
 
 
 def test_resuming_with_other_adam_betas_is_refused(tmp_path):
-    Trainer(_config(), tmp_path, progress=False).train(until=1)
+    Trainer.from_config(_config(), tmp_path, progress=False).train(until=1)
     with pytest.raises(DataFileError, match="differs from the run's in training.betas"):
-        Trainer(_config(betas=[0.5, 0.9]), tmp_path, resume=True, progress=False)
+        Trainer.from_config(_config(betas=[0.5, 0.9]), tmp_path, resume=True, progress=False)
 
 
 def test_a_nan_gradient_with_a_finite_loss_stops_without_touching_the_weights(tmp_path):
-    trainer = Trainer(_config(), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(), tmp_path, progress=False)
     trainer.train(until=3)
     before = (tmp_path / "last.safetensors").read_bytes()
     real_loss = trainer.loss_fn
@@ -1191,7 +1339,7 @@ def test_a_nan_gradient_with_a_finite_loss_stops_without_touching_the_weights(tm
 
 
 def test_clip_grad_norm_zero_leaves_the_gradient_alone(tmp_path):
-    trainer = Trainer(_config(steps=1, clip_grad_norm=0.0), tmp_path, progress=False)
+    trainer = Trainer.from_config(_config(steps=1, clip_grad_norm=0.0), tmp_path, progress=False)
     real_loss = trainer.loss_fn
     trainer.loss_fn = lambda a, b: 1e4 * real_loss(a, b)  # a gradient norm far above 1
     seen = _gradient_norms_at_the_optimiser(trainer)
@@ -1204,7 +1352,7 @@ def test_file_pairs_of_other_seeds_are_not_the_same_orders_shifted_by_epochs():
     """Epoch ``e``'s permutation is seeded by ``(seed, epoch)`` through ``sample_generator``: runs with other seeds
     draw other orders, not one run's orders at other epochs."""
     from learnrecon.data.simulate import sample_generator
-    from learnrecon.training.data import FilePairs
+    from learnrecon.data.sources import FilePairs
 
     n = 8
 
@@ -1221,7 +1369,7 @@ def test_file_pairs_of_other_seeds_are_not_the_same_orders_shifted_by_epochs():
 
 
 def test_an_empty_training_file_is_refused_when_its_stream_is_made():
-    from learnrecon.training.data import FilePairs
+    from learnrecon.data.sources import FilePairs
 
     with pytest.raises(ParameterError, match="holds no samples"):
         FilePairs([], seed=0)
@@ -1232,8 +1380,8 @@ def test_complex_truth_or_complex_data_for_a_real_operator_are_refused(tmp_path)
     import numpy as np
 
     from learnrecon.data import load
+    from learnrecon.data.sources import check_pairs_file
     from learnrecon.errors import DTypeError
-    from learnrecon.training.data import check_pairs_file
 
     good = _data_file(tmp_path / "good.h5")
     check_pairs_file(load(good), load(good).op, "data.train_file")
@@ -1245,17 +1393,17 @@ def test_complex_truth_or_complex_data_for_a_real_operator_are_refused(tmp_path)
 
 
 def test_a_simulation_size_equal_to_the_image_size_is_allowed_and_a_smaller_one_refused():
-    """``data.simulation_size`` must be at least ``data.image_size``: equal is the same grid."""
-    from learnrecon.training.data import simulation_operator
+    """``data.simulation.size`` must be at least the image size: equal is the same grid."""
+    from learnrecon.data.sources import simulation_setting
 
     values = json.loads(json.dumps(SMALL))
-    values["data"]["simulation_size"] = 24
+    values["data"]["simulation"] = {"size": 24}
     cfg = from_dict(values).data
     _, op = make_training_data(cfg)
-    assert simulation_operator(cfg, op).domain_shape == (24, 24)
-    values["data"]["simulation_size"] = 23
-    with pytest.raises(ParameterError, match="data.simulation_size must be at least data.image_size 24, got 23"):
-        simulation_operator(from_dict(values).data, op)
+    assert simulation_setting(cfg, op)[0].domain_shape == (24, 24)
+    values["data"]["simulation"] = {"size": 23}
+    with pytest.raises(ParameterError, match="data.simulation.size must be an integer of at least the image size 24"):
+        simulation_setting(from_dict(values).data, op)
 
 
 def test_the_simulated_stream_refuses_positions_that_are_not_consecutive():
@@ -1268,10 +1416,10 @@ def test_the_simulated_stream_refuses_positions_that_are_not_consecutive():
 
 
 def test_a_finer_simulation_grid_keeps_each_samples_noise_whatever_the_batch():
-    """With ``data.simulation_size`` the noise of sample ``p`` still comes from ``(seed, p)``: a batch starting at
+    """With ``data.simulation`` the noise of sample ``p`` still comes from ``(seed, p)``: a batch starting at
     position 2 holds the same data as positions 2, 3 of a batch starting at 0."""
     values = json.loads(json.dumps(SMALL))
-    values["data"]["simulation_size"] = 48
+    values["data"]["simulation"] = {"size": 48}
     stream, _ = make_training_data(from_dict(values).data)
     whole = stream.batch(torch.arange(0, 4))
     part = stream.batch(torch.arange(2, 4))

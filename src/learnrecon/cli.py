@@ -82,7 +82,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         source_distance=args.source_distance,
         detector_distance=args.detector_distance,
     )
-    x, labels, info = make_phantoms(
+    images = make_phantoms(
         args.phantom,
         n=args.n,
         size=args.size,
@@ -93,17 +93,9 @@ def _run_simulate(args: argparse.Namespace) -> int:
         truth_key=args.truth_key,
     )
     path = simulate(
-        args.out,
-        op,
-        x,
-        labels=labels,
-        noise=noise,
-        seed=args.seed,
-        phantom_info=info,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
+        args.out, op, images, noise=noise, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet
     )
-    print(f"wrote {x.shape[0]} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}) to {path}")
+    print(f"wrote {len(images)} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}) to {path}")
     return 0
 
 
@@ -268,7 +260,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     out = args.out or f"runs/{Path(args.config).stem}"
-    trainer = Trainer(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    trainer = Trainer.from_config(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes
     try:
         summary = trainer.train(until=args.until, max_seconds=max_seconds)
@@ -310,9 +302,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument(
         "--data-range",
-        default="1",
-        help="the peak of PSNR and SSIM: a number (default 1, images in [0, 1], as training validates) or "
-        "'image' (each truth image's own max - min, as the benchmark reports)",
+        default="image",
+        help="the peak of PSNR and SSIM: 'image' (default: each truth image's own max - min, the convention of "
+        "training's validation and of the benchmark) or a number (a fixed peak, e.g. 1 for images in [0, 1])",
     )
     p.add_argument(
         "--symmetry-average",
@@ -328,13 +320,13 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from learnrecon.data import load
+    from learnrecon.data.sources import check_pairs_file, file_batches
     from learnrecon.errors import ParameterError
+    from learnrecon.evaluation import evaluate_batches
     from learnrecon.io.files import atomic_path, check_output_path
     from learnrecon.models import SymmetryAverage
     from learnrecon.reconstruction import parse_index
     from learnrecon.report import write_json
-    from learnrecon.training import evaluate_model
-    from learnrecon.training.data import Pairs, check_finite_pairs, check_pairs_file, read_pairs
 
     if args.batch_size < 1:
         raise ParameterError(f"--batch-size must be a positive integer, got {args.batch_size}")
@@ -346,38 +338,51 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     check_pairs_file(dataset, dataset.op, "--data")
     _warn_if_another_operator(model.provenance.get("operator"), dataset.op, "evaluate")
     if args.symmetry_average:
+        if len(dataset.op.symmetries()) < 2:
+            raise ParameterError(
+                f"--symmetry-average: {dataset.op.name} knows no symmetries of its data besides the identity; it "
+                "needs an operator that does (a parallel-beam ray transform, ParallelBeam2D)"
+            )
         model = SymmetryAverage(model)
     picked = parse_index(args.index, len(dataset))
-    x, y = read_pairs(dataset, picked)
-    check_finite_pairs(Pairs(x, y), f"--data {args.data}", picked.tolist())
-    result = evaluate_model(model, dataset.op, x, y, args.batch_size, device, not args.quiet, data_range)
+    batches = file_batches(dataset, picked, args.batch_size, f"--data {args.data}")
+    total = -(-len(picked) // args.batch_size)
+    result = evaluate_batches(
+        model, batches, dataset.op, device=device, progress=not args.quiet, total=total, data_range=data_range
+    )
     name = args.pretrained or args.checkpoint
     averaged = " averaged over the geometry's symmetries" if args.symmetry_average else ""
-    peak = "each image's own range" if data_range is None else f"data range {data_range:g}"
+    peak = "each image's own range" if data_range == "image" else f"data range {data_range:g}"
     print(
         f"{name}{averaged} on {len(picked)} items of {args.data}: PSNR {result['psnr']:.2f} dB, "
         f"SSIM {result['ssim']:.3f} ({peak}), {result['ms_per_image']:.1f} ms per image"
+        + "".join(f", {key} {value:.3g}" for key, value in result.get("diagnostics", {}).items())
     )
     if args.out:
-        result.pop("reconstructions")
         record = {
             "model": name,
             "symmetry_average": args.symmetry_average,
             "data": args.data,
-            "data_range": "image" if data_range is None else data_range,
+            "data_range": data_range,
+            "index": picked.tolist(),
+            "psnr": result["psnr"],
+            "ssim": result["ssim"],
+            "ms_per_image": result["ms_per_image"],
+            "per_image": {"psnr": result["psnr_per_image"], "ssim": result["ssim_per_image"]},
+            **({"diagnostics": result["diagnostics"]} if "diagnostics" in result else {}),
         }
         with atomic_path(args.out, args.overwrite) as tmp:
-            write_json(tmp, {**record, "index": picked.tolist(), **result})
+            write_json(tmp, record)
         print(f"wrote {args.out}")
     return 0
 
 
-def _parse_data_range(text: str) -> float | None:
-    """``--data-range``: a positive number, or None for "image" (each image's own range)."""
+def _parse_data_range(text: str) -> float | str:
+    """``--data-range``: "image" (each truth image's own range, the library's convention) or a positive number."""
     from learnrecon.errors import ParameterError
 
     if text == "image":
-        return None
+        return "image"
     try:
         value = float(text)
     except ValueError:
@@ -472,6 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except (LearnreconError, ImportError) as err:
         print(f"learnrecon {args.command}{_process_label()}: error: {err}", file=sys.stderr)
+        return 1
+    except RuntimeError as err:
+        if "can't allocate memory" not in str(err) and "not enough memory" not in str(err):
+            raise
+        print(f"learnrecon {args.command}{_process_label()}: error: out of memory: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"learnrecon {args.command}: interrupted; no output was written", file=sys.stderr)

@@ -3,7 +3,10 @@
 A training config has three sections::
 
     model:    {name: lpd, params: {n_iter: 10}}           # see learnrecon.models.MODELS
-    data:     {geometry: parallel, image_size: 128, ...}   # simulated on the fly, or a file
+    data:                                                 # simulated on the fly, or a file
+      operator: {type: ParallelBeam2D, image_size: 128, n_angles: 30, n_detectors: 183}
+      phantom: {type: ellipses, scaling: none}
+      noise: relative:0.05
     training: {steps: 100000, batch_size: 5, lr: 1.0e-3, ...}
 
 Unknown keys and values of the wrong type are rejected with the key's full name.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,18 @@ import yaml
 
 from learnrecon.errors import DataFileError, ParameterError
 
-__all__ = ["Config", "DataConfig", "ModelConfig", "TrainingConfig", "from_dict", "load_config", "save_config"]
+__all__ = [
+    "DEFAULT_OPERATOR",
+    "DEFAULT_PHANTOM",
+    "Config",
+    "DataConfig",
+    "ModelConfig",
+    "TrainingConfig",
+    "from_dict",
+    "load_config",
+    "save_config",
+    "upgrade_data_section",
+]
 
 
 @dataclass(frozen=True)
@@ -33,38 +48,125 @@ class ModelConfig:
     params: dict[str, Any] = field(default_factory=dict)
 
 
+#: The operator of the reference setup (Adler & Öktem's LGD/LPD ellipses; the shipped models'): 128² images,
+#: parallel beam with 30 angles in [0, π) and 183 detector cells.
+DEFAULT_OPERATOR: dict[str, Any] = {"type": "ParallelBeam2D", "image_size": 128, "n_angles": 30, "n_detectors": 183}
+
+#: The phantoms of the reference setup: Adler & Öktem's random ellipses, not rescaled (the shipped models').
+DEFAULT_PHANTOM: dict[str, Any] = {"type": "ellipses", "scaling": "none", "supersample": 1}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Training and validation data.
 
-    With ``train_file`` unset, training pairs are simulated on the fly: image ``i`` is the random-ellipse
-    phantom ``i`` of ``seed`` and its noise comes from ``(seed, i)``, so step ``s`` always sees the same
-    batch. With ``train_file`` (an HDF5 file from ``learnrecon simulate``) the pairs and the operator come
-    from the file, shuffled per epoch with ``seed``. Validation uses ``n_validation`` ellipses of
-    ``validation_seed`` (or ``validation_file``). ``phantom`` is "ellipses" (Adler & Öktem's) or
-    "dival-ellipses" (DIVal's); ``ellipse_scaling`` is "minmax" (each "ellipses" phantom scaled to [0, 1])
-    or "none" (their raw sum, as in Adler & Öktem's code). With ``simulation_size`` the
-    simulated measurements are computed on a finer ``simulation_size``² grid of the same extent (no
-    inverse crime: the data do not come from the operator that reconstructs them), from the phantoms
-    drawn again on that grid (``simulation_upsampling: render``) or from the images bilinearly upsampled
-    to it (``bilinear``, the DIVal ellipse data set's protocol).
+    ``operator`` is a tagged section that goes straight into
+    :func:`learnrecon.operators.registry.build_operator`: ``{type: ParallelBeam2D | FanBeam2D | MRI | Blur |
+    Identity | ..., <its constructor arguments>}`` (default: :data:`DEFAULT_OPERATOR`). ``phantom`` is a tagged
+    section for :func:`learnrecon.data.sources.phantom_source`: ``{type: ellipses | dival-ellipses,
+    scaling: none | minmax, supersample: k}`` (default: :data:`DEFAULT_PHANTOM`), drawn on the operator's image
+    grid.
+
+    With ``train_file`` unset, training pairs are simulated on the fly: image ``i`` is phantom ``i`` of
+    ``seed`` and its noise comes from ``(seed, i)``, so step ``s`` always sees the same batch. With
+    ``train_file`` (an HDF5 file from ``learnrecon simulate``) the pairs and the operator come from the file
+    (an ``operator`` section, if given, must agree with it), shuffled per epoch with ``seed``. Validation uses
+    ``n_validation`` phantoms of ``validation_seed`` (or ``validation_file``). With ``simulation: {size: N,
+    upsampling: render | bilinear}`` the simulated measurements are computed on a finer ``N``² grid of the same
+    extent (no inverse crime: the data do not come from the operator that reconstructs them), from the
+    phantoms drawn again on that grid (``render``) or from the images bilinearly upsampled to it (``bilinear``,
+    the DIVal ellipse data set's protocol).
+
+    The flat keys of earlier versions (``geometry``, ``image_size``, ``n_angles``, ``n_detectors``,
+    ``ellipse_scaling``, ``supersample``, ``simulation_size``, ``simulation_upsampling`` and ``phantom`` as a
+    name) are still read, with a warning that says what to write instead (:func:`upgrade_data_section`).
     """
 
-    geometry: str = "parallel"
-    image_size: int = 128
-    n_angles: int = 30
-    n_detectors: int | None = 183
+    operator: dict[str, Any] | None = None
+    phantom: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PHANTOM))
     noise: str = "relative:0.05"
-    phantom: str = "ellipses"
-    ellipse_scaling: str = "none"
-    supersample: int = 1
-    simulation_size: int | None = None
-    simulation_upsampling: str = "render"
+    simulation: dict[str, Any] | None = None
     seed: int = 1000
     train_file: str | None = None
     n_validation: int = 16
     validation_seed: int = 999
     validation_file: str | None = None
+
+    def operator_section(self) -> dict[str, Any]:
+        """The operator section to build: the given one, or :data:`DEFAULT_OPERATOR`."""
+        return dict(DEFAULT_OPERATOR if self.operator is None else self.operator)
+
+
+#: The flat data keys of earlier versions and the sections they now belong to.
+LEGACY_DATA_KEYS = (
+    "geometry",
+    "image_size",
+    "n_angles",
+    "n_detectors",
+    "ellipse_scaling",
+    "supersample",
+    "simulation_size",
+    "simulation_upsampling",
+)
+
+
+def _legacy_operator(values: dict[str, Any]) -> dict[str, Any]:
+    """The operator section the flat keys ``geometry``, ``image_size``, ``n_angles``, ``n_detectors`` meant."""
+    geometry = values.pop("geometry", "parallel")
+    size = values.pop("image_size", 128)
+    n_angles = values.pop("n_angles", 30)
+    n_detectors = values.pop("n_detectors", 183)
+    if geometry == "parallel":
+        return {"type": "ParallelBeam2D", "image_size": size, "n_angles": n_angles, "n_detectors": n_detectors}
+    if geometry == "fan":
+        return {
+            "type": "FanBeam2D",
+            "image_size": size,
+            "n_angles": n_angles,
+            "n_detectors": 2 * size + 1 if n_detectors is None else n_detectors,
+            "source_distance": 2.0 * size,
+            "detector_distance": float(size),
+        }
+    if geometry == "denoise":
+        return {"type": "Identity", "shape": [size, size]}
+    raise ParameterError(f"unknown data.geometry {geometry!r}; write a data.operator section instead")
+
+
+def upgrade_data_section(values: dict[str, Any], warn: bool = True) -> dict[str, Any]:
+    """A data section with the flat keys of earlier versions moved into ``operator``, ``phantom`` and
+    ``simulation`` sections (a FutureWarning says so when ``warn``); a section without them is returned as it is."""
+    values = dict(values)
+    legacy = [key for key in LEGACY_DATA_KEYS if key in values] + (
+        ["phantom"] if isinstance(values.get("phantom"), str) else []
+    )
+    if not legacy:
+        return values
+    if any(key in values for key in ("geometry", "image_size", "n_angles", "n_detectors")):
+        if "operator" in values:
+            raise ParameterError("data: give either an operator section or the old geometry keys, not both")
+        values["operator"] = _legacy_operator(values)
+    phantom = {"type": values.pop("phantom", "ellipses") if isinstance(values.get("phantom"), str) else "ellipses"}
+    if phantom["type"] == "ellipses":
+        phantom["scaling"] = values.pop("ellipse_scaling", "minmax")  # the default of those versions
+    values.pop("ellipse_scaling", None)
+    phantom["supersample"] = values.pop("supersample", 1)
+    if "phantom" not in values:
+        values["phantom"] = phantom
+    if "simulation_size" in values or "simulation_upsampling" in values:
+        size, upsampling = values.pop("simulation_size", None), values.pop("simulation_upsampling", "render")
+        values["simulation"] = None if size is None else {"size": size, "upsampling": upsampling}
+    if warn:
+        warnings.warn(
+            f"data keys {', '.join(legacy)} are deprecated; write the data section as "
+            f"{yaml.safe_dump({'data': _without_defaults(values)}, default_flow_style=None, sort_keys=False).strip()}",
+            FutureWarning,
+            stacklevel=4,
+        )
+    return values
+
+
+def _without_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k in ("operator", "phantom", "simulation") and v is not None}
 
 
 @dataclass(frozen=True)
@@ -178,6 +280,8 @@ def from_dict(values: dict[str, Any]) -> Config:
     for key in values:
         if key not in sections:
             raise ParameterError(f"unknown config section {key!r}; known sections: {', '.join(sections)}")
+    if isinstance(values.get("data"), dict):
+        values = {**values, "data": upgrade_data_section(values["data"])}
     return Config(**{k: _section(sections[k], v, k) for k, v in values.items()})
 
 

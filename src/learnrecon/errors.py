@@ -34,3 +34,7 @@ class ParameterError(LearnreconError, ValueError):
 
 class DataFileError(LearnreconError, OSError):
     """A data or checkpoint file is missing, corrupt, of the wrong kind, or would be overwritten."""
+
+
+class ResourceError(LearnreconError, MemoryError):
+    """A request needs more memory than the machine has available."""

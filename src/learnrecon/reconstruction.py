@@ -13,24 +13,22 @@ Output layout (format ``learnrecon-reconstruction``)::
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import h5py
 import torch
-from tqdm.auto import tqdm
 
 import learnrecon
-from learnrecon import metrics
 from learnrecon.data.hdf5 import load
+from learnrecon.data.sources import file_batches
 from learnrecon.errors import ParameterError
+from learnrecon.evaluation import evaluate_batches
 from learnrecon.io.files import atomic_path, check_output_path
+from learnrecon.io.lock import output_lock
 from learnrecon.operators.registry import operator_config
 from learnrecon.report import reconstruction_grid
 from learnrecon.solvers.registry import parse_params, reconstruct_batch
-
-Reconstructor = Callable[[torch.Tensor], torch.Tensor]
 
 __all__ = ["parse_index", "reconstruct_file"]
 
@@ -74,8 +72,9 @@ def reconstruct_file(
 
     ``method`` names a classical method of :mod:`learnrecon.solvers.registry`, with its ``params`` given by
     name; or, with ``model`` (a learned reconstructor ``model(y, op)``, e.g. from
-    :func:`~learnrecon.models.pretrained` or :func:`~learnrecon.training.load_model`), it is that model's label,
-    and the model runs on ``device``. Items go in batches of ``batch_size``.
+    :func:`~learnrecon.models.pretrained` or :func:`~learnrecon.models.load_model`), it is that model's label,
+    and the model runs on ``device``. Items are read, reconstructed and written in batches of ``batch_size``
+    (:func:`learnrecon.evaluation.evaluate_batches`), so memory is bounded by the batch, not by the file.
 
     Returns a summary: the number of items, seconds per item, and mean PSNR/SSIM when truth is present.
     """
@@ -93,43 +92,67 @@ def reconstruct_file(
     kwargs = _method_params(method, params or {}, model)  # fail on bad parameters before reading data
     dataset = load(source)
     picked = parse_index(index, len(dataset))
-    data = dataset.tensors(picked.numpy())
-    run = _reconstructor(method, kwargs, dataset.op) if model is None else _learned(model, dataset.op, device)
-    start = time.perf_counter()
-    chunks = range(0, picked.numel(), batch_size)
-    x_hat = torch.cat(
-        [run(data.y[i : i + batch_size]) for i in tqdm(chunks, desc=method, unit="batch", disable=not progress)]
-    ).float()
-    seconds = (time.perf_counter() - start) / picked.numel()
+    run = model if model is not None else (lambda y, op: reconstruct_batch(method, y, op, kwargs))
+    shown: list[torch.Tensor] = []
+    with output_lock(out, f"learnrecon reconstruct ({method})"):
+        with atomic_path(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
+            f.attrs.update(_attrs(method, kwargs, source, dataset.op, model))
+            f["index"] = picked.numpy()
+            x_set = f.create_dataset(
+                "x_hat",
+                shape=(picked.numel(), 1, *dataset.op.domain_shape),
+                dtype="complex64" if dataset.op.domain_complex else "float32",
+                chunks=(1, 1, *dataset.op.domain_shape),
+            )
+
+            def write(offset: int, x_hat: torch.Tensor) -> None:
+                x_set[offset : offset + x_hat.shape[0]] = x_hat.numpy()
+                shown.extend(x_hat[: max(0, _SHOWN - len(shown))])
+
+            result = evaluate_batches(
+                run,
+                file_batches(dataset, picked, batch_size, f"{source}"),
+                dataset.op,
+                device=device,
+                progress=progress,
+                total=-(-picked.numel() // batch_size),
+                desc=method,
+                sink=write,
+            )
+            if "psnr" in result:
+                f["psnr"] = torch.tensor(result["psnr_per_image"], dtype=torch.float64).numpy()
+                f["ssim"] = torch.tensor(result["ssim_per_image"], dtype=torch.float64).numpy()
+        truth = dataset.tensors(picked[: len(shown)].numpy()).x if dataset.has_truth else None
+        psnr = torch.tensor(result["psnr_per_image"][: len(shown)]) if "psnr" in result else None
+        _figure(figure, truth, torch.stack(shown), picked, method, psnr, overwrite)
     summary: dict = {
         "method": method,
         "params": kwargs,
         "n": picked.numel(),
-        "seconds_per_item": seconds,
+        "seconds_per_item": result["ms_per_image"] / 1000,
         "output": str(out),
         "figure": str(figure),
     }
-    psnr = metrics.psnr(x_hat, data.x) if dataset.has_truth else None
-    with atomic_path(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update(
-            {
-                "format": "learnrecon-reconstruction",
-                "method": method,
-                "params": json.dumps(kwargs),
-                "source": str(source),
-                "operator": json.dumps(operator_config(dataset.op)),
-                "learnrecon_version": learnrecon.__version__,
-                **_model_attrs(model),
-            }
-        )
-        f["x_hat"] = x_hat.numpy()
-        f["index"] = picked.numpy()
-        if psnr is not None:
-            ssim = metrics.ssim(x_hat, data.x)
-            f["psnr"], f["ssim"] = psnr.double().numpy(), ssim.double().numpy()
-            summary.update(psnr=float(psnr.mean()), ssim=float(ssim.mean()))
-    _figure(figure, data.x if dataset.has_truth else None, x_hat, picked, method, psnr, overwrite)
+    if "psnr" in result:
+        summary.update(psnr=result["psnr"], ssim=result["ssim"])
     return summary
+
+
+#: Items shown in the figure beside the output.
+_SHOWN = 3
+
+
+def _attrs(method: str, kwargs: dict, source, op, model: torch.nn.Module | None) -> dict:
+    """The attributes of the output file: what made it, from what, with which operator."""
+    return {
+        "format": "learnrecon-reconstruction",
+        "method": method,
+        "params": json.dumps(kwargs),
+        "source": str(source),
+        "operator": json.dumps(operator_config(op)),
+        "learnrecon_version": learnrecon.__version__,
+        **_model_attrs(model),
+    }
 
 
 def _method_params(method: str, params: Mapping[str, object], model: torch.nn.Module | None) -> dict:
@@ -139,21 +162,6 @@ def _method_params(method: str, params: Mapping[str, object], model: torch.nn.Mo
     if params:
         raise ParameterError(f"{method} is a learned model and takes no method parameters (got {', '.join(params)})")
     return {}
-
-
-def _reconstructor(method: str, kwargs: dict, op) -> Reconstructor:
-    return lambda y: reconstruct_batch(method, y, op, kwargs)
-
-
-def _learned(model: torch.nn.Module, op, device: str | torch.device) -> Reconstructor:
-    """``y ↦ model(y, op)`` without gradients, in evaluation mode, on ``device``, returned on the CPU."""
-    model.eval()
-
-    @torch.no_grad()
-    def run(y: torch.Tensor) -> torch.Tensor:
-        return model(y.to(device), op).float().cpu()
-
-    return run
 
 
 def _model_attrs(model: torch.nn.Module | None) -> dict:

@@ -1,4 +1,4 @@
-"""Process-wide settings for speed on the CPU: glibc malloc's policy for large tensors.
+"""Process-wide settings and resources: glibc malloc's policy for large tensors, and the memory a job may use.
 
 glibc's ``malloc`` serves a request over its mmap threshold (dynamic, at most 32 MB on 64-bit Linux) with
 fresh pages from the kernel, returns them on ``free``, and trims the top of its heap when enough is free.
@@ -10,6 +10,9 @@ project's 2-core CPU that made the shipped LPD's inference 2–3× slower, most 
 :func:`tune_malloc` turns glibc's use of mmap for allocations off and raises its trim threshold to the largest
 it takes (2 GiB): freed memory is kept for reuse, and the process holds on to its peak memory until it ends.
 The ``learnrecon`` command calls it; so may any script that wants the same.
+
+:func:`check_memory` refuses, before any allocation, a request that cannot fit in the memory the machine has
+available, naming the size it needs (rather than a raw allocator traceback half-way through).
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import ctypes
 import os
 import sys
 
-__all__ = ["tune_malloc"]
+from learnrecon.errors import ResourceError
+
+__all__ = ["available_memory", "check_memory", "tune_malloc"]
 
 #: ``mallopt`` parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -46,3 +51,37 @@ def tune_malloc() -> bool:
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available for new work (Linux's ``MemAvailable``), or None where it is not known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(needed: int, what: str) -> None:
+    """Raise :class:`ResourceError` naming ``what`` and the size it needs when ``needed`` bytes exceed the
+    memory available (nothing is checked where that is not known)."""
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ResourceError(
+            f"{what} needs {_size(needed)} of memory but {_size(available)} is available; make the problem smaller "
+            "(image size, angles, detectors, batch or chunk size)"
+        )
+
+
+def _size(n: int | float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -72,15 +72,15 @@ def make_tasks(preset: Preset, op: ParallelBeam2D) -> list[Task]:
     data are simulated on that finer grid (see ``preset.simulation_upsampling``)."""
     sim_op = finer_operator(op, preset.simulation_size) if preset.simulation_size else None
 
-    def shepp_logan(size: int) -> torch.Tensor:
-        return phantoms.shepp_logan(size).float().reshape(1, 1, size, size)
+    def shepp_logan(shape: tuple[int, int]) -> torch.Tensor:
+        return phantoms.shepp_logan(shape).float()[None, None]
 
-    def ellipses(n: int, seed: int) -> Callable[[int], torch.Tensor]:
+    def ellipses(n: int, seed: int) -> Callable[[tuple[int, int]], torch.Tensor]:
         return lambda size: phantoms.draw_ellipses(
             preset.phantom, n=n, size=size, seed=seed, scaling=preset.ellipse_scaling
         )
 
-    def eval_set(name: str, render: Callable[[int], torch.Tensor], noise_seed: int) -> EvalSet:
+    def eval_set(name: str, render: Callable[[tuple[int, int]], torch.Tensor], noise_seed: int) -> EvalSet:
         pairs = simulate_pairs(
             render, op, preset.noise, seed=noise_seed, simulation_op=sim_op, upsampling=preset.simulation_upsampling
         )
@@ -317,7 +317,7 @@ def train_from_scratch(preset: Preset, folder: Path, progress: bool = True) -> t
             },
         }
     )
-    trainer = Trainer(config, folder, progress=progress)
+    trainer = Trainer.from_config(config, folder, progress=progress)
     summary = trainer.train(max_seconds=60 * preset.train_minutes)
     model = trainer.model.cpu().eval()  # evaluated on the CPU like every other method, wherever it trained
     label = f"{preset.train_model.upper()} (trained here, {summary['steps']} steps)"
@@ -342,7 +342,7 @@ def reproduced_methods(preset: Preset, op: ParallelBeam2D, progress: bool = True
         config = load_config(_config_path(path))
         folder = Path(preset.runs_dir) / Path(path).stem
         started = (folder / "last.safetensors").exists()  # a run stopped before its first checkpoint starts again
-        trainer = Trainer(config, folder, resume=started, overwrite=not started, progress=progress)
+        trainer = Trainer.from_config(config, folder, resume=started, overwrite=not started, progress=progress)
         trainer.train()
         model = load_model(folder / "best")
         label = f"{config.model.name.upper()} ({Path(path).stem}, {model.provenance['step']} steps)"

@@ -13,6 +13,7 @@ File layout (format ``learnrecon-dataset``, version 1)::
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from learnrecon.errors import DataFileError
+from learnrecon.errors import DataFileError, ParameterError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import build_operator
 
@@ -115,6 +116,16 @@ class ReconstructionDataset(Dataset):
         x = self._read("x", index) if self.has_truth else empty
         labels = self._read("labels", index).long() if self.has_labels else empty.long()
         return Sample(x, self._read("y", index), labels)
+
+    def batches(self, indices, batch_size: int) -> Iterator[tuple[torch.Tensor, Sample]]:
+        """The items ``indices`` (increasing) in chunks of ``batch_size``: ``(chunk indices, Sample of batched
+        tensors)``, read chunk by chunk, so that a data set larger than memory streams through."""
+        indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)
+        if indices.numel() > 1 and not bool((indices[1:] > indices[:-1]).all()):
+            raise ParameterError("items are read from a data file in increasing order")
+        for start in range(0, indices.numel(), batch_size):
+            chunk = indices[start : start + batch_size]
+            yield chunk, self.tensors(chunk.numpy())
 
     def close(self) -> None:
         """Close the file handle of this process (reopened on next access)."""

@@ -7,6 +7,7 @@ reproducible per image too, so the same arguments give the same file on every ma
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,17 @@ from learnrecon.data.hdf5 import FORMAT, FORMAT_VERSION
 from learnrecon.data.readers import read_images
 from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.io.files import atomic_path
+from learnrecon.io.lock import output_lock
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import operator_config
+from learnrecon.runtime import check_memory
 
 __all__ = [
     "NoiseSpec",
+    "Phantoms",
     "UPSAMPLINGS",
+    "as_images",
+    "chunk_bytes",
     "finer_operator",
     "make_phantoms",
     "measure",
@@ -94,6 +100,40 @@ def sample_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + index) * 7 + stream)
 
 
+class Phantoms:
+    """``n`` ground-truth images made chunk by chunk: ``chunk(start, stop)`` gives images ``start … stop − 1``
+    ``(k, 1, H, W)`` float32 and their labels ``(k, H, W)`` (or None), so that a data set larger than memory
+    is simulated in memory bounded by the chunk. ``info`` describes them for the file's attributes."""
+
+    def __init__(
+        self,
+        n: int,
+        shape: tuple[int, int],
+        chunk: Callable[[int, int], tuple[torch.Tensor, torch.Tensor | None]],
+        info: dict,
+        has_labels: bool,
+    ) -> None:
+        self.n, self.shape, self.chunk, self.info, self.has_labels = n, tuple(shape), chunk, info, has_labels
+
+    def __len__(self) -> int:
+        return self.n
+
+    @classmethod
+    def of(cls, x: torch.Tensor, labels: torch.Tensor | None = None, info: dict | None = None) -> Phantoms:
+        """The images of a tensor ``x`` ``(n, 1, H, W)`` (and ``labels`` ``(n, H, W)``)."""
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ShapeError(f"truth has shape {tuple(x.shape)}; it must be (n, 1, H, W) images")
+        if labels is not None and tuple(labels.shape) != (x.shape[0], *x.shape[-2:]):
+            raise ShapeError(f"labels have shape {tuple(labels.shape)}; the images need ({x.shape[0]}, H, W) labels")
+        return cls(
+            x.shape[0],
+            tuple(x.shape[-2:]),
+            lambda start, stop: (x[start:stop].float(), None if labels is None else labels[start:stop]),
+            info or {},
+            labels is not None,
+        )
+
+
 def make_phantoms(
     kind: str,
     *,
@@ -104,42 +144,46 @@ def make_phantoms(
     scaling: str = phantoms.DEFAULT_SCALING,
     truth: str | Path | None = None,
     truth_key: str | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
-    """Ground truth ``(n, 1, size, size)`` float32, labels ``(n, size, size)`` or None, and a description.
+) -> Phantoms:
+    """``n`` ground-truth images of ``size × size`` (:class:`Phantoms`, made chunk by chunk) and their labels.
 
     ``kind`` is "ellipses" (random ellipses as in Adler & Öktem, intensities scaled by ``scaling``, see
     :func:`learnrecon.phantoms.random_ellipses`), "dival-ellipses" (DIVal's ellipses), "shepp-logan" (n
     copies of the modified phantom) or "file" (images read from ``truth``; ``n`` and ``size`` then only
     select and check; ``truth_key`` names the array of an ``.npz`` file that holds several).
     """
+    shape = (size, size)
     if kind in phantoms.ELLIPSE_PHANTOMS:
-        x, labels = phantoms.draw_ellipses(
-            kind, n=n, size=size, seed=seed, supersample=supersample, scaling=scaling, return_labels=True
-        )
+
+        def ellipses(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+            options = {"supersample": supersample, "scaling": scaling, "return_labels": True}
+            x, labels = phantoms.draw_ellipses(kind, n=stop - start, size=size, seed=seed, start=start, **options)
+            return x.float(), labels
+
         info = {"kind": kind, "n": n, "size": size, "seed": seed, "supersample": supersample}
-        return x.float(), labels, {**info, "scaling": scaling} if kind == "ellipses" else info
+        return Phantoms(n, shape, ellipses, {**info, "scaling": scaling} if kind == "ellipses" else info, True)
     if kind == "shepp-logan":
-        x = phantoms.shepp_logan(size).float().expand(n, 1, size, size).clone()
-        labels = phantoms.shepp_logan_labels(size).expand(n, size, size).clone()
-        return x, labels, {"kind": kind, "n": n, "size": size}
+        image, labels = phantoms.shepp_logan(size).float(), phantoms.shepp_logan_labels(size)
+        copies = lambda start, stop: (image.expand(stop - start, 1, *shape), labels.expand(stop - start, *shape))  # noqa: E731
+        return Phantoms(n, shape, copies, {"kind": kind, "n": n, "size": size}, True)
     if kind == "file":
         if truth is None:
             raise ParameterError("--phantom file needs --truth PATH (a .npy, .npz, .dcm file or a DICOM folder)")
         x = read_images(truth, truth_key)[:n]
-        if x.shape[-2:] != (size, size):
+        if x.shape[-2:] != shape:
             raise ShapeError(
                 f"images in {truth} are {tuple(x.shape[-2:])} but --size is {size}; pass --size {x.shape[-1]}"
                 if x.shape[-1] == x.shape[-2]
                 else f"images in {truth} are {tuple(x.shape[-2:])}; only square images are supported"
             )
-        return x, None, {"kind": kind, "path": str(truth), "n": int(x.shape[0])}
+        return Phantoms.of(x, info={"kind": kind, "path": str(truth), "n": int(x.shape[0])})
     raise ParameterError(f"unknown phantom {kind!r}; choose ellipses, dival-ellipses, shepp-logan or file")
 
 
 def simulate(
     out: str | Path,
     op: LinearOperator,
-    x: torch.Tensor,
+    x: Phantoms | torch.Tensor,
     *,
     labels: torch.Tensor | None = None,
     noise: NoiseSpec | str = "none",
@@ -149,42 +193,60 @@ def simulate(
     chunk_size: int = 64,
     progress: bool = True,
 ) -> Path:
-    """Compute ``y_i = noise(op(x_i))`` for every image and write truth, data and labels to ``out`` (HDF5).
+    """Compute ``y_i = noise(op(x_i))`` for every image and write truth, data and labels to ``out`` (HDF5),
+    ``chunk_size`` images at a time (memory bounded by the chunk, not by the data set).
 
     Args:
-        out: output file; refused if it exists unless ``overwrite``; written atomically.
-        op: the forward operator, storable with :func:`operator_config`; its domain must be ``x``'s ``(H, W)``.
-        x: ground truth ``(n, 1, H, W)``.
-        labels: optional ``(n, H, W)`` integer labels.
+        out: output file; refused if it exists unless ``overwrite``, or while another process writes it;
+            written atomically.
+        op: the forward operator, storable with :func:`operator_config`; its domain must be the images' ``(H, W)``.
+        x: ground truth: :class:`Phantoms` (see :func:`make_phantoms`) or a tensor ``(n, 1, H, W)``.
+        labels: with a tensor ``x``, optional ``(n, H, W)`` integer labels.
         noise: a :class:`NoiseSpec` or its string form (see :func:`parse_noise`).
         seed: seeds the noise of sample ``i`` through :func:`sample_generator`.
     """
     noise = parse_noise(noise) if isinstance(noise, str) else noise
-    if x.ndim != 4 or x.shape[1] != 1 or tuple(x.shape[-2:]) != op.domain_shape:
+    images = x if isinstance(x, Phantoms) else Phantoms.of(x, labels, phantom_info)
+    if images.shape != tuple(op.domain_shape):
         raise ShapeError(
-            f"truth has shape {tuple(x.shape)} but the operator needs (n, 1, {op.domain_shape[0]}, "
-            f"{op.domain_shape[1]}) images"
+            f"truth has images of {images.shape} but the operator needs (n, 1, {', '.join(map(str, op.domain_shape))})"
         )
+    chunk_size = max(1, min(chunk_size, images.n))
+    check_memory(chunk_bytes(op, images.shape, chunk_size), f"simulating {chunk_size} images of {images.shape}")
     attrs = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "operator": json.dumps(operator_config(op)),
-        "phantom": json.dumps(phantom_info or {}),
+        "phantom": json.dumps(images.info if isinstance(x, Phantoms) else phantom_info or {}),
         "noise": str(noise),
         "seed": seed,
         "learnrecon_version": learnrecon.__version__,
     }
-    n = x.shape[0]
-    with atomic_path(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
+    n = images.n
+    with output_lock(out, "learnrecon simulate"), atomic_path(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(attrs)
-        f.create_dataset("x", data=x.numpy().astype("float32"), chunks=(1, *x.shape[1:]))
-        if labels is not None:
-            f.create_dataset("labels", data=labels.numpy().astype("int16"), chunks=(1, *labels.shape[1:]))
+        x_set = f.create_dataset("x", shape=(n, 1, *images.shape), dtype="float32", chunks=(1, 1, *images.shape))
+        label_set = (
+            f.create_dataset("labels", shape=(n, *images.shape), dtype="int16", chunks=(1, *images.shape))
+            if images.has_labels
+            else None
+        )
         y_set = f.create_dataset("y", shape=(n, 1, *op.range_shape), dtype="float32", chunks=(1, 1, *op.range_shape))
         for start in tqdm(range(0, n, chunk_size), desc="simulating", unit="chunk", disable=not progress):
             stop = min(n, start + chunk_size)
-            y_set[start:stop] = measure(op, x[start:stop], noise, seed=seed, start=start).numpy()
+            truth, chunk_labels = images.chunk(start, stop)
+            x_set[start:stop] = truth.numpy()
+            if label_set is not None:
+                label_set[start:stop] = chunk_labels.numpy().astype("int16")
+            y_set[start:stop] = measure(op, truth, noise, seed=seed, start=start).numpy()
     return Path(out)
+
+
+def chunk_bytes(op: LinearOperator, shape: tuple[int, int], chunk: int) -> int:
+    """Bytes that simulating ``chunk`` images of ``shape`` with ``op`` holds at once: the images (and their
+    labels), their data, and the operator's own memory (its system matrices, for a ray transform)."""
+    pixels, data = shape[0] * shape[1], math.prod(op.range_shape)
+    return chunk * (pixels * (4 + 8 + 2 * 8) + 3 * data * 4) + op.memory_estimate(torch.float32)
 
 
 def measure(op: LinearOperator, x: torch.Tensor, noise: NoiseSpec | str, *, seed: int, start: int = 0) -> torch.Tensor:
@@ -218,7 +280,7 @@ UPSAMPLINGS = ("render", "bilinear")
 
 
 def simulate_pairs(
-    render: Callable[[int], torch.Tensor],
+    render: Callable[[tuple[int, int]], torch.Tensor],
     op: LinearOperator,
     noise: NoiseSpec | str,
     *,
@@ -227,25 +289,35 @@ def simulate_pairs(
     simulation_op: LinearOperator | None = None,
     upsampling: str = "render",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Phantoms ``x = render(H)`` (n, 1, H, W) for ``op`` and their noisy measurements (see :func:`measure`),
-    simulated by ``simulation_op`` (a :func:`finer_operator` of ``op``, grid H') when given, from
+    """Phantoms ``x = render((H, W))`` (n, 1, H, W) on ``op``'s image grid, as ``op``'s images
+    (:func:`as_images`: shape ``(n, 1, *op.domain_shape)``, complex for complex images), and their noisy
+    measurements (see :func:`measure`), simulated by ``simulation_op`` (a :func:`finer_operator` of ``op``,
+    grid H' × W') when given, from
 
-    - ``upsampling="render"``: ``render(H')``, the phantoms drawn again on the finer grid (``render(size)``
+    - ``upsampling="render"``: ``render((H', W'))``, the phantoms drawn again on the finer grid (``render``
       must then draw the same phantoms at every size: analytic phantoms, ellipses and Shepp–Logan);
-    - ``upsampling="bilinear"``: ``x`` bilinearly interpolated to H' × H' by :func:`upsample_bilinear`, the
+    - ``upsampling="bilinear"``: ``x`` bilinearly interpolated to H' × W' by :func:`upsample_bilinear`, the
       DIVal ellipse data set's protocol (Baguer et al. 2020).
     """
     if upsampling not in UPSAMPLINGS:
         raise ParameterError(f"unknown upsampling {upsampling!r}; choose one of {', '.join(UPSAMPLINGS)}")
-    x = render(op.domain_shape[-1])
+    x = as_images(render(tuple(op.domain_shape[-2:])), op)
     if simulation_op is None:
         return x, measure(op, x, noise, seed=seed, start=start)
-    fine_shape = simulation_op.domain_shape[-2:]
-    if upsampling == "render":
-        fine = render(fine_shape[-1])
-    else:
-        fine = upsample_bilinear(x, tuple(fine_shape))
-    return x, measure(simulation_op, fine, noise, seed=seed, start=start)
+    fine_shape = tuple(simulation_op.domain_shape[-2:])
+    fine = render(fine_shape) if upsampling == "render" else upsample_bilinear(x, fine_shape)
+    return x, measure(simulation_op, as_images(fine, simulation_op), noise, seed=seed, start=start)
+
+
+def as_images(x: torch.Tensor, op: LinearOperator) -> torch.Tensor:
+    """Images ``x`` (n, 1, H, W) as ``op``'s images: shape ``(n, 1, *op.domain_shape)`` (e.g. ``(n, 1, 1, H, W)``
+    for multi-coil MRI), complex (with zero phase) when ``op``'s images are complex."""
+    if tuple(x.shape[-2:]) != tuple(op.domain_shape[-2:]):
+        raise ShapeError(f"phantoms of shape {tuple(x.shape[-2:])} do not fit {op.name}'s images {op.domain_shape}")
+    x = x.reshape(x.shape[0], 1, *op.domain_shape)
+    if op.domain_complex and not x.is_complex():
+        x = torch.complex(x, torch.zeros_like(x))
+    return x
 
 
 def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

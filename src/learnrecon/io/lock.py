@@ -3,7 +3,8 @@
 The lock is a file ``<output>.lock`` beside the output, created atomically (``O_CREAT | O_EXCL``) and holding the
 holder's process id, host and command. A second process asking for the same output is refused at once with an
 error naming the holder; a lock left by a process that is no longer running (on this host) is taken over with a
-warning. The lock is removed when the holder's block ends, however it ends.
+warning. The lock is removed when the holder's block ends, however it ends. Locks guard against other
+processes: within one process a later holder takes the lock over (each holder removes only its own).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import socket
 import sys
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +73,9 @@ def _acquire(path: Path, record: dict, output: Path) -> None:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             holder = _holder(path)
+            if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+                path.unlink(missing_ok=True)  # this process's own earlier holder: taken over
+                continue
             if not _stale(holder):
                 raise OutputLockedError(
                     f"{output} is being written by {_describe(holder)}; wait for it to finish, or choose another "
@@ -103,6 +108,7 @@ def output_lock(output: str | Path, command: str | None = None) -> Iterator[Path
         "host": socket.gethostname(),
         "command": command or " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:]) or "python",
         "started": time.time(),
+        "token": uuid.uuid4().hex,
     }
     try:
         _acquire(path, record, output)
@@ -112,7 +118,7 @@ def output_lock(output: str | Path, command: str | None = None) -> Iterator[Path
     try:
         yield path
     finally:
-        if _holder(path).get("pid") == os.getpid():
+        if _holder(path).get("token") == record["token"]:
             path.unlink(missing_ok=True)
         _remove_empty(created)
 

@@ -144,6 +144,10 @@ class LinearOperator:
         the zero-filled inverse for MRI). Layers above ask for this instead of testing the operator's class."""
         return self.apply_adjoint(y) / self.norm(torch.float64, y.device) ** 2
 
+    def memory_estimate(self, dtype: torch.dtype = torch.float32) -> int:
+        """Bytes the operator holds to apply itself in ``dtype`` (cached matrices and the like); 0 here."""
+        return 0
+
     def symmetries(self) -> list[Symmetry]:
         """The image symmetries ``g`` the operator carries to permutations of its data, ``A g = T_g A``
         (:class:`~learnrecon.operators.symmetry.Symmetry`, identity first); here only the identity."""

@@ -90,6 +90,21 @@ class Blur(LinearOperator):
             return float(self._transfer(self.kernel).abs().max())
         return None
 
+    @classmethod
+    def from_config(
+        cls,
+        image_size: int | Sequence[int],
+        kernel: Sequence[Sequence[float]] | None = None,
+        sigma: float | None = None,
+        kernel_size: int | None = None,
+        boundary: str = "zero",
+    ) -> Blur:
+        """A blur from plain values (a config section): an explicit ``kernel`` (nested lists), or the Gaussian
+        :func:`gaussian_kernel` of ``sigma`` (and ``kernel_size``). :meth:`config` writes the explicit kernel."""
+        if (kernel is None) == (sigma is None):
+            raise ParameterError("a Blur config needs exactly one of kernel (nested lists) or sigma (a Gaussian)")
+        return cls(gaussian_kernel(sigma, kernel_size) if kernel is None else kernel, image_size, boundary)
+
     def config(self) -> dict:
         """Constructor arguments, for :func:`learnrecon.operators.registry.build_operator`."""
         return {

@@ -48,6 +48,8 @@ class MRI(LinearOperator):
         self.mask = mask.to(torch.bool)
         shape = tuple(mask.shape)
         self.coil_maps = None
+        #: How :func:`gaussian_coil_maps` made the coil maps (``n_coils``, ``coil_width``), when it did.
+        self.coil_spec: dict | None = None
         if coil_maps is not None:
             check_tensor(coil_maps, "coil_maps")
             if coil_maps.ndim != 3 or tuple(coil_maps.shape[1:]) != shape:
@@ -58,6 +60,64 @@ class MRI(LinearOperator):
             super().__init__((1, *shape), (coil_maps.shape[0], *shape), domain_complex=True, range_complex=True)
         else:
             super().__init__(shape, shape, domain_complex=True, range_complex=True)
+
+    @classmethod
+    def from_config(
+        cls,
+        image_size: int | Sequence[int],
+        acceleration: float | None = None,
+        center_fraction: float = 0.08,
+        mask_seed: int = 0,
+        mask_columns: Sequence[int] | None = None,
+        mask_indices: Sequence[int] | None = None,
+        n_coils: int | None = None,
+        coil_width: float = 0.6,
+    ) -> MRI:
+        """An MRI operator from plain values (a config section): the mask is :func:`cartesian_mask` of
+        ``acceleration``, ``center_fraction`` and ``mask_seed``, or given by its sampled ``mask_columns`` or
+        (any pattern) the flat ``mask_indices`` of its samples; ``n_coils`` simulated coils of
+        :func:`gaussian_coil_maps` (None: one coil, no sensitivities). :meth:`config` writes the same values."""
+        shape = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
+        given = [name for name, v in (("acceleration", acceleration), ("mask_columns", mask_columns),
+                                      ("mask_indices", mask_indices)) if v is not None]  # fmt: skip
+        if len(given) != 1:
+            raise ParameterError(
+                f"an MRI config needs exactly one of acceleration, mask_columns or mask_indices, got {given or 'none'}"
+            )
+        if acceleration is not None:
+            mask = cartesian_mask(shape, acceleration, center_fraction, seed=mask_seed)
+        else:
+            mask = torch.zeros(shape[0] * shape[1] if mask_indices is not None else shape[1], dtype=torch.bool)
+            mask[
+                torch.as_tensor(list(mask_indices if mask_indices is not None else mask_columns), dtype=torch.long)
+            ] = True
+            mask = mask.reshape(shape) if mask_indices is not None else mask[None, :].expand(shape).clone()
+        if n_coils is None:
+            return cls(mask)
+        op = cls(mask, gaussian_coil_maps(n_coils, shape, coil_width))
+        op.coil_spec = {"n_coils": int(n_coils), "coil_width": float(coil_width)}
+        return op
+
+    def config(self) -> dict:
+        """Plain values that rebuild this operator through :meth:`from_config` (the mask by its sampled columns,
+        or its sampled points when it is not a set of whole columns; coil maps only as :func:`gaussian_coil_maps`
+        made them)."""
+        mask = self.mask
+        columns = bool((mask == mask[:1]).all())
+        sampled = (
+            {"mask_columns": mask[0].nonzero().flatten().tolist()}
+            if columns
+            else {"mask_indices": mask.flatten().nonzero().flatten().tolist()}
+        )
+        coils = {}
+        if self.coil_maps is not None:
+            if self.coil_spec is None:
+                raise ParameterError(
+                    "this MRI operator's coil maps were not made by gaussian_coil_maps, so a config cannot rebuild "
+                    "them; build it with MRI.from_config(..., n_coils=...) or keep the maps with the data"
+                )
+            coils = dict(self.coil_spec)
+        return {"type": "MRI", "image_size": list(mask.shape), **sampled, **coils}
 
     @property
     def acceleration(self) -> float:

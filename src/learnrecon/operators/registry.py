@@ -1,12 +1,16 @@
 """Operators to and from JSON-serialisable configs, so a data set can rebuild its forward model.
 
 A storable operator implements ``config() -> dict`` returning its constructor arguments plus a
-``"type"`` key naming its class; :func:`build_operator` inverts it.
+``"type"`` key naming its class; :func:`build_operator` inverts it. The same dict is the tagged
+``data.operator`` section of a training config (``{type: ParallelBeam2D, image_size: 128, n_angles: 30}``).
+An operator whose constructor takes tensors (MRI's mask and coil maps) offers a classmethod
+``from_config(cfg)`` that builds it from plain values instead.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 from typing import Any
 
@@ -23,6 +27,7 @@ OPERATOR_TYPES: dict[str, str] = {
     "ParallelBeam2D": "learnrecon.operators.tomography",
     "Wavelet2D": "learnrecon.operators.wavelet",
     "FanBeam2D": "learnrecon.operators.tomography",
+    "MRI": "learnrecon.operators.mri",
 }
 
 
@@ -43,7 +48,9 @@ def differing_settings(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
 
 
 def build_operator(cfg: dict[str, Any]) -> LinearOperator:
-    """Rebuild an operator from :func:`operator_config` output."""
+    """Build an operator from a config (:func:`operator_config` output, or a ``data.operator`` section)."""
+    if not isinstance(cfg, dict):
+        raise ParameterError(f"an operator section must be a mapping with a 'type' key, got {cfg!r}")
     cfg = dict(cfg)
     kind = cfg.pop("type", None)
     if kind not in OPERATOR_TYPES:
@@ -51,10 +58,17 @@ def build_operator(cfg: dict[str, Any]) -> LinearOperator:
             f"unknown operator type {kind!r} in config; known types: {', '.join(sorted(OPERATOR_TYPES))}"
         )
     cls = getattr(importlib.import_module(OPERATOR_TYPES[kind]), kind)
+    build = getattr(cls, "from_config", None) or cls
+    accepted = [name for name in inspect.signature(build).parameters if name not in ("self", "cls")]
+    unknown = sorted(set(cfg) - set(accepted))
+    if unknown:
+        raise ParameterError(
+            f"operator {kind} has no argument {', '.join(map(repr, unknown))}; its arguments: {', '.join(accepted)}"
+        )
     try:
-        return cls(**cfg)
+        return build(**cfg)
     except TypeError as err:
-        raise ParameterError(f"invalid config for {kind}: {err}") from err
+        raise ParameterError(f"invalid config for {kind}: {err}; its arguments: {', '.join(accepted)}") from err
 
 
 def make_operator(

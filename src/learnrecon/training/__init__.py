@@ -1,15 +1,23 @@
-"""Training: the :class:`Trainer` loop, losses and evaluation (checkpoint files are :mod:`learnrecon.io`'s)."""
+"""Training: the :class:`Trainer` loop and its losses (checkpoint files are :mod:`learnrecon.io`'s, inference and
+scoring :mod:`learnrecon.evaluation`'s)."""
 
-from learnrecon.training.evaluate import evaluate_model
 from learnrecon.training.losses import LOSSES, get_loss
-from learnrecon.training.trainer import Trainer, TrainingError, learning_rate, synchronise_batch_norm
+from learnrecon.training.trainer import (
+    OperatorSource,
+    Trainer,
+    TrainingError,
+    learning_rate,
+    step_positions,
+    synchronise_batch_norm,
+)
 
 __all__ = [
     "LOSSES",
+    "OperatorSource",
     "Trainer",
     "TrainingError",
-    "evaluate_model",
     "get_loss",
     "learning_rate",
+    "step_positions",
     "synchronise_batch_norm",
 ]

@@ -1,9 +1,12 @@
-"""The training loop: supervised training of any learned model on (x, y) pairs.
+"""The training loop: supervised training of any model ``model(y, op)`` on any operator and data source.
 
-Adam with a cosine learning-rate decay computed from the step (no scheduler state), gradient clipping,
-bfloat16 autocast on CUDA, checkpoints every ``checkpoint_every`` steps (``last``) and on the best
-validation PSNR (``best``), CSV and TensorBoard scalars, a validation figure every ``figure_every``
-steps, and distributed data-parallel training when launched by ``torchrun``.
+:class:`Trainer` takes objects: a model, an operator (or an :class:`OperatorSource` that gives each step its own
+operator), a data source with ``batch(positions)`` (see :mod:`learnrecon.data.sources`), validation pairs, a loss
+and an optimiser; :meth:`Trainer.from_config` builds them from a YAML config. Adam with a cosine learning-rate
+decay computed from the step (no scheduler state), gradient clipping, bfloat16 autocast on CUDA, checkpoints every
+``checkpoint_every`` steps (``last``) and on the best validation PSNR (``best``), CSV and TensorBoard scalars, a
+validation figure every ``figure_every`` steps, distributed data-parallel training when launched by ``torchrun``,
+and a lock on the run folder (one writer at a time).
 
 Output folder::
 
@@ -11,7 +14,10 @@ Output folder::
     last.safetensors/.json  the latest checkpoint (resume from it with ``resume=True``)
     best.safetensors/.json  the checkpoint with the best validation PSNR
     metrics.csv             step, loss, lr, grad_norm, seconds
-    validation.csv          step, loss, psnr, ssim
+    validation.csv          step, loss, psnr, ssim (PSNR and SSIM under the library's one convention,
+                            :data:`learnrecon.evaluation.DATA_RANGE`: each reference image's own range)
+    diagnostics.csv         step and what the model reports of its forward passes (``model.diagnostics()``,
+                            e.g. an equilibrium model's non-converged fraction), for models that report
     tensorboard/            the same scalars for TensorBoard (when the tensorboard package is installed)
     figures/                validation reconstructions
 """
@@ -25,8 +31,11 @@ import platform
 import shutil
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import ExitStack, contextmanager, nullcontext
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.distributed as dist
@@ -34,18 +43,23 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import learnrecon
-from learnrecon import metrics
 from learnrecon._checks import parse_device
-from learnrecon.config import Config, save_config
-from learnrecon.errors import DataFileError, LearnreconError, NonFiniteError, ParameterError
+from learnrecon.config import Config, TrainingConfig, save_config, upgrade_data_section
+from learnrecon.data.sources import Pairs, make_training_data, make_validation_data
+from learnrecon.errors import DataFileError, LearnreconError, NonFiniteError, ParameterError, ShapeError
+from learnrecon.evaluation import diagnostics_of, predict, score
 from learnrecon.io.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
+from learnrecon.io.lock import output_lock
 from learnrecon.models.base import Unrolled
 from learnrecon.models.hub import build_model, checkpoint_location, load_weights
+from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import operator_config
-from learnrecon.training.data import make_training_data, make_validation_data, step_positions
 from learnrecon.training.losses import get_loss
 
-__all__ = ["Trainer", "TrainingError", "learning_rate", "synchronise_batch_norm"]
+__all__ = ["OperatorSource", "Trainer", "TrainingError", "learning_rate", "step_positions", "synchronise_batch_norm"]
+
+#: An image loss ``loss(x̂, x) -> scalar`` (see :data:`learnrecon.training.losses.LOSSES`).
+ImageLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "seconds")
 _VALIDATION_FIELDS = ("step", "loss", "psnr", "ssim")
@@ -64,24 +78,71 @@ def learning_rate(step: int, base: float, total: int, schedule: str) -> float:
     raise ParameterError(f"unknown learning-rate schedule {schedule!r}; choose cosine or constant")
 
 
+@runtime_checkable
+class OperatorSource(Protocol):
+    """Gives each training step its own operator and data: ``for_step(step, y) -> (op_s, y_s)`` (e.g. a random
+    subset of the angles and the rows of ``y`` that belong to it); ``operator`` is the full operator, which
+    validation and checkpoints use."""
+
+    operator: LinearOperator
+
+    def for_step(self, step: int, y: torch.Tensor) -> tuple[LinearOperator, torch.Tensor]: ...
+
+
+def step_positions(step: int, batch_size: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+    """The sample positions rank ``rank`` of ``world`` trains on at ``step``: block ``rank`` of the step's
+    ``batch_size`` consecutive positions ``step·B, …, step·B + B − 1`` cut into ``world`` blocks
+    (``batch_size`` a multiple of ``world``)."""
+    per_rank = batch_size // world
+    start = step * batch_size + rank * per_rank
+    return torch.arange(start, start + per_rank)
+
+
 class Trainer:
-    """Train ``config.model`` on ``config.data``, writing into ``out``.
+    """Train ``model(y, op)`` on the pairs of ``data``, writing into ``run_dir``.
 
     Args:
-        config: the experiment.
-        out: the output folder. An existing run there is continued only with ``resume=True``, replaced
-            only with ``overwrite=True``.
-        resume: continue from ``out/last`` (same batches, learning rates and RNG state as without the break);
+        model: any ``nn.Module`` called as ``model(y, op)``; one built by :func:`learnrecon.models.build_model`
+            records its name and parameters (``model.spec``), so its checkpoints rebuild it by name.
+        op: the forward operator, or an :class:`OperatorSource` giving each step its own (validation and
+            checkpoints then use ``op.operator``).
+        data: a data source: ``batch(positions) -> Pairs | Batch`` and ``indices(positions)`` (see
+            :mod:`learnrecon.data.sources`); a batch's ``extra["op"]``, if any, is the operator of that batch.
+        run_dir: the output folder. An existing run there is continued only with ``resume=True``, replaced
+            only with ``overwrite=True``; it is locked while this trainer exists (until :meth:`close`).
+        settings: the training section (steps, batch size, learning rate and schedule, logging, device, ...).
+        validation: pairs scored every ``settings.validate_every`` steps (None: no validation and no ``best``).
+        loss: an image loss ``loss(x̂, x)`` or its name (default ``settings.loss``).
+        optimizer: default Adam(``settings.lr``, ``settings.betas``, ``settings.weight_decay``); the schedule
+            scales each parameter group's initial learning rate.
+        config: the whole experiment, recorded in ``config.yaml`` and in the checkpoints (``from_config`` gives it).
+        resume: continue from ``run_dir/last`` (same batches, learning rates and RNG state as without the break);
             the config must be the run's, but for the training keys of :data:`_FREE_ON_RESUME`.
         progress: show a tqdm bar.
     """
 
     def __init__(
-        self, config: Config, out: str | Path, resume: bool = False, overwrite: bool = False, progress: bool = True
+        self,
+        model: nn.Module,
+        op: LinearOperator | OperatorSource,
+        data,
+        *,
+        run_dir: str | Path,
+        settings: TrainingConfig | None = None,
+        validation: Pairs | None = None,
+        loss: str | ImageLoss | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        config: Config | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
     ) -> None:
-        self.config, self.out, self.progress = config, Path(out), progress
-        t = config.training
-        _check_training(config)
+        self.settings = t = settings or TrainingConfig()
+        self.config, self.out, self.progress = config, Path(run_dir), progress
+        self.op_source = op if isinstance(op, OperatorSource) else None
+        self.op = op.operator if self.op_source is not None else op
+        self.data, self.validation = data, validation
+        _check_training(t)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.device = parse_device(t.device, "training.device", int(os.environ.get("LOCAL_RANK", "0")))
@@ -92,22 +153,35 @@ class Trainer:
         if t.threads > 0:
             torch.set_num_threads(t.threads)
         self._check_folder(resume, overwrite)
-        self.data, op = make_training_data(config.data)
-        self.op = op
-        self.validation = make_validation_data(config.data, op)
-        torch.manual_seed(t.seed)
-        self.model = build_model(config.model.name, config.model.params, op=op).to(self.device)
+        self._resources = ExitStack()
+        if self.is_main:
+            self._resources.enter_context(output_lock(self.out, f"learnrecon train ({_model_name(model)})"))
+        try:
+            self._build(model, loss, optimizer, resume, overwrite)
+        except BaseException:
+            self.close()  # a refused run releases the folder at once
+            raise
+
+    def _build(self, model: nn.Module, loss, optimizer, resume: bool, overwrite: bool) -> None:
+        t = self.settings
+        self.model = model.to(self.device)
+        self._check_spaces()
         if t.checkpoint_activations:
             if not isinstance(self.model, Unrolled):
                 raise ParameterError(
-                    f"training.checkpoint_activations applies to unrolled models; {config.model.name} is not one"
+                    f"training.checkpoint_activations applies to unrolled models; {self.name} is not one"
                 )
             self.model.checkpoint_activations = True
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
-        self.loss_fn = get_loss(t.loss)
+        self.optimizer = optimizer or torch.optim.Adam(
+            self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay
+        )
+        for group in self.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.loss_fn = get_loss(t.loss if loss is None else loss) if loss is None or isinstance(loss, str) else loss
         self.started_from = self._start_from(t.init_from) if t.init_from and not resume else None
         self.step, self.best_psnr, self.seconds = 0, -math.inf, 0.0
         self.saved_step: int | None = None  # the step of out/last, once there is one
+        self._warned_nonconverged = False
         if resume:
             self._restore()
         self._prepare_folder(resume, overwrite)  # only once everything is built and checked: bad input writes nothing
@@ -116,11 +190,58 @@ class Trainer:
             self.model = synchronise_batch_norm(self.model, self.device)
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
         self._writer = self._tensorboard() if self.is_main else None
+        if self._writer is not None:
+            self._resources.callback(self._writer.close)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        progress: bool = True,
+    ) -> Trainer:
+        """The trainer of a config: its model (``config.model``), the operator and data of ``config.data``
+        (simulated on the fly or read from files) and its training section; every section is checked before
+        anything is written."""
+        _check_training(config.training)
+        data, op = make_training_data(config.data)
+        validation = make_validation_data(config.data, op)
+        torch.manual_seed(config.training.seed)
+        model = build_model(config.model.name, config.model.params, op=op)
+        return cls(
+            model,
+            op,
+            data,
+            run_dir=run_dir,
+            settings=config.training,
+            validation=validation,
+            config=config,
+            resume=resume,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
     @property
     def is_main(self) -> bool:
         """Whether this process writes files (rank 0)."""
         return self.rank == 0
+
+    @property
+    def name(self) -> str:
+        """The model's registry name (or its class name)."""
+        return _model_name(self.model)
+
+    def close(self) -> None:
+        """Release the run folder's lock and close the TensorBoard writer (also when the trainer is deleted)."""
+        self._resources.close()
+
+    def __del__(self) -> None:
+        resources = getattr(self, "_resources", None)
+        if resources is not None:
+            resources.close()
 
     # -- set-up -------------------------------------------------------------------------------------
 
@@ -136,6 +257,31 @@ class Trainer:
                     f"{self.out} holds a run that stopped before its first checkpoint; pass --overwrite to start again"
                 )
             raise DataFileError(f"{self.out} already holds a run; pass --resume to continue it or --overwrite")
+
+    def _check_spaces(self) -> None:
+        """Refuse, before any step, a data source whose pairs do not fit the operator and a model that does not
+        accept the operator's spaces (one forward pass of one validation or training sample)."""
+        first = self.data.batch(step_positions(0, self.settings.batch_size // self.world))
+        x, y = first[0], first[1]
+        op = (first[2] or {}).get("op", self.op) if len(first) > 2 else self.op
+        for name, tensor, shape, space in (
+            ("truth", x, op.domain_shape, "images"),
+            ("data", y, op.range_shape, "data"),
+        ):
+            if tuple(tensor.shape[2:]) != tuple(shape) or tensor.ndim != len(shape) + 2:
+                raise ShapeError(
+                    f"the training data's {name} have shape {tuple(tensor.shape)} but {op.name}'s {space} need "
+                    f"(batch, 1, {', '.join(map(str, shape))}); give data simulated with this operator"
+                )
+        sample = (self.validation.y if self.validation is not None else y)[:1]
+        was_training = self.model.training
+        try:
+            with torch.no_grad():
+                self.model.eval()(sample.to(self.device), self.op)
+        except LearnreconError as err:
+            raise type(err)(f"model {self.name} cannot reconstruct {self.op.name}'s data: {err}") from err
+        finally:
+            self.model.train(was_training)
 
     def _prepare_folder(self, resume: bool, overwrite: bool) -> None:
         if self.world > 1:
@@ -154,7 +300,8 @@ class Trainer:
                 for name in _LOG_FILES:
                     _truncate_log(self.out / name, self.step)
             (self.out / "figures").mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.out / "config.yaml")
+            if self.config is not None:
+                save_config(self.config, self.out / "config.yaml")
 
     def _tensorboard(self):
         try:
@@ -169,10 +316,12 @@ class Trainer:
         path = checkpoint_location(name)
         tensors, meta = load_checkpoint(path, self.device)
         saved = meta.get("model", {})
-        wanted = self.config.to_dict()["model"]
+        wanted = self._model_record()
         free = getattr(type(self.model), "weight_free_params", ())
         saved_params = saved.get("params", {})
-        if saved.get("name") != wanted["name"] or _without(saved_params, free) != _without(wanted["params"], free):
+        if "name" in wanted and (
+            saved.get("name") != wanted["name"] or _without(saved_params, free) != _without(wanted["params"], free)
+        ):
             raise DataFileError(
                 f"training.init_from {name!r} holds model {saved.get('name')!r} {saved.get('params')}, "
                 f"the config asks for {wanted['name']!r} {wanted['params']}"
@@ -186,23 +335,21 @@ class Trainer:
             "best_psnr": meta.get("best_psnr"),
             "started_from": meta.get("started_from"),
             **({"widened_from": meta["widened_from"]} if "widened_from" in meta else {}),
-            **({"model_params": saved_params} if saved_params != wanted["params"] else {}),
+            **({"model_params": saved_params} if saved_params != wanted.get("params", saved_params) else {}),
         }
 
     def _restore(self) -> None:
         path = self.out / "last"
         tensors, meta = load_checkpoint(path, self.device)
-        if meta.get("model", {}).get("name") != self.config.model.name:
-            raise DataFileError(
-                f"{path}.json holds model {meta.get('model', {}).get('name')!r}, the config asks for "
-                f"{self.config.model.name!r}"
-            )
+        saved_name, name = meta.get("model", {}).get("name", meta.get("model", {}).get("class")), self.name
+        if saved_name != name and saved_name != _class_name(self.model):
+            raise DataFileError(f"{path}.json holds model {saved_name!r}, the config asks for {name!r}")
         if "optimizer" not in meta or "rng/torch" not in tensors:
             raise DataFileError(
                 f"{path} holds weights only (no optimiser or RNG state), so there is no run to resume; "
                 "start a new run from it with training.init_from"
             )
-        changed = _config_changes(meta.get("config", {}), self.config.to_dict())
+        changed = _config_changes(_upgraded(meta.get("config", {})), self.record())
         if changed:
             raise DataFileError(
                 f"cannot resume {path}: the config differs from the run's in {', '.join(changed)}; resume with the "
@@ -224,19 +371,18 @@ class Trainer:
 
     def train(self, until: int | None = None, max_seconds: float | None = None) -> dict:
         """Train up to step ``until`` (default: ``training.steps``) or for ``max_seconds``; returns a summary."""
-        t = self.config.training
+        t = self.settings
         until = t.steps if until is None else min(until, t.steps)
         base_seconds, started = self.seconds, time.perf_counter()
         bar = tqdm(  # a time-limited run shows its rate, not an ETA for steps it will not reach
             total=None if max_seconds is not None else max(until - self.step, 0),
-            desc=f"training {self.config.model.name}"
-            + (f" for {max_seconds / 60:.3g} min" if max_seconds is not None else ""),
+            desc=f"training {self.name}" + (f" for {max_seconds / 60:.3g} min" if max_seconds is not None else ""),
             unit="step",
             disable=not (self.progress and self.is_main),
         )
         losses = []
-        for positions, (x, y) in self._batches(until):
-            loss, grad_norm = self._train_step(positions, x, y)
+        for positions, batch in self._batches(until):
+            loss, grad_norm = self._train_step(positions, *batch)
             losses.append(loss)
             self.seconds = base_seconds + time.perf_counter() - started
             bar.update(1)
@@ -261,14 +407,14 @@ class Trainer:
         return bool(flag.item())
 
     def _autocast(self):
-        if self.config.training.amp and self.device.type == "cuda":
+        if self.settings.amp and self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
     def _batches(self, until: int):
-        """``(positions, (x, y))`` of steps ``self.step, …, until − 1``, simulated ahead in
+        """``(positions, (x, y, extra))`` of steps ``self.step, …, until − 1``, drawn ahead in
         ``training.num_workers`` processes when set (each batch a function of its step alone)."""
-        t = self.config.training
+        t = self.settings
         steps = _StepBatches(self.data, range(self.step, until), t.batch_size, self.rank, self.world)
         if t.num_workers == 0:
             return iter(steps[i] for i in range(len(steps)))
@@ -277,17 +423,27 @@ class Trainer:
         )
         return iter(loader)
 
-    def _train_step(self, positions: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        t = self.config.training
-        lr = learning_rate(self.step, t.lr, t.steps, t.schedule)
+    def _step_operator(self, y: torch.Tensor, extra: dict) -> tuple[LinearOperator, torch.Tensor]:
+        """The operator and data of this step: the batch's own operator, the operator source's, or the run's."""
+        if "op" in extra:
+            return extra["op"], y
+        if self.op_source is not None:
+            return self.op_source.for_step(self.step, y)
+        return self.op, y
+
+    def _train_step(
+        self, positions: torch.Tensor, x: torch.Tensor, y: torch.Tensor, extra: dict
+    ) -> tuple[float, float]:
+        t = self.settings
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = learning_rate(self.step, group["initial_lr"], t.steps, t.schedule)
         self.model.train()
         with self._out_of_memory_named(f"training step {self.step + 1}"):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            op, y = self._step_operator(y, extra)
             try:
                 with self._autocast():
-                    x_hat = self.net(y, self.op)
+                    x_hat = self.net(y, op)
             except NonFiniteError as err:
                 raise self._stopped(f"non-finite data ({err})", positions, "check the training data") from err
             loss = self.loss_fn(x_hat.float(), x)
@@ -329,54 +485,60 @@ class Trainer:
             yield
         except torch.cuda.OutOfMemoryError as err:
             raise TrainingError(
-                f"out of GPU memory in {where} with batch size {self.config.training.batch_size}: lower "
+                f"out of GPU memory in {where} with batch size {self.settings.batch_size}: lower "
                 "training.batch_size, set training.checkpoint_activations (unrolled models), use a smaller "
                 "validation set or model, or train on a device with more memory"
             ) from err
 
     def _after_step(self, loss: float, grad_norm: float) -> None:
-        t = self.config.training
+        t = self.settings
         if self.is_main and (self.step % t.log_every == 0 or self.step == t.steps):
             lr = self.optimizer.param_groups[0]["lr"]
             row = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "seconds": self.seconds}
             self._log("metrics.csv", _METRIC_FIELDS, row, "train")
-        if self.step % t.validate_every == 0 or self.step % t.figure_every == 0 or self.step == t.steps:
+            self._log_diagnostics()
+        if self.validation is not None and (
+            self.step % t.validate_every == 0 or self.step % t.figure_every == 0 or self.step == t.steps
+        ):
             self._validate()
         if self.step % t.checkpoint_every == 0:
             self._checkpoint()
 
-    # -- validation, logs, checkpoints ------------------------------------------------------------------
+    def _log_diagnostics(self) -> None:
+        """Log what the model reports of its last forward pass, and warn once when a solve did not converge."""
+        report = diagnostics_of(self.model)
+        if not report:
+            return
+        self._log("diagnostics.csv", ("step", *sorted(report)), {"step": self.step, **report}, "diagnostics")
+        if report.get("nonconverged_fraction", 0.0) > 0 and not self._warned_nonconverged:
+            self._warned_nonconverged = True
+            warnings.warn(
+                f"{self.name}: {100 * report['nonconverged_fraction']:.0f} % of the samples of step {self.step} did "
+                f"not converge (the rate of every step is in {self.out / 'diagnostics.csv'})",
+                stacklevel=2,
+            )
 
-    @torch.no_grad()
-    def reconstruct(self, y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        """The model's reconstructions of ``y`` (eval mode, in batches of ``training.batch_size`` by default)."""
-        batch_size = batch_size or self.config.training.batch_size
-        self.model.eval()
-        out = [
-            self.model(y[i : i + batch_size].to(self.device), self.op).float().cpu()
-            for i in range(0, len(y), batch_size)
-        ]
-        return torch.cat(out)
+    # -- validation, logs, checkpoints ------------------------------------------------------------------
 
     def _validate(self) -> None:
         if self.is_main:
             x, y = self.validation
             with self._out_of_memory_named(f"validation at step {self.step}"):
-                x_hat = self.reconstruct(y)
-            per_image = metrics.psnr(x_hat, x, data_range=1.0)
-            psnr = float(per_image.mean())
+                x_hat = predict(self.model, y, self.op, batch_size=self.settings.batch_size, device=self.device)
+            scores = score(x_hat, x)
+            psnr = float(scores.psnr.mean())
             row = {
                 "step": self.step,
                 "loss": float(self.loss_fn(x_hat, x)),
                 "psnr": psnr,
-                "ssim": float(metrics.ssim(x_hat, x, data_range=1.0).mean()),
+                "ssim": float(scores.ssim.mean()),
             }
             self._log("validation.csv", _VALIDATION_FIELDS, row, "validation")
             if psnr > self.best_psnr:
                 self.best_psnr = psnr
                 self.save("best", {"validation": row})
-            if self.step % self.config.training.figure_every == 0 or self.step == self.config.training.steps:
-                self._figure(x, x_hat, per_image)
+            if self.step % self.settings.figure_every == 0 or self.step == self.settings.steps:
+                self._figure(x, x_hat, scores.psnr)
         if self.world > 1:
             dist.barrier()
 
@@ -384,13 +546,12 @@ class Trainer:
         from learnrecon.report import reconstruction_grid
 
         n = min(2, len(x))
-        name = self.config.model.name
         reconstruction_grid(
             self.out / "figures" / f"validation-{self.step:07d}.png",
             list(x[:n]),
-            {name: list(x_hat[:n])},
+            {self.name: list(x_hat[:n])},
             [f"validation {i}" for i in range(n)],
-            {name: [f"{float(psnr[i]):.2f} dB" for i in range(n)]},
+            {self.name: [f"{float(psnr[i]):.2f} dB" for i in range(n)]},
         )
 
     def _log(self, name: str, fields: tuple[str, ...], row: dict, group: str) -> None:
@@ -413,12 +574,30 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
 
+    def _model_record(self) -> dict[str, Any]:
+        """What a checkpoint records of the model: its registry ``name`` and ``params``, else its class."""
+        spec = getattr(self.model, "spec", None)
+        return dict(spec) if spec else {"class": _class_name(self.model)}
+
+    def record(self) -> dict[str, Any]:
+        """The experiment as plain values: the config given, or the model, the operator and the training
+        section of a trainer built from objects."""
+        if self.config is not None:
+            return self.config.to_dict()
+        spec = self._model_record()
+        operator = _storable_config(self.op)
+        return {
+            "model": {"name": spec.get("name"), "params": spec.get("params", {})} if "name" in spec else {},
+            "data": {"operator": operator} if operator is not None else {},
+            "training": _plain(asdict(self.settings)),
+        }
+
     def metadata(self) -> dict:
         """What a checkpoint records besides the tensors."""
         return {
-            "model": {"name": self.config.model.name, "params": self.config.model.params},
-            "operator": operator_config(self.op),
-            "config": self.config.to_dict(),
+            "model": self._model_record(),
+            "operator": _storable_config(self.op),
+            "config": self.record(),
             "step": self.step,
             "seconds": self.seconds,
             "best_psnr": self.best_psnr,
@@ -435,6 +614,38 @@ class Trainer:
         """Write checkpoint ``out/<name>`` (weights, optimiser, RNG state, metadata)."""
         meta = {**self.metadata(), **(extra or {})}
         return save_checkpoint(self.out / name, self.model, meta, self.optimizer)
+
+
+def _model_name(model: nn.Module) -> str:
+    spec = getattr(model, "spec", None)
+    return spec["name"] if spec else type(model).__name__
+
+
+def _class_name(model: nn.Module) -> str:
+    return f"{type(model).__module__}.{type(model).__qualname__}"
+
+
+def _storable_config(op: LinearOperator) -> dict | None:
+    """``op``'s config when it can be stored (see :func:`operator_config`), else None."""
+    try:
+        return operator_config(op)
+    except LearnreconError:
+        return None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _upgraded(config: dict) -> dict:
+    """A config a checkpoint saved, its data section in today's layout (checkpoints of earlier versions)."""
+    if isinstance(config.get("data"), dict):
+        return {**config, "data": upgrade_data_section(config["data"], warn=False)}
+    return config
 
 
 _LOG_FILES = ("metrics.csv", "validation.csv")
@@ -498,9 +709,10 @@ class _StepBatches(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.steps)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, dict]]:
         positions = step_positions(self.steps[i], self.batch_size, self.rank, self.world)
-        return positions, tuple(self.data.batch(positions))
+        batch = self.data.batch(positions)
+        return positions, (batch[0], batch[1], dict(batch[2]) if len(batch) > 2 else {})
 
 
 def _without(params: dict, keys: tuple[str, ...]) -> dict:
@@ -523,8 +735,8 @@ def _truncate_log(path: Path, step: int) -> None:
         writer.writerows(r for r in rows if int(r["step"]) <= step)
 
 
-def _check_training(config: Config) -> None:
-    t = config.training
+def _check_training(t: TrainingConfig) -> None:
+    """Refuse a training section with a value out of its range, naming the key."""
     positive = {
         "steps": t.steps,
         "batch_size": t.batch_size,
@@ -540,8 +752,6 @@ def _check_training(config: Config) -> None:
         raise ParameterError(f"training.lr must be positive and finite, got {t.lr}")
     if not all(0 <= b < 1 for b in t.betas):
         raise ParameterError(f"training.betas must lie in [0, 1), got {t.betas}")
-    if config.data.validation_file is None and config.data.n_validation < 1:
-        raise ParameterError(f"data.n_validation must be >= 1, got {config.data.n_validation}")
     if t.threads < 0 or t.num_workers < 0:
         raise ParameterError("training.threads and training.num_workers must be >= 0")
     if t.clip_grad_norm < 0 or t.weight_decay < 0:
