@@ -30,8 +30,9 @@ POLICIES = {"default": "glibc's default", "tuned": "tune_malloc"}
 
 def measure(policy: str, sizes: list[int], repeats: int) -> dict:
     """In this process: set ``policy``, then time every shipped model at every batch size ``repeats`` times."""
+    from learnrecon.benchmark import PRETRAINED_LABELS, make_tasks
     from learnrecon.benchmark.presets import get_preset
-    from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
+    from learnrecon.evaluation import predict
     from learnrecon.models import pretrained
     from learnrecon.runtime import tune_malloc
 
@@ -46,7 +47,7 @@ def measure(policy: str, sizes: list[int], repeats: int) -> dict:
         for size in sizes:
             for _ in range(repeats):
                 start = time.perf_counter()
-                reconstruct(lambda batch, m=model: m(batch, op), y, batch_size=size)
+                predict(model, y, op, batch_size=size)
                 elapsed = 1000 * (time.perf_counter() - start) / y.shape[0]
                 times.setdefault(f"{PRETRAINED_LABELS.get(name, name)}|{size}", []).append(elapsed)
     usage = resource.getrusage(resource.RUSAGE_SELF)

@@ -21,8 +21,8 @@ import torch
 from results_file import provenance, publish
 
 from learnrecon import metrics
-from learnrecon.benchmark import PRESETS
-from learnrecon.benchmark.runner import EvalSet, make_tasks, reconstruct, tune_log_grid
+from learnrecon.benchmark import PRESETS, EvalSet, make_tasks, tune_log_grid
+from learnrecon.evaluation import predict
 from learnrecon.operators import ParallelBeam2D
 from learnrecon.report import machine_info, markdown_table
 from learnrecon.solvers import cgls, fbp, fista, landweber, sart, tikhonov, tv_pdhg
@@ -79,9 +79,9 @@ def methods(op: ParallelBeam2D, nonneg: bool) -> dict[str, tuple]:
     }
 
 
-def evaluate(solve, test: EvalSet) -> dict:
+def evaluate(solve, test: EvalSet, op) -> dict:
     start = time.perf_counter()
-    x_hat = reconstruct(solve, test.y)
+    x_hat = predict(lambda y, op: solve(y), test.y, op)
     seconds = (time.perf_counter() - start) / test.y.shape[0]
     return {
         "psnr": float(metrics.psnr(x_hat, test.x).mean()),
@@ -107,14 +107,14 @@ def main() -> None:
         for name, (solve, param, grid, bounds) in methods(op, nonneg).items():
 
             def score(value, solve=solve, validation=task.validation):
-                x_hat = reconstruct(lambda y: solve(y, value), validation.y)
+                x_hat = predict(lambda y, op: solve(y, value), validation.y, op)
                 return float(metrics.psnr(x_hat, validation.x).mean())
 
             integer = param in ("n_iter", "sweeps")
             best, tried = tune_log_grid(
                 score, grid, f"{name} on {task.validation.name}", bounds=bounds, integer=integer
             )
-            result = evaluate(lambda y, solve=solve, best=best: solve(y, best), task.test)
+            result = evaluate(lambda y, solve=solve, best=best: solve(y, best), task.test, op)
             result.update(parameter=param, value=best, grid=tried)
             record["results"].setdefault(name, {})[task.test.name] = result
         # Landweber: no tuning, the discrepancy principle with the true noise level.

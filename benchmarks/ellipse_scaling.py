@@ -23,8 +23,8 @@ from shepp_logan_regions import region_row, rim_mask
 from tqdm.auto import tqdm
 
 from learnrecon import metrics, phantoms
+from learnrecon.benchmark import make_tasks
 from learnrecon.benchmark.presets import get_preset
-from learnrecon.benchmark.runner import make_tasks
 from learnrecon.data.simulate import measure
 from learnrecon.models import build_model
 from learnrecon.report import machine_info, markdown_table

@@ -185,7 +185,7 @@ def check_training(c: Checks, device: torch.device) -> None:
 
     small = {
         "model": {"name": "lpd", "params": SMALL_PARAMS["lpd"]},
-        "data": {"image_size": 64, "n_angles": 20, "n_validation": 2},
+        "data": {"operator": {"type": "ParallelBeam2D", "image_size": 64, "n_angles": 20}, "n_validation": 2},
         "training": {"steps": 20, "batch_size": 4, "validate_every": 10, "checkpoint_every": 10, "device": str(device),
                      "amp": True, "num_workers": 2},
     }  # fmt: skip

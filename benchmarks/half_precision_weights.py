@@ -20,8 +20,9 @@ import torch
 from results_file import provenance, publish
 
 from learnrecon import metrics
+from learnrecon.benchmark import PRETRAINED_LABELS, make_tasks
 from learnrecon.benchmark.presets import get_preset
-from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
+from learnrecon.evaluation import predict
 from learnrecon.models import load_model, pretrained
 from learnrecon.report import machine_info, markdown_table
 
@@ -48,7 +49,7 @@ def rows_for(label: str, model: torch.nn.Module, op, tasks) -> list[dict]:
     rows, reference = [], None
     for weights, (variant, dtype) in variants.items():
         row = {"model": label, "weights": weights, "MB": n_params * dtype.itemsize / 1e6}
-        x_hats = {task.test.name: reconstruct(lambda y, m=variant: m(y, op), task.test.y) for task in tasks}
+        x_hats = {task.test.name: predict(variant, task.test.y, op) for task in tasks}
         reference = reference or x_hats  # the first variant: the weights as stored
         for task in tasks:
             name, x = task.test.name, task.test.x

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from results_file import RESULTS, provenance, publish
 
 from learnrecon import phantoms
+from learnrecon.benchmark import make_tasks, pretrained_methods, tune_tv
 from learnrecon.benchmark.presets import get_preset
-from learnrecon.benchmark.runner import make_tasks, pretrained_methods, reconstruct, tune_tv
+from learnrecon.evaluation import predict
 from learnrecon.report import machine_info, markdown_table, reconstruction_grid
 from learnrecon.solvers import fbp, tv_pdhg
 
@@ -70,12 +71,12 @@ def main() -> None:
     task = make_tasks(preset, op)[0]  # Shepp–Logan
     tv_params, _ = tune_tv(preset, op, task.validation)
     methods = {
-        f"FBP ({preset.fbp_filter})": lambda y: fbp(y, op, filter=preset.fbp_filter),
-        "TV": lambda y: tv_pdhg(y, op, n_iter=preset.tv_iterations, **tv_params),
+        f"FBP ({preset.fbp_filter})": lambda y, op: fbp(y, op, filter=preset.fbp_filter),
+        "TV": lambda y, op: tv_pdhg(y, op, n_iter=preset.tv_iterations, **tv_params),
         **pretrained_methods(preset, op)[0],
     }
     x, rim = task.test.x, rim_mask(preset.image_size, args.margin)
-    reconstructions = {name: reconstruct(method, task.test.y) for name, method in methods.items()}
+    reconstructions = {name: predict(method, task.test.y, op) for name, method in methods.items()}
     rows = [region_row(name, x_hat, x, rim) for name, x_hat in reconstructions.items()]
     info = machine_info()
     summary = {"machine": info, "tv": tv_params, "margin": args.margin, "rows": rows}

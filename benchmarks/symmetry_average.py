@@ -22,8 +22,9 @@ import torch
 from results_file import provenance, publish
 
 from learnrecon import metrics
+from learnrecon.benchmark import PRETRAINED_LABELS, make_tasks
 from learnrecon.benchmark.presets import get_preset
-from learnrecon.benchmark.runner import PRETRAINED_LABELS, make_tasks, reconstruct
+from learnrecon.evaluation import predict
 from learnrecon.models import pretrained
 from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.report import machine_info, markdown_table
@@ -35,7 +36,7 @@ def row_for(label: str, variant: str, model, op, tasks) -> dict:
     row, seconds, images = {"model": label, "variant": variant}, 0.0, 0
     for task in tasks:
         start = time.perf_counter()
-        x_hat = reconstruct(lambda y: model(y, op), task.test.y)
+        x_hat = predict(model, task.test.y, op)
         seconds += time.perf_counter() - start
         images += task.test.y.shape[0]
         row[f"PSNR {task.test.name}"] = float(metrics.psnr(x_hat, task.test.x).mean())

@@ -53,7 +53,7 @@ def test_reconstruction_grid_captions_each_method_with_its_scores(tmp_path, monk
 
 def test_results_table_columns_rows_and_time():
     """PSNR and SSIM per test set in the methods' order, and the time per image of the largest set."""
-    from learnrecon.benchmark.runner import results_table
+    from learnrecon.benchmark import results_table
 
     def cell(psnr, ssim, ms, n):
         return {"psnr": psnr, "ssim": ssim, "ms_per_image": ms, "psnr_per_image": [psnr] * n}
@@ -74,8 +74,7 @@ def test_the_benchmarks_shipped_methods_are_each_their_own_model():
     from dataclasses import replace
 
     from learnrecon import phantoms
-    from learnrecon.benchmark import get_preset
-    from learnrecon.benchmark.runner import pretrained_methods
+    from learnrecon.benchmark import get_preset, pretrained_methods
     from learnrecon.models import pretrained
     from learnrecon.operators import ParallelBeam2D
 
@@ -86,15 +85,14 @@ def test_the_benchmarks_shipped_methods_are_each_their_own_model():
     with torch.no_grad():
         for label, name in zip(methods, names, strict=True):
             assert provenance[label]["name"] == name
-            torch.testing.assert_close(methods[label](y), pretrained(name)(y, op))
+            torch.testing.assert_close(methods[label](y, op), pretrained(name)(y, op))
 
 
 def test_tv_tuning_keeps_the_better_variant():
     from dataclasses import replace
 
     from learnrecon import phantoms
-    from learnrecon.benchmark import get_preset
-    from learnrecon.benchmark.runner import EvalSet, tune_tv
+    from learnrecon.benchmark import EvalSet, get_preset, tune_tv
     from learnrecon.noise import gaussian
     from learnrecon.operators import ParallelBeam2D
 
@@ -239,7 +237,7 @@ def test_html_report_refuses_to_embed_an_existing_file_outside_its_folder(tmp_pa
 
 def test_tune_log_grid_extends_past_a_winning_edge_then_refines_around_the_best():
     """Grid (1, 10), optimum at 10^-4.4: extended down 4 times to 1e-4, then refined by 10^±0.25, 10^±0.5."""
-    from learnrecon.benchmark.runner import tune_log_grid
+    from learnrecon.benchmark import tune_log_grid
 
     def score(value):
         return -((math.log10(value) + 4.4) ** 2)
@@ -256,14 +254,14 @@ def test_tune_log_grid_extends_past_a_winning_edge_then_refines_around_the_best(
 
 
 def test_evaluate_reports_mean_scores_and_milliseconds_per_image(monkeypatch):
-    from learnrecon.benchmark import runner
+    from learnrecon import evaluation
+    from learnrecon.operators import Identity
 
     x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     noisy = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
     clock = iter([10.0, 10.5])
-    monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
-    test = runner.EvalSet("set", x, torch.zeros(2, 1, 3, 5))
-    result = runner.evaluate({"m": lambda y: noisy[: y.shape[0]]}, test, progress=False)["m"]
+    monkeypatch.setattr(evaluation, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
+    result = evaluation.evaluate(lambda y, op: noisy[: y.shape[0]], torch.zeros(2, 1, 16, 16), x, Identity((16, 16)))
     assert result["ms_per_image"] == pytest.approx(250.0)  # 0.5 s for 2 images
     assert result["ssim"] == pytest.approx(float(metrics.ssim(noisy, x).mean()))
     assert result["psnr"] == pytest.approx(float(metrics.psnr(noisy, x).mean()))
@@ -271,7 +269,7 @@ def test_evaluate_reports_mean_scores_and_milliseconds_per_image(monkeypatch):
 
 
 def test_training_record_counts_hours_over_all_rounds_and_the_best_validation_psnr():
-    from learnrecon.benchmark.runner import _training_record
+    from learnrecon.benchmark import training_record
 
     meta = {
         "step": 100,
@@ -281,7 +279,7 @@ def test_training_record_counts_hours_over_all_rounds_and_the_best_validation_ps
         "commit": "abc",
         "started_from": {"step": 50, "seconds": 1800.0},
     }
-    assert _training_record(meta) == {
+    assert training_record(meta) == {
         "steps": 150,
         "rounds": 2,
         "training_hours": 1.5,
@@ -293,30 +291,34 @@ def test_training_record_counts_hours_over_all_rounds_and_the_best_validation_ps
 
 
 def test_train_from_scratch_gives_the_trainer_minutes_as_seconds_and_reports_minutes(tmp_path, monkeypatch):
-    import learnrecon.training
-    from learnrecon.benchmark import get_preset
-    from learnrecon.benchmark.runner import train_from_scratch
+    from learnrecon.benchmark import get_preset, methods, train_from_scratch
 
     seen = {}
 
     class FakeTrainer:
-        def __init__(self, config, folder, progress=True):
-            self.model, self.op = torch.nn.Identity(), None
+        @classmethod
+        def from_config(cls, config, folder, progress=True):
+            trainer = cls()
+            trainer.model, trainer.op = torch.nn.Identity(), None
+            return trainer
 
         def train(self, until=None, max_seconds=None):
             seen["max_seconds"] = max_seconds
             return {"steps": 7, "seconds": 90.0, "best_psnr": 25.0}
 
-    monkeypatch.setattr(learnrecon.training, "Trainer", FakeTrainer)
+        def close(self):
+            seen["closed"] = True
+
+    monkeypatch.setattr(methods, "Trainer", FakeTrainer)
     preset = replace(get_preset("smoke"), train_minutes=2.5)
     label, _, info = train_from_scratch(preset, tmp_path, progress=False)
-    assert seen["max_seconds"] == 150.0
+    assert seen["max_seconds"] == 150.0 and seen["closed"]
     assert label == "LPD (trained here, 7 steps)"
     assert (info["steps"], info["minutes"], info["best_validation_psnr"]) == (7, 1.5, 25.0)
 
 
 def _fake_run(calls):
-    """A stand-in for runner._run/_write_outputs: a finished benchmark folder without the simulation."""
+    """A stand-in for runner._run/write_outputs: a finished benchmark folder without the simulation."""
 
     def run(preset, folder, progress):
         calls.append(folder)
@@ -335,7 +337,7 @@ def test_benchmark_replaces_an_empty_folder_and_a_stale_temporary_folder(tmp_pat
     calls = []
     run, write = _fake_run(calls)
     monkeypatch.setattr(runner, "_run", run)
-    monkeypatch.setattr(runner, "_write_outputs", write)
+    monkeypatch.setattr(runner, "write_outputs", write)
     out = tmp_path / "out"
     out.mkdir()
     stale = tmp_path / ".out.tmp"
@@ -352,7 +354,7 @@ def test_benchmark_checks_its_checkpoints_before_any_work(tmp_path, monkeypatch)
     calls = []
     run, write = _fake_run(calls)
     monkeypatch.setattr(runner, "_run", run)
-    monkeypatch.setattr(runner, "_write_outputs", write)
+    monkeypatch.setattr(runner, "write_outputs", write)
     preset = replace(get_preset("smoke"), checkpoints=(str(tmp_path / "missing.safetensors"),))
     with pytest.raises(LearnreconError, match="does not exist"):
         runner.run_benchmark(preset, tmp_path / "out", progress=False)
@@ -363,15 +365,15 @@ def test_benchmark_figures_show_two_samples_per_test_set_with_their_own_scores(t
     """The grid: the first two images of each test set, captioned with their own PSNR/SSIM; the bar charts:
     mean PSNR in psnr.png and mean SSIM in ssim.png.
     """
-    from learnrecon.benchmark import runner
+    from learnrecon.benchmark import EvalSet, report
 
     grids, bars = [], {}
-    monkeypatch.setattr(runner, "reconstruction_grid", lambda *args: grids.append(args))
-    monkeypatch.setattr(runner, "metric_bars", lambda path, values, metric: bars.update({path.name: values}))
-    monkeypatch.setattr(runner, "_report_markdown", lambda preset, summary: "")
-    monkeypatch.setattr(runner, "write_html_report", lambda folder: None)
+    monkeypatch.setattr(report, "reconstruction_grid", lambda *args: grids.append(args))
+    monkeypatch.setattr(report, "metric_bars", lambda path, values, metric: bars.update({path.name: values}))
+    monkeypatch.setattr(report, "report_markdown", lambda preset, summary: "")
+    monkeypatch.setattr(report, "write_html_report", lambda folder: None)
     x = torch.rand(3, 1, 4, 4, generator=torch.Generator().manual_seed(0))
-    tests = [runner.EvalSet("SL", x[:1], x[:1]), runner.EvalSet("ell", x, x)]
+    tests = [EvalSet("SL", x[:1], x[:1]), EvalSet("ell", x, x)]
 
     def result(psnr, ssim):
         n = len(psnr)
@@ -382,7 +384,7 @@ def test_benchmark_figures_show_two_samples_per_test_set_with_their_own_scores(t
         "A": {"SL": result([20.0], [0.5]), "ell": result([21.0, 22.0, 23.0], [0.6, 0.7, 0.8])},
         "B": {"SL": result([30.0], [0.9]), "ell": result([31.0, 32.0, 33.0], [0.1, 0.2, 0.3])},
     }
-    runner._write_outputs(tmp_path, None, tests, results, {"results": {}})
+    report.write_outputs(tmp_path, None, tests, results, {"results": {}})
     ((_, truths, recon, titles, captions),) = grids
     assert titles == ["SL", "ell 0", "ell 1"] and len(truths) == len(recon["A"]) == 3
     assert captions["A"] == ["20.00 dB / 0.500", "21.00 dB / 0.600", "22.00 dB / 0.700"]
@@ -393,7 +395,7 @@ def test_benchmark_figures_show_two_samples_per_test_set_with_their_own_scores(t
 
 def test_report_names_the_chosen_tv_variant_and_fbp_cutoffs_only_when_tuned():
     from learnrecon.benchmark import get_preset
-    from learnrecon.benchmark.runner import _fbp_tuning, _report_markdown
+    from learnrecon.benchmark.report import _fbp_tuning, report_markdown
 
     one = {"frequency_scaling": 1.0, "grid": [{"frequency_scaling": 1.0, "mean PSNR": 20.0}]}
     two = {"frequency_scaling": 0.8, "grid": [*one["grid"], {"frequency_scaling": 0.8, "mean PSNR": 21.0}]}
@@ -411,15 +413,14 @@ def test_report_names_the_chosen_tv_variant_and_fbp_cutoffs_only_when_tuned():
         "reproduced": {},
         "trained_here": {},
     }
-    report = _report_markdown(get_preset("smoke"), summary)
+    report = report_markdown(get_preset("smoke"), summary)
     assert "**SL**: anisotropic TV, λ = 0.5, with non-negativity, chosen by mean PSNR on val.\n" in report
     assert "FBP cut-off" not in report
 
 
 def test_benchmark_test_sets_are_not_their_validation_sets():
     """Test ellipses are other images than the validation ellipses; Shepp–Logan gets another noise draw."""
-    from learnrecon.benchmark import get_preset
-    from learnrecon.benchmark.runner import make_tasks
+    from learnrecon.benchmark import get_preset, make_tasks
     from learnrecon.operators import ParallelBeam2D
 
     preset = replace(get_preset("smoke"), image_size=16, n_angles=4, n_detectors=23, n_validation=2, n_test=2)

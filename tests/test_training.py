@@ -1167,8 +1167,7 @@ def test_reproduction_preset_trains_to_completion_and_resumes(tmp_path):
 def test_dival_preset_simulates_its_test_data_on_a_finer_grid():
     from dataclasses import replace
 
-    from learnrecon.benchmark import get_preset
-    from learnrecon.benchmark.runner import make_tasks
+    from learnrecon.benchmark import get_preset, make_tasks
     from learnrecon.data.simulate import finer_operator, upsample_bilinear
     from learnrecon.operators import ParallelBeam2D
     from learnrecon.phantoms import shepp_logan
@@ -1205,8 +1204,7 @@ def test_fbp_cutoff_is_tuned_on_validation_data():
     """Noiseless data want the full band; heavy noise wants a low cut-off."""
     from dataclasses import replace
 
-    from learnrecon.benchmark import get_preset
-    from learnrecon.benchmark.runner import EvalSet, tune_fbp
+    from learnrecon.benchmark import EvalSet, get_preset, tune_fbp
     from learnrecon.noise import gaussian
     from learnrecon.operators import ParallelBeam2D
     from learnrecon.phantoms import shepp_logan

@@ -196,6 +196,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-deepinv", action="store_true", help="operators: do not time DeepInverse even when installed")
     p.add_argument("--out", default=None, help="output folder (default results/<preset>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--dry-run", action="store_true", help="build the preset's tasks, models and training configs, then stop"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=_run_benchmark)
 
@@ -203,8 +206,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 def _run_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from learnrecon.benchmark import get_preset, run_benchmark
-    from learnrecon.benchmark.runner import results_table
+    from learnrecon.benchmark import dry_run, get_preset, results_table, run_benchmark
     from learnrecon.errors import ParameterError
 
     if args.what == "operators":
@@ -228,6 +230,10 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         return 0
 
     preset = replace(get_preset(args.preset), checkpoints=tuple(args.checkpoint))
+    if args.dry_run:
+        print("\n".join(dry_run(preset)))
+        print(f"preset {preset.name}: every part builds (nothing trained or written)")
+        return 0
     out = args.out or f"results/{preset.name}"
     summary = run_benchmark(preset, out, overwrite=args.overwrite, progress=not args.quiet)
     print(results_table(summary))
@@ -242,7 +248,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train the config's model (configs/*.yaml) with checkpoints, CSV/TensorBoard logs and "
         "validation figures in the output folder. Launch with torchrun for distributed data-parallel training.",
     )
-    p.add_argument("--config", required=True, help="YAML config with model, data and training sections")
+    p.add_argument(
+        "--config",
+        required=True,
+        help="YAML config with model, data and training sections (a path, or the name of a config shipped in "
+        "the package, e.g. lpd_paper.yaml)",
+    )
     p.add_argument("--out", default=None, help="output folder (default runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start again, replacing the run in --out")
@@ -255,10 +266,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from learnrecon.benchmark import preset_config
     from learnrecon.config import load_config
     from learnrecon.training import Trainer
 
-    config = load_config(args.config)
+    config = load_config(preset_config(args.config))
     out = args.out or f"runs/{Path(args.config).stem}"
     trainer = Trainer.from_config(config, out, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
     max_seconds = None if args.max_minutes is None else 60 * args.max_minutes

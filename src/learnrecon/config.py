@@ -19,6 +19,7 @@ import types
 import typing
 import warnings
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "DataConfig",
     "ModelConfig",
     "TrainingConfig",
+    "find_config",
     "from_dict",
     "load_config",
     "save_config",
@@ -300,13 +302,25 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def find_config(path: str | Path) -> Path:
+    """``path`` when it names a file, else the config of that name shipped in the package (``learnrecon/configs/``:
+    the configs the benchmark presets train with, so that they run from an installed package)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = Path(str(resources.files("learnrecon") / "configs" / given.name))
+    if given.suffix in (".yaml", ".yml") and given.name == str(path) and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.name for p in shipped.parent.glob("*.yaml")))
+    raise DataFileError(f"config file {path} does not exist (the package ships the configs {names})")
+
+
 def load_config(path: str | Path) -> Config:
-    """Read a YAML config with safe loading (no Python objects), refusing duplicate keys. Paths in it
-    (``data.train_file``, ``data.validation_file``, ``training.init_from``) are relative to the working
-    directory, as on the command line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileError(f"config file {path} does not exist")
+    """Read a YAML config (a path, or the name of a config shipped in the package: :func:`find_config`) with safe
+    loading (no Python objects), refusing duplicate keys. Paths in it (``data.train_file``,
+    ``data.validation_file``, ``training.init_from``) are relative to the working directory, as on the command
+    line."""
+    path = find_config(path)
     try:
         values = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
     except UnicodeDecodeError as err:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from learnrecon.errors import ParameterError
-from learnrecon.operators.tomography import ParallelBeam2D
+from learnrecon.operators.base import LinearOperator
+from learnrecon.operators.registry import build_operator
 
 __all__ = ["PRESETS", "Preset", "get_preset"]
 
@@ -44,8 +46,9 @@ class Preset:
             default the shipped LPD's configuration, FBP as its initial image.
         train_minutes, train_steps: its budget (whichever ends first); the learning rate is constant.
         train_batch_size: its batch size.
-        reproduce: training configs (YAML paths) trained to completion in ``runs_dir/<config name>``, resuming
-            whatever is there, and evaluated at their best validation checkpoint (the full reproduction).
+        reproduce: training configs (YAML paths, or the names of configs shipped in ``learnrecon/configs/``)
+            trained to completion in ``runs_dir/<config name>``, resuming whatever is there, and evaluated at
+            their best validation checkpoint (the full reproduction).
         runs_dir: where the ``reproduce`` runs live (they outlive the benchmark's output folder).
     """
 
@@ -76,9 +79,19 @@ class Preset:
     reproduce: tuple[str, ...] = ()
     runs_dir: str = "runs/paper"
 
-    def operator(self) -> ParallelBeam2D:
-        """The ray transform of the preset: ``image_size``², ``n_angles`` uniform in [0, π), ``n_detectors``."""
-        return ParallelBeam2D(self.image_size, self.n_angles, n_detectors=self.n_detectors)
+    def operator_section(self) -> dict[str, Any]:
+        """The preset's operator as a config section: the parallel-beam ray transform of ``image_size``²,
+        ``n_angles`` uniform in [0, π) and ``n_detectors``."""
+        return {
+            "type": "ParallelBeam2D",
+            "image_size": self.image_size,
+            "n_angles": self.n_angles,
+            "n_detectors": self.n_detectors,
+        }
+
+    def operator(self) -> LinearOperator:
+        """The operator of the preset (:meth:`operator_section`)."""
+        return build_operator(self.operator_section())
 
 
 PRESETS: dict[str, Preset] = {
@@ -89,11 +102,12 @@ PRESETS: dict[str, Preset] = {
     ),
     "paper": Preset(
         "paper",
-        "the full reproduction of the LGD/LPD ellipses setup: FBPConvNet, LGD and LPD trained with "
-        "configs/*_paper.yaml (100k steps each; resumable: run the same command again to go on)",
+        "the full reproduction of the LGD/LPD ellipses setup: FBPConvNet, LGD and LPD trained with the package's "
+        "configs fbpconvnet_paper.yaml, lgd_paper.yaml and lpd_paper.yaml (100k steps each; resumable: run the same "
+        "command again to go on)",
         pretrained=(),
         train_model=None,
-        reproduce=("configs/fbpconvnet_paper.yaml", "configs/lgd_paper.yaml", "configs/lpd_paper.yaml"),
+        reproduce=("fbpconvnet_paper.yaml", "lgd_paper.yaml", "lpd_paper.yaml"),
     ),
     "dival": Preset(
         "dival",
