@@ -137,3 +137,13 @@ def test_config_defaults_are_the_lpd_paper_setup_and_bools_are_not_ints():
     assert (training.batch_size, training.lr, tuple(training.betas)) == (5, 1e-3, (0.9, 0.99))
     with pytest.raises(ParameterError, match="training.steps"):
         from_dict({"training": {"steps": True}})
+
+
+def test_the_configs_shipped_in_the_package_load_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the checkout, as from an installed package
+    assert load_config("lpd_paper") == load_config("lpd_paper.yaml")
+    assert load_config("lpd_paper").model.name == "lpd"
+    with pytest.raises(DataFileError, match="does not exist \\(the package ships the configs fbpconvnet_paper.yaml"):
+        load_config("lpd_nowhere")
+    with pytest.raises(DataFileError, match="config file elsewhere/lpd_paper.yaml does not exist"):
+        load_config("elsewhere/lpd_paper.yaml")  # a path is a path: never read as a shipped name

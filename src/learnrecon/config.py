@@ -304,12 +304,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def find_config(path: str | Path) -> Path:
     """``path`` when it names a file, else the config of that name shipped in the package (``learnrecon/configs/``:
-    the configs the benchmark presets train with, so that they run from an installed package)."""
+    the configs the benchmark presets train with, so that they run from an installed package), with or without
+    its ``.yaml``: ``find_config("lpd_paper")``."""
     given = Path(path)
     if given.is_file():
         return given
-    shipped = Path(str(resources.files("learnrecon") / "configs" / given.name))
-    if given.suffix in (".yaml", ".yml") and given.name == str(path) and shipped.is_file():
+    name = given.name if given.suffix in (".yaml", ".yml") else f"{given.name}.yaml"
+    shipped = Path(str(resources.files("learnrecon") / "configs" / name))
+    if given.name == str(path) and shipped.is_file():
         return shipped
     names = ", ".join(sorted(p.name for p in shipped.parent.glob("*.yaml")))
     raise DataFileError(f"config file {path} does not exist (the package ships the configs {names})")
