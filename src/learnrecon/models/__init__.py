@@ -2,7 +2,8 @@
 
 Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :class:`LearnedProximal`,
 :class:`LearnedPrimalDual`, :class:`VariationalNetwork`, :class:`LISTA`) share the step interface of
-:class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction.
+:class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction;
+:class:`TaskAdapted` follows any of them with a segmentation network (joint reconstruction and segmentation).
 """
 
 from learnrecon.models.base import INITS, Unrolled, initial_reconstruction, normalised
@@ -15,6 +16,7 @@ from learnrecon.models.nets import ConvBlock, UNet
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
 from learnrecon.models.registry import MODELS, SMALL_PARAMS, register_model
+from learnrecon.models.segmentation import SegmentationUNet, TaskAdapted, TaskOutput, image_of
 from learnrecon.models.variational import VariationalNetwork
 
 __all__ = [
@@ -28,11 +30,15 @@ __all__ = [
     "LearnedGradientDescent",
     "LearnedPrimalDual",
     "LearnedProximal",
+    "SegmentationUNet",
     "SymmetryAverage",
+    "TaskAdapted",
+    "TaskOutput",
     "UNet",
     "Unrolled",
     "VariationalNetwork",
     "build_model",
+    "image_of",
     "initial_reconstruction",
     "load_model",
     "model_parameters",

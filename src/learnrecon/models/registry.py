@@ -15,6 +15,7 @@ from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent
 from learnrecon.models.lista import LISTA
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
+from learnrecon.models.segmentation import TaskAdapted
 from learnrecon.models.variational import VariationalNetwork
 
 __all__ = ["MODELS", "SMALL_PARAMS", "register_model"]
@@ -27,6 +28,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "proximal": LearnedProximal,
     "lpd": LearnedPrimalDual,
     "vn": VariationalNetwork,
+    "task-adapted": TaskAdapted,
 }
 
 #: Small versions of every model (a few thousand parameters), for tests and device checks on 32²–64² problems.
@@ -38,6 +40,10 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "proximal": {"n_iter": 3, "width": 8},
     "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
     "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
+    "task-adapted": {
+        "reconstructor": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
+        "task": {"depth": 2, "width": 4},
+    },
 }
 
 
