@@ -446,7 +446,7 @@ class Trainer:
                     x_hat = self.net(y, op)
             except NonFiniteError as err:
                 raise self._stopped(f"non-finite data ({err})", positions, "check the training data") from err
-            loss = self.loss_fn(x_hat.float(), x)
+            loss = self.loss_fn(x_hat.to(torch.complex64) if x_hat.is_complex() else x_hat.float(), x)
             self._check_finite(loss, "loss", positions)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
