@@ -4,8 +4,8 @@ single- and multi-coil MRI (forward, backward, dtypes), and the MRI models' math
 import pytest
 import torch
 
-from learnrecon.errors import ShapeError
-from learnrecon.models import SMALL_PARAMS, build_model
+from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.models import SMALL_PARAMS, build_model, normalised
 from learnrecon.models.complex import (
     RealChannels,
     from_channels,
@@ -15,6 +15,7 @@ from learnrecon.models.complex import (
     to_channels,
     to_network,
 )
+from learnrecon.models.varnet import E2EVarNet, MRIVariationalNetwork, VarNetCascade, coil_expand, coil_reduce
 from learnrecon.operators import ParallelBeam2D
 from learnrecon.operators.base import adjoint_mismatch
 from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
@@ -22,7 +23,7 @@ from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
 N = 16
 MASK = cartesian_mask((N, N), 4, 0.08, seed=0)
 OPS = {"single-coil": MRI(MASK), "multi-coil": MRI(MASK, gaussian_coil_maps(4, (N, N)))}
-CONVOLVING = ("fbpconvnet", "lgd", "glgd", "proximal", "lpd", "vn")
+CONVOLVING = ("fbpconvnet", "lgd", "glgd", "proximal", "lpd", "vn", "vn-mri", "e2e-varnet")
 
 
 def _complex_images(op, n=2, seed=0, dtype=torch.complex64):
@@ -106,3 +107,55 @@ def test_untrained_residual_models_start_at_the_zero_filled_image(kind):
     lgd = build_model("lgd", SMALL_PARAMS["lgd"], op=op)
     with torch.no_grad():
         torch.testing.assert_close(lgd(y, op), op.pseudo_inverse(y))
+
+
+@pytest.mark.parametrize("kind", OPS)
+def test_vn_stage_without_potentials_is_a_gradient_step_through_the_coils(kind):
+    """With the potentials' weights at zero a VN stage is x − λ A*(A x − y) on the normalised problem, the
+    multi-coil data term's gradient; its filters have a real and an imaginary part."""
+    op = OPS[kind]
+    vn = build_model("vn-mri", {"n_stages": 1, "n_filters": 3, "filter_size": 5, "n_rbf": 5, "init": "zero"}, op=op)
+    assert isinstance(vn, MRIVariationalNetwork) and vn.steps[0].filters.shape == (3, 2, 5, 5)
+    assert MRIVariationalNetwork().steps[0].filters.shape[:1] == (48,)  # Hammernik et al.'s 48 filters of 11x11
+    with torch.no_grad():
+        vn.steps[0].weights.zero_()
+        vn.steps[0].log_lam.fill_(-0.5)
+    y = op(_complex_images(op, dtype=torch.complex128)).to(torch.complex64)
+    y_n, op_n = normalised(y, op)
+    lam = float(torch.tensor(-0.5).exp())
+    expected = -lam * op_n.H(-y_n)  # from x = 0: x − λ A*(A x − y) = λ A* y
+    with torch.no_grad():
+        torch.testing.assert_close(vn(y, op), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", OPS)
+def test_soft_data_consistency_scales_the_kspace_residual_by_one_minus_eta(kind):
+    """Without its U-Net a cascade is k − η M(k − ỹ): the residual on the sampled lines becomes (1 − η) times
+    what it was and the unsampled k-space is kept."""
+    op = OPS[kind]
+    gen = torch.Generator().manual_seed(2)
+    k = torch.randn(2, *op.range_shape, dtype=torch.complex128, generator=gen)
+    y = op(_complex_images(op, dtype=torch.complex128))[:, 0]
+    cascade = VarNetCascade(4, 1, regulariser=False).double()
+    with torch.no_grad():
+        cascade.dc_weight.fill_(0.3)
+        k_next = cascade(k, y, op)
+    mask = op.mask
+    torch.testing.assert_close(torch.where(mask, k_next - y, 0), 0.7 * torch.where(mask, k - y, 0))
+    torch.testing.assert_close(torch.where(mask, 0, k_next), torch.where(mask, 0, k))
+    # R is the adjoint of E, and R E = I when the sensitivities sum to one in square.
+    x = _complex_images(op, dtype=torch.complex128)[:, 0]
+    torch.testing.assert_close(coil_reduce(op, coil_expand(op, x)), x)
+    lhs = torch.vdot(coil_expand(op, x).flatten(), k.flatten())
+    torch.testing.assert_close(lhs, torch.vdot(x.flatten(), coil_reduce(op, k).flatten()))
+
+
+def test_e2e_varnet_reconstructs_complex_images_and_refuses_other_operators():
+    op = OPS["multi-coil"]
+    model = E2EVarNet(n_cascades=2, width=4, depth=1)
+    y = op(_complex_images(op))
+    with torch.no_grad():
+        x_hat = model(y, op)
+    assert x_hat.shape == (2, 1, *op.domain_shape) and x_hat.is_complex()
+    with pytest.raises(ParameterError, match="works in the k-space of a Cartesian MRI operator"):
+        model(torch.zeros(1, 1, 5, N), ParallelBeam2D(N, 5))

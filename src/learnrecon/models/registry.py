@@ -16,8 +16,9 @@ from learnrecon.models.lista import LISTA
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
 from learnrecon.models.variational import VariationalNetwork
+from learnrecon.models.varnet import E2EVarNet, MRIVariationalNetwork
 
-__all__ = ["MODELS", "SMALL_PARAMS", "register_model"]
+__all__ = ["MODELS", "MRI_ONLY", "SMALL_PARAMS", "register_model"]
 
 MODELS: dict[str, type[nn.Module]] = {
     "fbpconvnet": FBPConvNet,
@@ -27,7 +28,12 @@ MODELS: dict[str, type[nn.Module]] = {
     "proximal": LearnedProximal,
     "lpd": LearnedPrimalDual,
     "vn": VariationalNetwork,
+    "vn-mri": MRIVariationalNetwork,
+    "e2e-varnet": E2EVarNet,
 }
+
+#: Models that only reconstruct Cartesian MRI (they work in its k-space).
+MRI_ONLY: tuple[str, ...] = ("e2e-varnet",)
 
 #: Small versions of every model (a few thousand parameters), for tests and device checks on 32²–64² problems.
 SMALL_PARAMS: dict[str, dict[str, Any]] = {
@@ -38,6 +44,8 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "proximal": {"n_iter": 3, "width": 8},
     "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
     "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
+    "vn-mri": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
+    "e2e-varnet": {"n_cascades": 2, "width": 4, "depth": 1},
 }
 
 
