@@ -185,3 +185,28 @@ def test_fastmri_reader_errors_name_the_problem(tmp_path):
     with pytest.raises(DTypeError, match="is real .* but complex data is expected"):
         MRI(cartesian_mask((16, 16), 4))(torch.zeros(1, 16, 16))
     assert math.isfinite(float(item.kspace.abs().sum()))
+
+
+def test_complex_tv_is_real_tv_rotated_for_a_unitary_operator():
+    """With a full mask A = F is unitary, so complex TV on F(e^{iθ} z) for a real z is e^{iθ} times real TV
+    denoising of z (the PDHG iterates are the same up to the rotation); CG-SENSE (Tikhonov) takes complex data."""
+    from learnrecon.operators import Identity
+    from learnrecon.solvers import tikhonov, tv_pdhg
+
+    z = phantoms.shepp_logan(24).double()[None, None] + 0.05 * torch.randn(1, 1, 24, 24, dtype=torch.float64)
+    rotation = torch.exp(torch.tensor(0.7j, dtype=torch.complex128))
+    full = MRI(torch.ones(24, 24))
+    y = full(rotation * z.to(torch.complex128))
+    x_complex = tv_pdhg(y, full, lam=0.05, n_iter=300, nonneg=False)
+    x_real = tv_pdhg(z, Identity((24, 24)), lam=0.05, n_iter=300, nonneg=False)
+    torch.testing.assert_close(x_complex, rotation * x_real.to(torch.complex128), atol=1e-8, rtol=1e-8)
+    with pytest.raises(ParameterError, match="complex images, for which x >= 0 has no meaning"):
+        tv_pdhg(y, full, lam=0.05)
+    multi = MRI(cartesian_mask((24, 24), 4), gaussian_coil_maps(3, (24, 24)))
+    x = (rotation * z.to(torch.complex128))[:, :, None]
+    data = multi(x)
+    sense = tikhonov(data, multi, alpha=1e-3, n_iter=200)
+    tv = tv_pdhg(data, multi, lam=1e-3, n_iter=100, nonneg=False)
+    assert sense.shape == tv.shape == x.shape and sense.is_complex() and tv.is_complex()
+    zero_filled_error = (multi.pseudo_inverse(data) - x).norm()
+    assert (sense - x).norm() < zero_filled_error and (tv - x).norm() < zero_filled_error
