@@ -6,7 +6,9 @@ operator: ``state_{k+1} = step_k(state_k, y, op)``. :class:`Unrolled` runs ``n_i
 :meth:`Unrolled.initial_state`; a deep equilibrium model runs the same step to its fixed point.
 
 Shapes: ``y`` is ``(B, C, *op.range_shape)``; the ``C`` channels are independent problems, so the
-networks see ``(B·C, 1, …)`` and the result is ``(B, C, *op.domain_shape)``.
+networks see ``(B·C, 1, …)`` and the result is ``(B, C, *op.domain_shape)``. A scheme that convolves runs its steps
+on the networks' view of the operator (:mod:`learnrecon.models.complex`): real ``(B·C, c, h, w)`` tensors, with
+complex images and k-space (MRI) as two real channels (real, imaginary) per slice.
 """
 
 from __future__ import annotations
@@ -123,9 +125,10 @@ class Unrolled(nn.Module):
     """``n_iter`` learned steps from an initial state; subclasses define the steps and the state.
 
     ``convolved_spaces`` names the spaces the steps convolve (see :func:`check_convolved_spaces`):
-    :meth:`forward` checks that the operator's are real and 2-D. With ``checkpoint_activations`` set, a
-    forward pass that records gradients keeps only the states between iterations and recomputes each
-    iteration's activations in the backward pass (activation checkpointing: memory for one iteration's
+    :meth:`forward` checks that the operator's can be convolved and have the channels the networks were built for
+    (``operator=`` at construction; :func:`~learnrecon.models.complex.network_channels`). With
+    ``checkpoint_activations`` set, a forward pass that records gradients keeps only the states between
+    iterations and recomputes each iteration's activations in the backward pass (activation checkpointing: memory for one iteration's
     activations plus ``n_iter`` states, instead of ``n_iter`` iterations' activations).
 
     Args:
