@@ -128,8 +128,8 @@ class Unrolled(nn.Module):
     :meth:`forward` checks that the operator's can be convolved and have the channels the networks were built for
     (``operator=`` at construction; :func:`~learnrecon.models.complex.network_channels`). With
     ``checkpoint_activations`` set, a forward pass that records gradients keeps only the states between
-    iterations and recomputes each iteration's activations in the backward pass (activation checkpointing: memory for one iteration's
-    activations plus ``n_iter`` states, instead of ``n_iter`` iterations' activations).
+    iterations and recomputes each iteration's activations in the backward pass (activation checkpointing:
+    memory for one iteration's activations plus ``n_iter`` states, instead of ``n_iter`` iterations' activations).
 
     Args:
         steps: one step module per iteration, or a single one applied at every iteration (shared weights).
