@@ -159,3 +159,21 @@ def test_e2e_varnet_reconstructs_complex_images_and_refuses_other_operators():
     assert x_hat.shape == (2, 1, *op.domain_shape) and x_hat.is_complex()
     with pytest.raises(ParameterError, match="works in the k-space of a Cartesian MRI operator"):
         model(torch.zeros(1, 1, 5, N), ParallelBeam2D(N, 5))
+
+
+def test_shipped_mri_models_load_with_their_operator_and_beat_the_zero_filled_image():
+    from learnrecon.data.simulate import measure
+    from learnrecon.evaluation import score
+    from learnrecon.models import pretrained
+    from learnrecon.operators.registry import build_operator
+    from learnrecon.phantoms import mri_phantoms
+
+    for name, margin in (("vn-mri", 3.0), ("e2e-varnet-mri", 0.0)):
+        model = pretrained(name)
+        assert model.provenance["step"] > 0 and model.provenance["config"]["data"]["phantom"]["type"] == "mri-ellipses"
+        op = build_operator(model.provenance["operator"])
+        x = mri_phantoms("mri-ellipses", n=4, size=64, seed=4321, max_phase=1.5)[:, :, None]
+        y = measure(op, x, "gaussian:0.01", seed=4321)
+        with torch.no_grad():
+            learned = float(score(model(y, op), x).psnr.mean())
+        assert learned > float(score(op.pseudo_inverse(y), x).psnr.mean()) + margin, name

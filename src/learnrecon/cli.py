@@ -232,11 +232,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     from learnrecon.benchmark.mri import MRI_PRESETS, mri_dry_run, results_markdown, run_mri_benchmark
 
     if args.preset in MRI_PRESETS:
-        if args.checkpoint:
-            raise ParameterError(
-                "--checkpoint is not supported by the MRI presets; evaluate it with learnrecon evaluate"
-            )
-        mri_preset = MRI_PRESETS[args.preset]
+        mri_preset = replace(MRI_PRESETS[args.preset], checkpoints=tuple(args.checkpoint))
         if args.dry_run:
             print("\n".join(mri_dry_run(mri_preset)))
             print(f"preset {mri_preset.name}: every part builds (nothing reconstructed or written)")

@@ -30,9 +30,9 @@ from learnrecon.data.simulate import simulate_pairs
 from learnrecon.errors import DataFileError, ParameterError
 from learnrecon.evaluation import evaluate, predict, score
 from learnrecon.io.lock import output_lock
-from learnrecon.models.hub import pretrained
+from learnrecon.models.hub import load_model, pretrained
 from learnrecon.operators.mri import MRI
-from learnrecon.operators.registry import operator_config
+from learnrecon.operators.registry import build_operator, operator_config
 from learnrecon.report import machine_info, markdown_table, reconstruction_grid, write_json
 from learnrecon.solvers import tikhonov, tv_pdhg
 
@@ -53,6 +53,7 @@ class MRIPreset:
         tikhonov_alphas, tv_lambdas: the log grids searched for CG-SENSE's α and TV's λ.
         cg_iterations, tv_iterations: iterations of CG-SENSE and of TV's PDHG.
         pretrained: the shipped models evaluated.
+        checkpoints: checkpoints of the user's (paths) evaluated beside them (``--checkpoint PATH``).
         seed: base seed (validation ``seed + 1``, test ellipses ``seed + 2``, heads ``seed + 3``, their
             validation ``seed + 4``).
     """
@@ -73,7 +74,8 @@ class MRIPreset:
     tv_lambdas: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
     cg_iterations: int = 50
     tv_iterations: int = 300
-    pretrained: tuple[str, ...] = ("vn-mri", "e2e-varnet-mri", "lpd-mri")
+    pretrained: tuple[str, ...] = ("vn-mri", "e2e-varnet-mri")
+    checkpoints: tuple[str, ...] = ()
     seed: int = 0
 
     def operator(self, acceleration: int) -> MRI:
@@ -111,7 +113,7 @@ MRI_PRESETS: dict[str, MRIPreset] = {
 }
 
 #: Report labels of the shipped MRI models.
-LABELS = {"vn-mri": "VN (shipped)", "e2e-varnet-mri": "E2E-VarNet (shipped)", "lpd-mri": "LPD (shipped)"}
+LABELS = {"vn-mri": "VN (shipped)", "e2e-varnet-mri": "E2E-VarNet (shipped)"}
 
 
 def nmse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -178,6 +180,11 @@ def run_mri_benchmark(preset: MRIPreset, out: str | Path, overwrite: bool = Fals
     if out.exists() and not (out / "results.json").exists() and any(out.iterdir()):
         raise DataFileError(f"{out} holds files that are not a benchmark's (no results.json); choose another --out")
     models = {LABELS.get(name, name): pretrained(name) for name in preset.pretrained}
+    for path in preset.checkpoints:
+        model = load_model(path)
+        models[f"{model.provenance['model']['name']} ({Path(path).parent.name}, {model.provenance['step']} steps)"] = (
+            model
+        )
     started = time.perf_counter()
     with output_lock(out, f"learnrecon benchmark --preset {preset.name}"):
         tmp = out.with_name(f".{out.name}.tmp")
@@ -208,7 +215,7 @@ def _run(preset: MRIPreset, models: dict, folder: Path, progress: bool) -> dict:
             classical, tuned[f"{key} {test}"] = _classical(preset, op, sets[validation], progress)
             x, y = sets[test]
             for name, method in {**classical, **models}.items():
-                label = name if not _trained_elsewhere(method, op) else f"{name[:-1]}, trained at 4×)"
+                label = name if not _trained_elsewhere(method, op) else f"{name[:-1]}, {_trained_at(method)})"
                 r = evaluate(method, y, x, op, progress=progress, desc=f"{label} on {test} at {key}")
                 errors = nmse(r["reconstruction"], x)
                 results.setdefault(key, {}).setdefault(label, {})[test] = {
@@ -237,6 +244,11 @@ def _run(preset: MRIPreset, models: dict, folder: Path, progress: bool) -> dict:
 def _trained_elsewhere(method, op: MRI) -> bool:
     meta = getattr(method, "provenance", None)
     return bool(meta and meta.get("operator") and meta["operator"] != operator_config(op))
+
+
+def _trained_at(model) -> str:
+    """ "trained at R×" for a model trained on another MRI operator (its acceleration from its stored mask)."""
+    return f"trained at {build_operator(model.provenance['operator']).acceleration:g}×"
 
 
 def _provenance(model) -> dict:
