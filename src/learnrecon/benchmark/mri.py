@@ -290,7 +290,8 @@ def report_markdown(summary: dict) -> str:
         for k, v in summary["tuned"].items()
     )
     models = "\n".join(
-        f"- {label}: {p['model']}, {p['steps']} steps, validation PSNR {p['validation_psnr']}, device {p['device']}"
+        f"- {label}: `{p['model']['name']}` {p['model']['params']}, {p['steps']} steps (best validation checkpoint), "
+        f"validation PSNR {p['validation_psnr']:.2f} dB"
         for label, p in summary["pretrained"].items()
     )
     figures = "\n".join(f"![{k}](figures/reconstructions-{k}.png)" for k in summary["results"])
@@ -300,7 +301,7 @@ def report_markdown(summary: dict) -> str:
         "acceleration; PSNR and SSIM on magnitudes with each reference's range, NMSE on magnitudes (fastMRI's "
         "metrics). FISTA-wavelet is not run (the sparsity solvers take real images only).\n\n"
         f"## Results\n\n{results_markdown(summary)}\n## Tuned parameters (on validation images)\n\n{tuned}\n\n"
-        f"## Shipped models\n\n{models or '- none'}\n\n"
+        f"## Learned models (shipped, and checkpoints given with --checkpoint)\n\n{models or '- none'}\n\n"
         f"## Machine\n\n{machine}; {summary.get('minutes')} minutes in all.\n\n## Figures\n\n{figures}\n"
     )
 
