@@ -181,8 +181,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         default="quick",
         help="quick (default, minutes on a laptop CPU), dival (DIVal's ellipse setup, minutes), smoke (seconds), "
         "paper (the full reproduction: trains FBPConvNet, LGD and LPD for 100k steps each in runs/paper/, "
-        "resumable; needs a GPU), task-adapted (joint reconstruction and segmentation across task weights, with "
-        "shipped weights) or task-adapted-full (trains that sweep for two seeds in runs/task-adapted/, resumable)",
+        "resumable; needs a GPU), mri (multi-coil MRI at 4x and 8x, docs/mri.md), mri-smoke, task-adapted (joint "
+        "reconstruction and segmentation across task weights, with shipped weights) or task-adapted-full (trains "
+        "that sweep for two seeds in runs/task-adapted/, resumable)",
     )
     p.add_argument(
         "--checkpoint",
@@ -228,6 +229,20 @@ def _run_benchmark(args: argparse.Namespace) -> int:
             )
         )
         print(f"results written to {out}/")
+        return 0
+
+    from learnrecon.benchmark.mri import MRI_PRESETS, mri_dry_run, results_markdown, run_mri_benchmark
+
+    if args.preset in MRI_PRESETS:
+        mri_preset = replace(MRI_PRESETS[args.preset], checkpoints=tuple(args.checkpoint))
+        if args.dry_run:
+            print("\n".join(mri_dry_run(mri_preset)))
+            print(f"preset {mri_preset.name}: every part builds (nothing reconstructed or written)")
+            return 0
+        out = args.out or f"results/{mri_preset.name}"
+        summary = run_mri_benchmark(mri_preset, out, overwrite=args.overwrite, progress=not args.quiet)
+        print(results_markdown(summary))
+        print(f"report written to {out}/report.md")
         return 0
 
     from learnrecon.benchmark.task_adapted import FULL_SEEDS, TASK_PRESETS, run_task_benchmark, task_dry_run

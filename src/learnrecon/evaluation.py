@@ -71,7 +71,10 @@ def _peak(data_range: DataRange) -> float | None:
 
 
 def _magnitude(x: torch.Tensor) -> torch.Tensor:
-    return x.abs() if x.is_complex() else x
+    """``x`` as the metrics take it: magnitudes of complex images, and ``(n, C, 1, H, W)`` images (multi-coil
+    MRI's) as ``(n, C, H, W)``."""
+    x = x.abs() if x.is_complex() else x
+    return x.reshape(x.shape[0], -1, *x.shape[-2:]) if x.ndim > 4 else x
 
 
 def score(x_hat: torch.Tensor, x: torch.Tensor, *, data_range: DataRange = DATA_RANGE) -> Scores:

@@ -22,6 +22,9 @@ __all__ = [
     "ELLIPSE_PHANTOMS",
     "ELLIPSE_SCALINGS",
     "DEFAULT_SCALING",
+    "MRI_PHANTOMS",
+    "mri_phantoms",
+    "smooth_phase",
     "dival_ellipses",
     "draw_ellipses",
     "ellipses_image",
@@ -283,3 +286,62 @@ def draw_ellipses(
     if kind == "dival-ellipses":
         return dival_ellipses(n, size, seed=seed, supersample=supersample, return_labels=return_labels, start=start)
     raise ParameterError(f"unknown ellipse phantom {kind!r}; choose one of {', '.join(ELLIPSE_PHANTOMS)}")
+
+
+#: Complex-valued phantoms for MRI: "mri-ellipses" (DIVal's ellipses as magnitude) and "mri-shepp-logan" (the
+#: modified Shepp–Logan head as magnitude), each with a smooth random phase (:func:`mri_phantoms`).
+MRI_PHANTOMS = ("mri-ellipses", "mri-shepp-logan")
+
+
+def smooth_phase(rng: np.random.Generator, size: int | tuple[int, int], max_phase: float = math.pi) -> torch.Tensor:
+    """A smooth random phase map ``(H, W)`` float64 in ``[−max_phase, max_phase]``: three plane cosines
+    ``Σ_j α_j cos(π(u_j x + v_j y) + θ_j)`` (``α_j, u_j, v_j ~ U(−1, 1)``, ``θ_j ~ U(0, 2π)``, at most one
+    period across the image, as a slowly varying B0/coil phase) scaled so that its largest modulus is
+    ``max_phase``."""
+    h, w = _shape(size)
+    xs = (-1 + (2 * torch.arange(w, dtype=torch.float64) + 1) / w)[None, :]
+    ys = (1 - (2 * torch.arange(h, dtype=torch.float64) + 1) / h)[:, None]
+    coeffs = torch.from_numpy(rng.uniform(-1, 1, size=(3, 3)))
+    shifts = torch.from_numpy(rng.uniform(0, 2 * math.pi, size=3))
+    phase = sum(
+        coeffs[j, 0] * torch.cos(math.pi * (coeffs[j, 1] * xs + coeffs[j, 2] * ys) + shifts[j]) for j in range(3)
+    )
+    peak = phase.abs().max()
+    return phase * (max_phase / peak) if peak > 0 else phase
+
+
+def mri_phantoms(
+    kind: str,
+    *,
+    n: int,
+    size: int | tuple[int, int],
+    seed: int = 0,
+    start: int = 0,
+    supersample: int = 1,
+    max_phase: float = math.pi,
+    dtype: torch.dtype = torch.complex64,
+) -> torch.Tensor:
+    """Complex phantoms ``(n, 1, H, W)``: a magnitude in [0, 1] times ``exp(iφ)`` with a smooth random phase φ
+    (:func:`smooth_phase` of ``default_rng([seed, i, 1])`` for image ``i``).
+
+    ``kind="mri-ellipses"``: the magnitude is :func:`dival_ellipses` image ``i`` of ``seed`` (so the magnitudes
+    are those of the "dival-ellipses" stream); ``"mri-shepp-logan"``: the modified Shepp–Logan head (rendered
+    ``supersample`` times finer and averaged), the same for every ``i``, only the phase differs.
+    """
+    if kind not in MRI_PHANTOMS:
+        raise ParameterError(f"unknown MRI phantom {kind!r}; choose one of {', '.join(MRI_PHANTOMS)}")
+    if not (0 <= max_phase <= 4 * math.pi):
+        raise ParameterError(f"max_phase must be in [0, 4π] (radians), got {max_phase}")
+    h, w = _shape(size)
+    if kind == "mri-ellipses":
+        magnitude = dival_ellipses(n, (h, w), seed=seed, start=start, supersample=supersample, dtype=torch.float64)
+    else:
+        if n < 0 or supersample < 1:
+            raise ParameterError(f"need n >= 0 and supersample >= 1, got n={n}, supersample={supersample}")
+        fine = shepp_logan((supersample * h, supersample * w))
+        head = F.avg_pool2d(fine[None, None], supersample)[0, 0] if supersample > 1 else fine
+        magnitude = head.expand(n, 1, h, w)
+    phase = torch.stack(
+        [smooth_phase(np.random.default_rng([seed, start + i, 1]), (h, w), max_phase) for i in range(n)]
+    )
+    return torch.polar(magnitude, phase.reshape(n, 1, h, w).to(magnitude.dtype)).to(dtype)

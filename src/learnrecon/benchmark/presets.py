@@ -147,5 +147,8 @@ PRESETS: dict[str, Preset] = {
 def get_preset(name: str) -> Preset:
     """The preset called ``name`` (raises :class:`ParameterError` listing the known presets)."""
     if name not in PRESETS:
-        raise ParameterError(f"unknown benchmark preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ParameterError(
+            f"unknown benchmark preset {name!r}; choose one of {', '.join(PRESETS)} (or an MRI preset: mri, mri-smoke, "
+            "learnrecon.benchmark.mri)"
+        )
     return PRESETS[name]

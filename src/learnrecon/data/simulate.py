@@ -21,7 +21,7 @@ from learnrecon import noise as noise_models
 from learnrecon import phantoms
 from learnrecon.data.hdf5 import FORMAT, FORMAT_VERSION
 from learnrecon.data.readers import read_images
-from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.errors import DTypeError, ParameterError, ShapeError
 from learnrecon.io.files import atomic_path
 from learnrecon.io.lock import output_lock
 from learnrecon.operators.base import LinearOperator
@@ -314,6 +314,11 @@ def as_images(x: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     for multi-coil MRI), complex (with zero phase) when ``op``'s images are complex."""
     if tuple(x.shape[-2:]) != tuple(op.domain_shape[-2:]):
         raise ShapeError(f"phantoms of shape {tuple(x.shape[-2:])} do not fit {op.name}'s images {op.domain_shape}")
+    if x.is_complex() and not op.domain_complex:
+        raise DTypeError(
+            f"the phantoms are complex (MRI phantoms) but {op.name}'s images are real; use a real phantom type "
+            "(ellipses, dival-ellipses) or a complex operator (MRI)"
+        )
     x = x.reshape(x.shape[0], 1, *op.domain_shape)
     if op.domain_complex and not x.is_complex():
         x = torch.complex(x, torch.zeros_like(x))

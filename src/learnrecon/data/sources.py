@@ -12,6 +12,7 @@ Nothing here knows a concrete operator class: the images are drawn on ``op.domai
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -68,14 +69,22 @@ class Batch(NamedTuple):
 
 class PhantomSource(NamedTuple):
     """Random phantoms from a ``data.phantom`` section: ``type`` in :data:`PHANTOM_TYPES`, the ellipses'
-    ``scaling`` (``"ellipses"`` only) and ``supersample`` factor."""
+    ``scaling`` (``"ellipses"`` only), ``supersample`` factor and, for the complex MRI phantoms
+    (:data:`learnrecon.phantoms.MRI_PHANTOMS`), the ``max_phase`` of their smooth random phase (radians)."""
 
     type: str
     scaling: str = phantoms.DEFAULT_SCALING
     supersample: int = 1
+    max_phase: float = math.pi
 
     def draw(self, n: int, shape: tuple[int, int], *, seed: int, start: int = 0) -> torch.Tensor:
-        """Phantoms ``start … start + n − 1`` of ``seed``, ``(n, 1, *shape)`` float32."""
+        """Phantoms ``start … start + n − 1`` of ``seed``, ``(n, 1, *shape)`` float32 (complex64 for the MRI
+        phantoms)."""
+        if self.type in phantoms.MRI_PHANTOMS:
+            return phantoms.mri_phantoms(
+                self.type, n=n, size=shape, seed=seed, start=start, supersample=self.supersample,
+                max_phase=self.max_phase,
+            )  # fmt: skip
         scaling = {"scaling": self.scaling} if self.type == "ellipses" else {}
         return phantoms.draw_ellipses(
             self.type, n=n, size=shape, seed=seed, start=start, supersample=self.supersample, **scaling
@@ -95,6 +104,8 @@ class PhantomSource(NamedTuple):
 PHANTOM_TYPES: dict[str, tuple[str, ...]] = {
     "ellipses": ("scaling", "supersample"),
     "dival-ellipses": ("supersample",),
+    "mri-ellipses": ("supersample", "max_phase"),
+    "mri-shepp-logan": ("supersample", "max_phase"),
 }
 
 
@@ -117,7 +128,10 @@ def phantom_source(section: Mapping[str, Any]) -> PhantomSource:
     supersample = section.get("supersample", 1)
     if isinstance(supersample, bool) or not isinstance(supersample, int) or supersample < 1:
         raise ParameterError(f"data.phantom.supersample must be a positive integer, got {supersample!r}")
-    return PhantomSource(kind, scaling, supersample)
+    max_phase = section.get("max_phase", math.pi)
+    if isinstance(max_phase, bool) or not isinstance(max_phase, int | float) or not 0 <= max_phase <= 4 * math.pi:
+        raise ParameterError(f"data.phantom.max_phase must be a number of radians in [0, 4π], got {max_phase!r}")
+    return PhantomSource(kind, scaling, supersample, float(max_phase))
 
 
 def read_pairs(dataset, indices, *, labels: bool = False) -> Pairs | Batch:

@@ -4,6 +4,8 @@ Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :cla
 :class:`LearnedPrimalDual`, :class:`VariationalNetwork`, :class:`LISTA`) share the step interface of
 :class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction;
 :class:`TaskAdapted` follows any of them with a segmentation network (joint reconstruction and segmentation).
+Every convolving model also runs on complex (MRI) images, as two real channels (:mod:`learnrecon.models.complex`);
+:class:`E2EVarNet` works in MRI's k-space only (:data:`MRI_ONLY`).
 """
 
 from learnrecon.models.base import INITS, Unrolled, initial_reconstruction, normalised
@@ -15,14 +17,18 @@ from learnrecon.models.lista import LISTA, soft_threshold
 from learnrecon.models.nets import ConvBlock, UNet
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
-from learnrecon.models.registry import MODELS, SMALL_PARAMS, register_model
+from learnrecon.models.registry import MODELS, MRI_ONLY, SMALL_PARAMS, register_model
 from learnrecon.models.segmentation import SegmentationUNet, TaskAdapted, TaskOutput, image_of
 from learnrecon.models.variational import VariationalNetwork
+from learnrecon.models.varnet import E2EVarNet, MRIVariationalNetwork
 
 __all__ = [
     "INITS",
     "LISTA",
     "MODELS",
+    "MRI_ONLY",
+    "E2EVarNet",
+    "MRIVariationalNetwork",
     "SMALL_PARAMS",
     "ConvBlock",
     "FBPConvNet",

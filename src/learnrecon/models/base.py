@@ -6,7 +6,9 @@ operator: ``state_{k+1} = step_k(state_k, y, op)``. :class:`Unrolled` runs ``n_i
 :meth:`Unrolled.initial_state`; a deep equilibrium model runs the same step to its fixed point.
 
 Shapes: ``y`` is ``(B, C, *op.range_shape)``; the ``C`` channels are independent problems, so the
-networks see ``(B·C, 1, …)`` and the result is ``(B, C, *op.domain_shape)``.
+networks see ``(B·C, 1, …)`` and the result is ``(B, C, *op.domain_shape)``. A scheme that convolves runs its steps
+on the networks' view of the operator (:mod:`learnrecon.models.complex`): real ``(B·C, c, h, w)`` tensors, with
+complex images and k-space (MRI) as two real channels (real, imaginary) per slice.
 """
 
 from __future__ import annotations
@@ -16,7 +18,14 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from learnrecon._checks import check_finite, check_tensor, check_trailing_shape
-from learnrecon.errors import DeviceError, DTypeError, ParameterError, ShapeError
+from learnrecon.errors import DeviceError, ParameterError, ShapeError
+from learnrecon.models.complex import (
+    check_network_channels,
+    from_network,
+    network_channels,
+    network_operator,
+    to_network,
+)
 from learnrecon.operators.base import LinearOperator
 
 __all__ = ["INITS", "State", "Unrolled", "initial_reconstruction", "normalised"]
@@ -35,7 +44,7 @@ def initial_reconstruction(y: torch.Tensor, op: LinearOperator, kind: str, fbp_f
     """``x_0`` for data ``y`` ``(N, 1, *range)``: ``0``, ``op.H y / ‖A‖²`` or ``op.pseudo_inverse(y)`` (``kind``
     in :data:`INITS`)."""
     if kind == "zero":
-        return y.new_zeros(y.shape[0], 1, *op.domain_shape, dtype=_image_dtype(y, op))
+        return y.new_zeros(*y.shape[: y.ndim - len(op.range_shape)], *op.domain_shape, dtype=_image_dtype(y, op))
     if kind == "adjoint":
         return op.H(y) / op.norm(torch.float64, y.device) ** 2
     if kind == "auto":
@@ -79,16 +88,13 @@ def flatten_channels(y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
     return y.reshape(-1, 1, *op.range_shape)
 
 
-def check_convolved_spaces(op: LinearOperator, model: str, spaces: tuple[str, ...] = ("images",)) -> None:
-    """Raise unless ``op``'s ``spaces`` (``"images"``: its domain, ``"data"``: its range) are real and 2-D,
-    as the convolutional networks of ``model`` need."""
-    described = {"images": (op.domain_shape, op.domain_complex), "data": (op.range_shape, op.range_complex)}
-    for what in spaces:
-        shape, is_complex = described[what]
-        if is_complex:
-            raise DTypeError(f"{model} works on real {what}; {op.name} has complex {what}")
-        if len(shape) != 2:
-            raise ShapeError(f"{model} convolves 2-D {what}; {op.name} has {what} of shape {tuple(shape)}")
+def check_convolved_spaces(
+    op: LinearOperator, model: str, spaces: tuple[str, ...] = ("images",), channels: tuple[int, int] = (1, 1)
+) -> None:
+    """Raise unless ``op``'s ``spaces`` (``"images"``: its domain, ``"data"``: its range) can be convolved and
+    have, as networks see them (:mod:`learnrecon.models.complex`: complex values as two real channels), the
+    ``channels`` = ``(image, data)`` that ``model``'s networks were built for."""
+    check_network_channels(op, model, spaces, channels)
 
 
 def network_input(
@@ -97,7 +103,7 @@ def network_input(
     """``y`` as ``(N, 1, *op.range_shape)`` (see :func:`flatten_channels`), after checking that ``op``'s
     ``spaces`` suit ``model``'s convolutions (:func:`check_convolved_spaces`) and that ``y`` is on the device
     of ``model``'s weights."""
-    check_convolved_spaces(op, type(model).__name__, spaces)
+    check_convolved_spaces(op, type(model).__name__, spaces, getattr(model, "channels", (1, 1)))
     y = flatten_channels(y, op)
     weight = next(model.parameters(), None)
     if weight is not None and weight.device != y.device:
@@ -119,10 +125,11 @@ class Unrolled(nn.Module):
     """``n_iter`` learned steps from an initial state; subclasses define the steps and the state.
 
     ``convolved_spaces`` names the spaces the steps convolve (see :func:`check_convolved_spaces`):
-    :meth:`forward` checks that the operator's are real and 2-D. With ``checkpoint_activations`` set, a
-    forward pass that records gradients keeps only the states between iterations and recomputes each
-    iteration's activations in the backward pass (activation checkpointing: memory for one iteration's
-    activations plus ``n_iter`` states, instead of ``n_iter`` iterations' activations).
+    :meth:`forward` checks that the operator's can be convolved and have the channels the networks were built for
+    (``operator=`` at construction; :func:`~learnrecon.models.complex.network_channels`). With
+    ``checkpoint_activations`` set, a forward pass that records gradients keeps only the states between
+    iterations and recomputes each iteration's activations in the backward pass (activation checkpointing:
+    memory for one iteration's activations plus ``n_iter`` states, instead of ``n_iter`` iterations' activations).
 
     Args:
         steps: one step module per iteration, or a single one applied at every iteration (shared weights).
@@ -134,7 +141,9 @@ class Unrolled(nn.Module):
     convolved_spaces: tuple[str, ...] = ("images",)
     checkpoint_activations: bool = False
 
-    def __init__(self, steps: list[nn.Module], n_iter: int, init: str, normalise: bool) -> None:
+    def __init__(
+        self, steps: list[nn.Module], n_iter: int, init: str, normalise: bool, operator: LinearOperator | None = None
+    ) -> None:
         super().__init__()
         if n_iter < 1 or len(steps) not in (1, n_iter):
             raise ParameterError(f"need n_iter >= 1 and 1 or n_iter steps, got n_iter={n_iter}, {len(steps)} steps")
@@ -144,6 +153,9 @@ class Unrolled(nn.Module):
         self.n_iter = n_iter
         self.init = init
         self.normalise = normalise
+        #: ``(image, data)`` channels of the networks (:func:`~learnrecon.models.complex.network_channels` of
+        #: the operator the model was built for; ``(1, 1)``: real 2-D images and data).
+        self.channels = network_channels(operator)
 
     def step(self, k: int) -> nn.Module:
         """The step module of iteration ``k`` (the same module at every ``k`` when weights are shared)."""
@@ -153,10 +165,9 @@ class Unrolled(nn.Module):
         """The state before the first step, from ``x0`` ``(N, 1, H, W)``; default ``(x0,)``."""
         return (x0,)
 
-    @staticmethod
-    def readout(state: State) -> torch.Tensor:
-        """The image ``(N, 1, H, W)`` held by a state: channel 0 of its first tensor."""
-        return state[0][:, :1]
+    def readout(self, state: State) -> torch.Tensor:
+        """The image ``(N, c, H, W)`` held by a state: the first ``c`` (image) channels of its first tensor."""
+        return state[0][:, : self.channels[0]]
 
     def prepare(self, y: torch.Tensor, op: LinearOperator) -> tuple[State, torch.Tensor, LinearOperator]:
         """The initial state and the (normalised) data and operator the steps work with."""
@@ -169,11 +180,17 @@ class Unrolled(nn.Module):
         """Reconstruct ``(B, C, *op.domain_shape)`` from ``y`` ``(B, C, *op.range_shape)``."""
         flat = network_input(self, y, op, self.convolved_spaces)
         batch = y.shape[: -len(op.range_shape)]
-        state, y_work, op_work = self.prepare(flat, op)
+        # Networks see real (N, c, h, w) tensors (models/complex.py); a scheme that convolves nothing (LISTA)
+        # works on the operator's own spaces.
+        view = network_operator(op) if self.convolved_spaces else op
+        flat = to_network(flat, op) if self.convolved_spaces else flat
+        state, y_work, op_work = self.prepare(flat, view)
         recompute = self.checkpoint_activations and torch.is_grad_enabled()
         for k in range(self.n_iter):
             if recompute:
                 state = checkpoint(self.step(k), state, y_work, op_work, use_reentrant=False)
             else:
                 state = self.step(k)(state, y_work, op_work)
-        return self.readout(state).reshape(*batch, *op.domain_shape)
+        x = self.readout(state)
+        x = from_network(x, op) if self.convolved_spaces else x
+        return x.reshape(*batch, *op.domain_shape)

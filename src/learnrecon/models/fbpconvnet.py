@@ -16,6 +16,7 @@ from torch import nn
 
 from learnrecon.errors import ParameterError
 from learnrecon.models.base import INITS, as_weights_dtype, initial_reconstruction, network_input
+from learnrecon.models.complex import from_network, network_channels, network_operator, to_network
 from learnrecon.models.ensemble import dihedral_image_average
 from learnrecon.models.nets import UNet
 from learnrecon.operators.base import LinearOperator
@@ -32,6 +33,8 @@ class FBPConvNet(nn.Module):
             :data:`~learnrecon.models.base.INITS`).
         fbp_filter: the FBP filter.
         symmetric: average the U-Net over the grid's quarter turns and reflections (module docstring).
+        operator: the operator whose images fix the U-Net's channels (complex MRI images: 2, real and imaginary,
+            :mod:`learnrecon.models.complex`; then ``init="auto"`` is the zero-filled inverse FFT); ``None``: real.
     """
 
     #: Parameters that change what the model computes but not its weights: a checkpoint trained with one
@@ -46,11 +49,14 @@ class FBPConvNet(nn.Module):
         init: str = "fbp",
         fbp_filter: str = "hann",
         symmetric: bool = False,
+        operator: LinearOperator | None = None,
     ) -> None:
         super().__init__()
         if init not in INITS:
             raise ParameterError(f"unknown initial reconstruction {init!r}; choose one of {', '.join(INITS)}")
-        self.unet = UNet(1, 1, depth=depth, width=width, batch_norm=batch_norm)
+        self.channels = network_channels(operator)
+        c = self.channels[0]
+        self.unet = UNet(c, c, depth=depth, width=width, batch_norm=batch_norm)
         self.init = init
         self.fbp_filter = fbp_filter
         self.symmetric = symmetric
@@ -59,6 +65,7 @@ class FBPConvNet(nn.Module):
         """``(B, C, *op.range_shape) -> (B, C, *op.domain_shape)``."""
         flat = network_input(self, y, op)
         batch = y.shape[: -len(op.range_shape)]
-        x0 = as_weights_dtype(self, initial_reconstruction(flat, op, self.init, self.fbp_filter))
+        view = network_operator(op)
+        x0 = as_weights_dtype(self, initial_reconstruction(to_network(flat, op), view, self.init, self.fbp_filter))
         correction = dihedral_image_average(self.unet, x0) if self.symmetric else self.unet(x0)
-        return (x0 + correction).reshape(*batch, *op.domain_shape)
+        return from_network(x0 + correction, op).reshape(*batch, *op.domain_shape)

@@ -26,6 +26,7 @@ from torch import nn
 
 from learnrecon.errors import ParameterError
 from learnrecon.models.base import State, Unrolled
+from learnrecon.models.complex import network_channels
 from learnrecon.models.nets import ConvBlock
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.gradient import FiniteDifference2D
@@ -58,18 +59,28 @@ def regulariser_gradient(x: torch.Tensor, kind: str, eps: float = 1e-2) -> torch
 
 
 class LGDStep(nn.Module):
-    """One step: state ``(x (N,1,H,W), s (N,M,H,W))`` → ``(x + Δx, s')``.
+    """One step: state ``(x (N,c,H,W), s (N,M,H,W))`` → ``(x + Δx, s')`` (``c`` image channels: 1 for real
+    images, 2 for complex ones, :mod:`learnrecon.models.complex`).
 
-    ``regulariser`` (one of :data:`REGULARISERS`, or ``None``) adds ``∇R(x)`` to the CNN's inputs.
+    ``regulariser`` (one of :data:`REGULARISERS`, or ``None``) adds ``∇R(x)`` (of each channel) to the CNN's inputs.
     """
 
-    def __init__(self, n_memory: int, width: int, depth: int, regulariser: str | None, tv_eps: float = 1e-2) -> None:
+    def __init__(
+        self,
+        n_memory: int,
+        width: int,
+        depth: int,
+        regulariser: str | None,
+        tv_eps: float = 1e-2,
+        image_channels: int = 1,
+    ) -> None:
         super().__init__()
         if regulariser is not None:
             _check_regulariser(regulariser)
         self.regulariser = regulariser
         self.tv_eps = tv_eps
-        self.block = ConvBlock(2 + int(regulariser is not None) + n_memory, 1 + n_memory, width, depth)
+        self.c = c = image_channels
+        self.block = ConvBlock(c * (2 + int(regulariser is not None)) + n_memory, c + n_memory, width, depth)
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         x, memory = state
@@ -77,7 +88,7 @@ class LGDStep(nn.Module):
         if self.regulariser is not None:
             inputs.append(regulariser_gradient(x, self.regulariser, self.tv_eps))
         update = self.block(torch.cat([*inputs, memory], dim=1))
-        return x + update[:, :1], update[:, 1:]
+        return x + update[:, : self.c], update[:, self.c :]
 
 
 class LearnedGradientDescent(Unrolled):
@@ -93,6 +104,8 @@ class LearnedGradientDescent(Unrolled):
         regulariser: ``None`` (the default), or the regulariser whose gradient the CNN also sees
             (:data:`REGULARISERS`; Adler & Öktem: ``"quadratic"``).
         tv_eps: the smoothing ε of ``regulariser="tv"``, in the image's units.
+        operator: the operator whose spaces fix the networks' channels (complex images: 2; see
+            :mod:`learnrecon.models.complex`; ``None``: real images); passed by ``build_model``.
     """
 
     def __init__(
@@ -106,11 +119,13 @@ class LearnedGradientDescent(Unrolled):
         normalise: bool = True,
         regulariser: str | None = None,
         tv_eps: float = 1e-2,
+        operator: LinearOperator | None = None,
     ) -> None:
         if tv_eps <= 0:
             raise ParameterError(f"tv_eps must be positive, got {tv_eps}")
-        steps = [LGDStep(n_memory, width, depth, regulariser, tv_eps) for _ in range(1 if share_weights else n_iter)]
-        super().__init__(steps, n_iter, init, normalise)
+        c = network_channels(operator)[0]
+        steps = [LGDStep(n_memory, width, depth, regulariser, tv_eps, c) for _ in range(1 if share_weights else n_iter)]
+        super().__init__(steps, n_iter, init, normalise, operator)
         self.n_memory = n_memory
 
     def initial_state(self, x0: torch.Tensor, y: torch.Tensor, op: LinearOperator) -> State:
@@ -132,7 +147,8 @@ class GeneralisedLGD(LearnedGradientDescent):
         normalise: bool = True,
         regulariser: str = "tv",
         tv_eps: float = 1e-2,
+        operator: LinearOperator | None = None,
     ) -> None:
         if regulariser is None:
             raise ParameterError("GeneralisedLGD needs a regulariser; LearnedGradientDescent is the one without")
-        super().__init__(n_iter, n_memory, width, depth, share_weights, init, normalise, regulariser, tv_eps)
+        super().__init__(n_iter, n_memory, width, depth, share_weights, init, normalise, regulariser, tv_eps, operator)

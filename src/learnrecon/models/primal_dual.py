@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from learnrecon.models.base import State, Unrolled
+from learnrecon.models.complex import network_channels
 from learnrecon.models.nets import ConvBlock
 from learnrecon.operators.base import LinearOperator
 
@@ -24,18 +25,22 @@ __all__ = ["LearnedPrimalDual", "PrimalDualStep"]
 
 
 class PrimalDualStep(nn.Module):
-    """One iteration: state ``(f (N,N_p,H,W), h (N,N_d,*range))`` → ``(f', h')``."""
+    """One iteration: state ``(f (N, N_p·c_x, H, W), h (N, N_d·c_y, h, w))`` → ``(f', h')``, with ``c_x``, ``c_y``
+    the channels of one image and one data element (1 for real spaces, 2 per complex slice:
+    :mod:`learnrecon.models.complex`); primal copy ``i`` is channels ``[i·c_x, (i+1)·c_x)``, and so on."""
 
-    def __init__(self, n_primal: int, n_dual: int, width: int, depth: int) -> None:
+    def __init__(self, n_primal: int, n_dual: int, width: int, depth: int, channels: tuple[int, int] = (1, 1)) -> None:
         super().__init__()
-        self.dual = ConvBlock(n_dual + 2, n_dual, width, depth)
-        self.primal = ConvBlock(n_primal + 1, n_primal, width, depth)
+        self.cx, self.cy = cx, cy = channels
+        self.dual = ConvBlock((n_dual + 2) * cy, n_dual * cy, width, depth)
+        self.primal = ConvBlock((n_primal + 1) * cx, n_primal * cx, width, depth)
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         f, h = state
-        f_dual = f[:, 1:2] if f.shape[1] > 1 else f[:, :1]
+        cx, cy = self.cx, self.cy
+        f_dual = f[:, cx : 2 * cx] if f.shape[1] > cx else f[:, :cx]
         h = h + self.dual(torch.cat([h, op(f_dual.to(y.dtype)).to(h.dtype), y.to(h.dtype)], dim=1))
-        f = f + self.primal(torch.cat([f, op.H(h[:, :1].to(y.dtype)).to(f.dtype)], dim=1))
+        f = f + self.primal(torch.cat([f, op.H(h[:, :cy].to(y.dtype)).to(f.dtype)], dim=1))
         return f, h
 
 
@@ -49,6 +54,8 @@ class LearnedPrimalDual(Unrolled):
         share_weights: one step module for all iterations.
         init: the initial image in every primal channel (the paper: "zero").
         normalise: work with ``A/‖A‖`` and ``y/‖A‖``.
+        operator: the operator whose spaces fix the networks' channels (:mod:`learnrecon.models.complex`; for
+            MRI the dual block convolves k-space, 2 channels per coil).
     """
 
     convolved_spaces = ("images", "data")
@@ -63,10 +70,15 @@ class LearnedPrimalDual(Unrolled):
         share_weights: bool = False,
         init: str = "zero",
         normalise: bool = True,
+        operator: LinearOperator | None = None,
     ) -> None:
-        steps = [PrimalDualStep(n_primal, n_dual, width, depth) for _ in range(1 if share_weights else n_iter)]
-        super().__init__(steps, n_iter, init, normalise)
+        channels = network_channels(operator)
+        steps = [
+            PrimalDualStep(n_primal, n_dual, width, depth, channels) for _ in range(1 if share_weights else n_iter)
+        ]
+        super().__init__(steps, n_iter, init, normalise, operator)
         self.n_primal, self.n_dual = n_primal, n_dual
 
     def initial_state(self, x0: torch.Tensor, y: torch.Tensor, op: LinearOperator) -> State:
-        return x0.expand(-1, self.n_primal, -1, -1).clone(), x0.new_zeros(y.shape[0], self.n_dual, *y.shape[2:])
+        f = x0.repeat(1, self.n_primal, 1, 1)
+        return f, x0.new_zeros(y.shape[0], self.n_dual * y.shape[1], *y.shape[2:])

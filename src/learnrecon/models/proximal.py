@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from learnrecon.models.base import State, Unrolled
+from learnrecon.models.complex import network_channels
 from learnrecon.models.nets import ConvBlock
 from learnrecon.operators.base import LinearOperator
 
@@ -23,10 +24,10 @@ __all__ = ["LearnedProximal", "ProximalStep"]
 class ProximalStep(nn.Module):
     """One step: state ``(x,)`` → ``(Γ(x − τ A*(A x − y)),)``."""
 
-    def __init__(self, width: int, depth: int, step: float) -> None:
+    def __init__(self, width: int, depth: int, step: float, image_channels: int = 1) -> None:
         super().__init__()
         self.log_step = nn.Parameter(torch.tensor(math.log(step)))
-        self.prox = ConvBlock(1, 1, width, depth)
+        self.prox = ConvBlock(image_channels, image_channels, width, depth)
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         (x,) = state
@@ -43,6 +44,7 @@ class LearnedProximal(Unrolled):
         share_weights: one step module for all iterations.
         init: the initial reconstruction (see :data:`~learnrecon.models.base.INITS`).
         normalise: work with ``A/‖A‖`` and ``y/‖A‖`` (then the initial step 1 is ``1/‖A‖²``).
+        operator: the operator whose spaces fix the networks' channels (:mod:`learnrecon.models.complex`).
     """
 
     def __init__(
@@ -53,6 +55,8 @@ class LearnedProximal(Unrolled):
         share_weights: bool = False,
         init: str = "auto",
         normalise: bool = True,
+        operator: LinearOperator | None = None,
     ) -> None:
-        steps = [ProximalStep(width, depth, 1.0) for _ in range(1 if share_weights else n_iter)]
-        super().__init__(steps, n_iter, init, normalise)
+        c = network_channels(operator)[0]
+        steps = [ProximalStep(width, depth, 1.0, c) for _ in range(1 if share_weights else n_iter)]
+        super().__init__(steps, n_iter, init, normalise, operator)

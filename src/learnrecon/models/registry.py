@@ -17,8 +17,9 @@ from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
 from learnrecon.models.segmentation import TaskAdapted
 from learnrecon.models.variational import VariationalNetwork
+from learnrecon.models.varnet import E2EVarNet, MRIVariationalNetwork
 
-__all__ = ["MODELS", "SMALL_PARAMS", "register_model"]
+__all__ = ["MODELS", "MRI_ONLY", "SMALL_PARAMS", "register_model"]
 
 MODELS: dict[str, type[nn.Module]] = {
     "fbpconvnet": FBPConvNet,
@@ -29,7 +30,12 @@ MODELS: dict[str, type[nn.Module]] = {
     "lpd": LearnedPrimalDual,
     "vn": VariationalNetwork,
     "task-adapted": TaskAdapted,
+    "vn-mri": MRIVariationalNetwork,
+    "e2e-varnet": E2EVarNet,
 }
+
+#: Models that only reconstruct Cartesian MRI (they work in its k-space).
+MRI_ONLY: tuple[str, ...] = ("e2e-varnet",)
 
 #: Small versions of every model (a few thousand parameters), for tests and device checks on 32²–64² problems.
 SMALL_PARAMS: dict[str, dict[str, Any]] = {
@@ -44,6 +50,8 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
         "reconstructor": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
         "task": {"depth": 2, "width": 4},
     },
+    "vn-mri": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
+    "e2e-varnet": {"n_cascades": 2, "width": 4, "depth": 1},
 }
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from learnrecon.errors import ParameterError
 from learnrecon.models.base import State, Unrolled
+from learnrecon.models.complex import network_channels
 from learnrecon.operators.base import LinearOperator
 
 __all__ = ["VariationalNetwork", "VNStage"]
@@ -58,13 +59,16 @@ class _RBFMix(torch.autograd.Function):
 class VNStage(nn.Module):
     """One stage: state ``(x,)`` → ``(x − Σ K_iᵀ φ'_i(K_i x) − λ A*(A x − y),)``."""
 
-    def __init__(self, n_filters: int, filter_size: int, n_rbf: int, v_max: float, alpha: float) -> None:
+    def __init__(
+        self, n_filters: int, filter_size: int, n_rbf: int, v_max: float, alpha: float, image_channels: int = 1
+    ) -> None:
         super().__init__()
         if filter_size % 2 == 0 or n_rbf < 2 or v_max <= 0:
             raise ParameterError(
                 f"need an odd filter_size, n_rbf >= 2 and v_max > 0, got {filter_size}, {n_rbf}, {v_max}"
             )
-        self.filters = nn.Parameter(torch.randn(n_filters, 1, filter_size, filter_size) / filter_size)
+        shape = (n_filters, image_channels, filter_size, filter_size)
+        self.filters = nn.Parameter(torch.randn(shape) / (filter_size * image_channels**0.5))
         centres = torch.linspace(-v_max, v_max, n_rbf)
         self.register_buffer("centres", centres)
         self.sigma = float(centres[1] - centres[0])
@@ -73,7 +77,7 @@ class VNStage(nn.Module):
         self.log_lam = nn.Parameter(torch.zeros(()))
 
     def kernels(self) -> torch.Tensor:
-        """The zero-mean, unit-norm filters ``(n_filters, 1, s, s)``."""
+        """The filters ``(n_filters, c, s, s)``, zero-mean on each channel and of unit norm over all of them."""
         k = self.filters - self.filters.mean(dim=(-2, -1), keepdim=True)
         return k / k.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
 
@@ -101,6 +105,9 @@ class VariationalNetwork(Unrolled):
         share_weights: one stage's parameters for all stages.
         init: the initial reconstruction (see :data:`~learnrecon.models.base.INITS`).
         normalise: work with ``A/‖A‖`` and ``y/‖A‖``.
+        operator: the operator whose spaces fix the filters' channels: for complex (MRI) images each filter has
+            a real and an imaginary part, ``K_i x = k_i^re * Re x + k_i^im * Im x`` (Hammernik et al.'s MRI form;
+            :mod:`learnrecon.models.complex`); ``None``: real images.
     """
 
     def __init__(
@@ -114,6 +121,10 @@ class VariationalNetwork(Unrolled):
         share_weights: bool = False,
         init: str = "auto",
         normalise: bool = True,
+        operator: LinearOperator | None = None,
     ) -> None:
-        stages = [VNStage(n_filters, filter_size, n_rbf, v_max, alpha) for _ in range(1 if share_weights else n_stages)]
-        super().__init__(stages, n_stages, init, normalise)
+        c = network_channels(operator)[0]
+        stages = [
+            VNStage(n_filters, filter_size, n_rbf, v_max, alpha, c) for _ in range(1 if share_weights else n_stages)
+        ]
+        super().__init__(stages, n_stages, init, normalise, operator)

@@ -17,7 +17,24 @@ from learnrecon._checks import check_tensor
 from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.operators.base import LinearOperator
 
-__all__ = ["MRI", "cartesian_mask", "centred_fft2", "centred_ifft2", "gaussian_coil_maps"]
+__all__ = [
+    "MASK_TYPES",
+    "MRI",
+    "cartesian_mask",
+    "centred_fft2",
+    "centred_ifft2",
+    "fastmri_center_fraction",
+    "gaussian_coil_maps",
+]
+
+#: Cartesian line masks (fastMRI's two kinds): "random" columns besides the centre, or "equispaced" ones.
+MASK_TYPES = ("random", "equispaced")
+
+
+def fastmri_center_fraction(acceleration: float) -> float:
+    """fastMRI's fully sampled centre: 0.08 of the columns at 4×, 0.04 at 8× (the challenge's pairs), and
+    ``0.32 / acceleration`` (the same rule) at other accelerations."""
+    return 0.32 / acceleration
 
 
 def centred_fft2(x: torch.Tensor) -> torch.Tensor:
@@ -66,15 +83,17 @@ class MRI(LinearOperator):
         cls,
         image_size: int | Sequence[int],
         acceleration: float | None = None,
-        center_fraction: float = 0.08,
+        center_fraction: float | None = None,
         mask_seed: int = 0,
+        mask_type: str = "random",
         mask_columns: Sequence[int] | None = None,
         mask_indices: Sequence[int] | None = None,
         n_coils: int | None = None,
         coil_width: float = 0.6,
     ) -> MRI:
         """An MRI operator from plain values (a config section): the mask is :func:`cartesian_mask` of
-        ``acceleration``, ``center_fraction`` and ``mask_seed``, or given by its sampled ``mask_columns`` or
+        ``acceleration``, ``center_fraction`` (default: fastMRI's, :func:`fastmri_center_fraction`), ``mask_seed``
+        and ``mask_type`` (:data:`MASK_TYPES`), or given by its sampled ``mask_columns`` or
         (any pattern) the flat ``mask_indices`` of its samples; ``n_coils`` simulated coils of
         :func:`gaussian_coil_maps` (None: one coil, no sensitivities). :meth:`config` writes the same values."""
         shape = (image_size, image_size) if isinstance(image_size, int) else tuple(int(s) for s in image_size)
@@ -85,7 +104,9 @@ class MRI(LinearOperator):
                 f"an MRI config needs exactly one of acceleration, mask_columns or mask_indices, got {given or 'none'}"
             )
         if acceleration is not None:
-            mask = cartesian_mask(shape, acceleration, center_fraction, seed=mask_seed)
+            if center_fraction is None:
+                center_fraction = fastmri_center_fraction(acceleration)
+            mask = cartesian_mask(shape, acceleration, center_fraction, seed=mask_seed, kind=mask_type)
         else:
             mask = torch.zeros(shape[0] * shape[1] if mask_indices is not None else shape[1], dtype=torch.bool)
             mask[
@@ -155,14 +176,20 @@ class MRI(LinearOperator):
 
 
 def cartesian_mask(
-    shape: Sequence[int], acceleration: float, center_fraction: float = 0.08, seed: int = 0
+    shape: Sequence[int], acceleration: float, center_fraction: float = 0.08, seed: int = 0, kind: str = "random"
 ) -> torch.Tensor:
-    """A random Cartesian line mask (H, W) bool, as in fastMRI: whole columns (phase-encode lines) sampled.
+    """A Cartesian line mask (H, W) bool, as in fastMRI: whole columns (phase-encode lines) sampled.
 
-    ``round(W · center_fraction)`` central columns are always sampled; further columns are drawn at
-    random (uniformly, without replacement, from ``numpy``'s ``default_rng(seed)``) until
-    ``round(W / acceleration)`` columns are sampled in all.
+    ``round(W · center_fraction)`` central columns are always sampled (fastMRI: 0.08 at 4×, 0.04 at 8×,
+    :func:`fastmri_center_fraction`). ``kind="random"``: further columns are drawn at random (uniformly,
+    without replacement, from ``numpy``'s ``default_rng(seed)``) until ``round(W / acceleration)`` columns are
+    sampled in all (fastMRI's ``RandomMaskFunc`` draws each column with that expected count instead).
+    ``kind="equispaced"``: fastMRI's ``EquispacedMaskFunc``, every ``a``-th column from a random offset in
+    ``[0, round(a))`` with ``a = R (n_c − W) / (n_c R − W)`` (``n_c`` centre columns), so that with the centre
+    about ``W / R`` columns are sampled.
     """
+    if kind not in MASK_TYPES:
+        raise ParameterError(f"unknown mask type {kind!r}; choose one of {', '.join(MASK_TYPES)}")
     import numpy as np
 
     h, w = (int(s) for s in shape)
@@ -177,7 +204,14 @@ def cartesian_mask(
     centre = np.arange((w - n_centre + 1) // 2, (w - n_centre + 1) // 2 + n_centre)
     others = np.setdiff1d(np.arange(w), centre)
     rng = np.random.default_rng(seed)
-    extra = rng.choice(others, size=n_lines - n_centre, replace=False)
+    if kind == "random":
+        extra = rng.choice(others, size=n_lines - n_centre, replace=False)
+    elif n_centre * acceleration >= w or n_centre == 0:
+        extra = np.arange(0, w, max(1, round(acceleration)))  # no centre to adjust the spacing for
+    else:
+        spacing = acceleration * (n_centre - w) / (n_centre * acceleration - w)
+        offset = int(rng.integers(0, max(1, round(spacing))))
+        extra = np.round(np.arange(offset, w - 1, spacing)).astype(np.int64)
     lines = torch.zeros(w, dtype=torch.bool)
     lines[torch.from_numpy(np.concatenate([centre, extra]).astype(np.int64))] = True
     return lines[None, :].expand(h, w).clone()

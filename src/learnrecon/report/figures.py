@@ -21,7 +21,9 @@ TITLE_WIDTH = 30
 
 
 def _image(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to("cpu", torch.float32).reshape(t.shape[-2:]).numpy()
+    """A panel's image: complex images (MRI) shown by their magnitudes."""
+    t = t.detach().abs() if t.is_complex() else t.detach()
+    return t.to("cpu", torch.float32).reshape(t.shape[-2:]).numpy()
 
 
 def _title(text: str) -> str:

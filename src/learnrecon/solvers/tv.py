@@ -10,6 +10,11 @@ The saddle-point form uses K = [A; c∇] with c = ‖A‖/‖∇‖ so that both
   x⁺ ← proj_{x ≥ 0}(x − τ(Aᵀp + c∇ᵀq)),   x̄ ← 2x⁺ − x,
 with σ = τ = 0.99/‖K‖, ‖K‖ = √2·‖A‖ (Chambolle & Pock 2011, θ = 1). The dual projection is onto
 the disc of radius λ/c per pixel (isotropic) or the square [−λ/c, λ/c]² (anisotropic).
+
+Complex images (MRI): ∇ acts on the real and imaginary parts, and the isotropic TV is
+Σ_pixels sqrt(|∂₁x|² + |∂₂x|²) with complex moduli (the anisotropic one Σ |∂₁x| + |∂₂x|), so the dual
+projection is onto the ball of those moduli; a non-negativity constraint has no meaning there and is refused.
+Images with leading dimensions (multi-coil MRI's ``(1, H, W)``) are regularised slice by slice.
 """
 
 from __future__ import annotations
@@ -35,10 +40,32 @@ def _project_ball(q: torch.Tensor, radius: float, isotropic: bool = True) -> tor
     """
     if radius == 0:
         return torch.zeros_like(q)
+    if q.is_complex():
+        if not isotropic:
+            return q / (q.abs() / radius).clamp_min(1)
+        magnitude = torch.sqrt(q[..., 0, :, :].abs() ** 2 + q[..., 1, :, :].abs() ** 2)
+        return q / (magnitude / radius).clamp_min(1).unsqueeze(-3)
     if not isotropic:
         return q.clamp(-radius, radius)
     magnitude = torch.sqrt(q[..., 0, :, :] ** 2 + q[..., 1, :, :] ** 2)
     return q / (magnitude / radius).clamp_min(1).unsqueeze(-3)
+
+
+class _ComplexGradient:
+    """The forward-difference gradient of real or complex images (of their real and imaginary parts)."""
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.op = FiniteDifference2D(shape)
+        self.range_shape = self.op.range_shape
+
+    def norm_bound(self) -> float:
+        return self.op.norm_bound()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.complex(self.op(x.real), self.op(x.imag)) if x.is_complex() else self.op(x)
+
+    def adjoint(self, q: torch.Tensor) -> torch.Tensor:
+        return torch.complex(self.op.H(q.real), self.op.H(q.imag)) if q.is_complex() else self.op.H(q)
 
 
 def tv_pdhg(
@@ -59,19 +86,23 @@ def tv_pdhg(
 
     Args:
         y: measurements.
-        op: forward operator with a real 2-D image domain (H, W).
+        op: forward operator with a 2-D image domain (..., H, W), real or complex (see the module docstring).
         lam: TV weight λ ≥ 0 (in the units of ½‖Ax − y‖²).
         n_iter: maximal PDHG iterations; ``rtol``, ``delta``/``tau``, ``callback``: shared stopping rules
             (:mod:`learnrecon.solvers.stopping`).
-        nonneg: constrain x ≥ 0.
+        nonneg: constrain x ≥ 0 (real images only).
         isotropic: isotropic TV (default) or anisotropic TV.
         x0: starting image (default zero).
     """
     y = check_data(y, op)
-    if len(op.domain_shape) != 2 or op.domain_complex:
-        raise ParameterError(f"tv_pdhg needs an operator on real 2-D images, {op.name} has domain {op.domain_shape}")
+    if len(op.domain_shape) < 2:
+        raise ParameterError(f"tv_pdhg needs an operator on 2-D images, {op.name} has domain {op.domain_shape}")
+    if op.domain_complex and nonneg:
+        raise ParameterError(
+            f"{op.name} has complex images, for which x >= 0 has no meaning; call tv_pdhg with nonneg=False"
+        )
     lam = check_parameter("lam", lam)
-    grad = FiniteDifference2D(op.domain_shape)
+    grad = _ComplexGradient(op.domain_shape[-2:])
     norm_a = op.norm(torch.float64, y.device)
     c = norm_a / grad.norm_bound()
     step = 0.99 / (math.sqrt(2.0) * norm_a)
@@ -90,7 +121,7 @@ def tv_pdhg(
             p = (p + step * residual) / (1 + step)
             q = q + (step * c) * grad(x_bar)
             q = _project_ball(q, radius, isotropic)
-            x_new = x - step * (op.H(p) + c * grad.H(q))
+            x_new = x - step * (op.H(p) + c * grad.adjoint(q))
             if nonneg:
                 x_new = x_new.clamp_min(0)
             x_bar = 2 * x_new - x

@@ -10,6 +10,10 @@ others; the gradient of ``log MSE_b`` is that of ``MSE_b`` divided by ``MSE_b``.
 
 :class:`JointLoss` is task-adapted training's ``(1 − C)·ℓ_X(x̂, x) + C·ℓ_D(logits, d)`` (Adler et al. 2022), with
 ``ℓ_D`` the pixel-mean cross-entropy, plus ``dice_weight`` times the soft Dice loss if asked.
+
+Complex images (MRI): ``mse`` and ``l1`` take the complex error, ``mean |x̂ − x|²`` and ``mean |x̂ − x|`` (the
+squared error of the two real channels, :mod:`learnrecon.models.complex`); ``ssim`` and ``psnr`` compare the
+magnitudes ``|x̂|`` and ``|x|``, as the evaluation scores them.
 """
 
 from __future__ import annotations
@@ -24,17 +28,34 @@ from learnrecon.errors import ParameterError
 __all__ = ["LOSSES", "JointLoss", "get_loss", "soft_dice_loss"]
 
 
+def _magnitude(x: torch.Tensor) -> torch.Tensor:
+    x = x.abs() if x.is_complex() else x
+    return x.reshape(x.shape[0], -1, *x.shape[-2:]) if x.ndim > 4 else x
+
+
 def _ssim_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return 1 - metrics.ssim(x_hat, x).mean()
+    return 1 - metrics.ssim(_magnitude(x_hat), _magnitude(x)).mean()
 
 
 def _psnr_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return -metrics.psnr(x_hat, x).mean()
+    return -metrics.psnr(_magnitude(x_hat), _magnitude(x)).mean()
+
+
+def _mse_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if x_hat.is_complex() or x.is_complex():
+        return (x_hat - x).abs().pow(2).mean()
+    return torch.nn.functional.mse_loss(x_hat, x)
+
+
+def _l1_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if x_hat.is_complex() or x.is_complex():
+        return (x_hat - x).abs().mean()
+    return torch.nn.functional.l1_loss(x_hat, x)
 
 
 LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "mse": torch.nn.functional.mse_loss,
-    "l1": torch.nn.functional.l1_loss,
+    "mse": _mse_loss,
+    "l1": _l1_loss,
     "ssim": _ssim_loss,
     "psnr": _psnr_loss,
 }

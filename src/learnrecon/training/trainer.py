@@ -213,7 +213,8 @@ class Trainer:
         """The loss of a model's output against the truth (and, for a task loss, the batch's labels)."""
         if getattr(self.loss_fn, "uses_labels", False):
             return self.loss_fn(output, x, extra["labels"].to(x.device))
-        return self.loss_fn(image_of(output).float(), x)
+        image = image_of(output)  # in float32 (complex64 for MRI), whatever precision autocast ran in
+        return self.loss_fn(image.to(torch.complex64) if image.is_complex() else image.float(), x)
 
     @classmethod
     def from_config(
