@@ -178,3 +178,25 @@ def test_lpd_registry_model_on_prelog():
     op, x = _op(1e3), _truth(1).float()
     out = model(_counts(op, x.double()).float(), op)
     assert out.shape == x.shape
+
+
+def test_prelog_pairs_and_the_trainer_on_a_nonlinear_operator(tmp_path):
+    from learnrecon.config import TrainingConfig
+    from learnrecon.data.prelog import PrelogPairs
+    from learnrecon.data.sources import PhantomSource
+    from learnrecon.training import Trainer
+
+    op = _op(1e3)
+    counts = PrelogPairs(op, PhantomSource("dival-ellipses"), seed=3)
+    logs = PrelogPairs(op, PhantomSource("dival-ellipses"), seed=3, log=True)
+    a, b = counts.batch(torch.arange(2, 4)), logs.batch(torch.arange(2, 4))
+    torch.testing.assert_close(a.x, b.x)
+    torch.testing.assert_close(op.log_data(a.y), b.y)
+    torch.testing.assert_close(counts.batch(torch.arange(2, 4)).y, a.y)  # a function of the positions
+    torch.manual_seed(0)
+    model = build_model("lpd", {"n_iter": 2, "width": 8, "depth": 2, "init": "fbp"})
+    settings = TrainingConfig(steps=3, batch_size=2, lr=1e-3, device="cpu", validate_every=3, checkpoint_every=3)
+    trainer = Trainer(model, op, counts, run_dir=tmp_path / "run", settings=settings, validation=a, progress=False)
+    summary = trainer.train()
+    trainer.close()
+    assert summary["steps"] == 3 and math.isfinite(summary["best_psnr"])
