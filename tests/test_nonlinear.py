@@ -200,3 +200,15 @@ def test_prelog_pairs_and_the_trainer_on_a_nonlinear_operator(tmp_path):
     summary = trainer.train()
     trainer.close()
     assert summary["steps"] == 3 and math.isfinite(summary["best_psnr"])
+
+
+def test_beer_lambert_config_round_trip():
+    from learnrecon.operators.registry import build_operator, operator_config
+
+    op = _op(1e3)
+    rebuilt = build_operator(operator_config(op))
+    x = _truth(1)
+    assert isinstance(rebuilt, BeerLambert) and rebuilt.photons == 1e3 and rebuilt.mu_max == op.mu_max
+    torch.testing.assert_close(rebuilt(x), op(x))
+    with pytest.raises(ParameterError, match="photons"):
+        build_operator({**operator_config(op), "photons": -1})

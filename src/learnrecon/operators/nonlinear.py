@@ -260,8 +260,17 @@ class BeerLambert(NonlinearOperator):
         return f"BeerLambert({self.ray!r}, photons={self.photons:g}, mu_max={self.mu_max:g})"
 
     def config(self) -> dict:
-        """Constructor arguments (the ray transform's own config nested)."""
+        """Constructor arguments (the ray transform's own config nested), for
+        :func:`~learnrecon.operators.registry.build_operator`."""
         return {"type": "BeerLambert", "ray": self.ray.config(), "photons": self.photons, "mu_max": self.mu_max}
+
+    @classmethod
+    def from_config(cls, ray: dict, photons: float, mu_max: float) -> BeerLambert:
+        """The operator of a config section ``{type: BeerLambert, ray: {type: ParallelBeam2D, ...}, photons: ..,
+        mu_max: ..}``."""
+        from learnrecon.operators.registry import build_operator
+
+        return cls(build_operator(ray), photons, mu_max)
 
     def _evaluate(self, x):
         return self.photons * torch.exp(-self.mu_max * self.ray(x))
