@@ -499,7 +499,49 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     _add_report(sub)
+    _add_adapt(sub)
     return parser
+
+
+def _add_adapt(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "adapt",
+        help="adapt a trained model to the operator of a new data set, without ground truth",
+        description="Minimise ||y - A_new f(y; theta, A_new)||^2/||y||^2 + mu ||theta - theta_0||^2 over the "
+        "weights on the measurements of --data (Gilton, Ongie & Willett 2021); writes OUT/adapted.safetensors + .json.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint to adapt (path without or with .safetensors)")
+    source.add_argument("--pretrained", help="shipped model to adapt, e.g. lpd-ellipses")
+    p.add_argument("--data", required=True, help="HDF5 data set of the new operator (learnrecon simulate)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--mu", type=float, default=1e-3, help="weight of ||theta - theta_0||^2 (>= 0)")
+    p.add_argument("--steps", type=int, default=100, help="optimisation steps")
+    p.add_argument("--lr", type=float, default=1e-5, help="Adam learning rate")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--n-samples", type=int, default=None, help="use only the first N measurements of --data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT/adapted")
+    p.set_defaults(run=_run_adapt)
+
+
+def _run_adapt(args: argparse.Namespace) -> int:
+    from learnrecon.training.adaptation import adapt_checkpoint
+
+    path = adapt_checkpoint(
+        args.checkpoint or args.pretrained,
+        args.data,
+        args.out,
+        mu=args.mu,
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        n_samples=args.n_samples,
+        overwrite=args.overwrite,
+    )
+    print(f"adapted model written to {path}")
+    return 0
 
 
 def _process_label() -> str:

@@ -13,7 +13,7 @@ import torch
 from learnrecon._checks import check_finite, check_tensor
 from learnrecon.errors import ParameterError
 
-__all__ = ["gaussian", "poisson_prelog"]
+__all__ = ["gaussian", "poisson_counts", "poisson_prelog"]
 
 
 def _check_nonnegative(name: str, value: float) -> float:
@@ -69,6 +69,24 @@ def poisson_prelog(
         photons: N0, the mean photon count per detector pixel without attenuation (4096 for LoDoPaB).
         mu_max: the attenuation that maps the image's 1 to physical units.
     """
+    counts = _counts(y_linear, photons, mu_max, generator).clamp_min(0.1)
+    return (-torch.log(counts / float(photons)) / float(mu_max)).to(dtype=y_linear.dtype, device=y_linear.device)
+
+
+def poisson_counts(
+    y_linear: torch.Tensor,
+    photons: float,
+    mu_max: float = 81.35858,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Pre-log data: photon counts ``N ~ Poisson(N0 · exp(−μ_max · y))`` (the data of
+    :class:`~learnrecon.operators.nonlinear.BeerLambert`), in ``y_linear``'s dtype and device; the same
+    generator gives the counts behind :func:`poisson_prelog`'s post-log data."""
+    return _counts(y_linear, photons, mu_max, generator).to(dtype=y_linear.dtype, device=y_linear.device)
+
+
+def _counts(y_linear, photons, mu_max, generator) -> torch.Tensor:
+    """The counts in float64 on the CPU."""
     y_linear = check_finite(check_tensor(y_linear, "data"), "data")
     if y_linear.is_complex():
         raise ParameterError("Poisson noise needs real line integrals, got complex data")
@@ -77,5 +95,4 @@ def poisson_prelog(
     if n0 == 0 or mu == 0:
         raise ParameterError("photons and mu_max must be positive")
     expected = (n0 * torch.exp(-mu * y_linear.double())).cpu()
-    counts = torch.poisson(expected, generator=generator).clamp_min(0.1)
-    return (-torch.log(counts / n0) / mu).to(dtype=y_linear.dtype, device=y_linear.device)
+    return torch.poisson(expected, generator=generator)

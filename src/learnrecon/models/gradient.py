@@ -6,7 +6,8 @@ iterate and new memory:
 
     (Δx, s_{k+1}) = Λ_θk(x_k, ∇_x ½‖A x_k − y‖², [∇R(x_k)], s_k),    x_{k+1} = x_k + Δx,
 
-with ``∇_x ½‖A x − y‖² = A*(A x − y)``. The regulariser gradients on offer (``D``: forward differences
+with ``∇_x ½‖A x − y‖² = A*(A x − y)``; for a nonlinear operator ``A`` the step sees
+``[∂A(x)]*(A(x) − y)``, the gradient of ``½‖A(x) − y‖²``. The regulariser gradients on offer (``D``: forward differences
 with a zero difference across the last row and column):
 
 - ``"quadratic"``: ``R(x) = ½‖Dx‖²``, ``∇R(x) = DᵀD x``, what Adler & Öktem's network sees;
@@ -84,7 +85,8 @@ class LGDStep(nn.Module):
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         x, memory = state
-        inputs = [x, op.H(op(x.to(y.dtype)) - y).to(x.dtype)]
+        x_data = x.to(y.dtype)
+        inputs = [x, op.derivative(x_data).H(op(x_data) - y).to(x.dtype)]  # ∇ ½‖A(x) − y‖² = [∂A(x)]*(A(x) − y)
         if self.regulariser is not None:
             inputs.append(regulariser_gradient(x, self.regulariser, self.tv_eps))
         update = self.block(torch.cat([*inputs, memory], dim=1))

@@ -7,6 +7,9 @@ image. Iteration ``k``:
     f_{k+1} = f_k + Λ_θk(f_k, A* h_{k+1}^{(0)})       (primal block, on images)
 
 (Adler & Öktem feed the dual block channel 1 of ``f`` and the primal block channel 0 of ``h``.)
+For a nonlinear forward operator ``A`` (e.g. :class:`~learnrecon.operators.nonlinear.BeerLambert`, pre-log
+CT) the dual block sees ``A(f^{(1)})`` and the primal block ``[∂A(f^{(1)})]*(h^{(0)})``, the paper's
+physics-constrained variant; a linear operator is its own derivative, so both read as above.
 Defaults as in the paper: 10 iterations, 5 + 5 memory channels, blocks of 3 conv layers with 32
 channels and PReLU, about 0.25 M parameters; the initial state is zero.
 """
@@ -40,7 +43,8 @@ class PrimalDualStep(nn.Module):
         cx, cy = self.cx, self.cy
         f_dual = f[:, cx : 2 * cx] if f.shape[1] > cx else f[:, :cx]
         h = h + self.dual(torch.cat([h, op(f_dual.to(y.dtype)).to(h.dtype), y.to(h.dtype)], dim=1))
-        f = f + self.primal(torch.cat([f, op.H(h[:, :cy].to(y.dtype)).to(f.dtype)], dim=1))
+        back = op.derivative(f_dual.to(y.dtype)).H(h[:, :cy].to(y.dtype))  # A* h, or [∂A(f)]* h for a nonlinear A
+        f = f + self.primal(torch.cat([f, back.to(f.dtype)], dim=1))
         return f, h
 
 

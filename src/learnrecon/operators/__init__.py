@@ -5,6 +5,7 @@ from learnrecon.operators.basic import Identity, MatrixOperator
 from learnrecon.operators.blur import Blur, gaussian_kernel, motion_kernel
 from learnrecon.operators.gradient import FiniteDifference2D
 from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
+from learnrecon.operators.nonlinear import BeerLambert, NonlinearOperator, taylor_remainders
 from learnrecon.operators.symmetry import IDENTITY, Symmetry, parallel_beam_symmetries
 from learnrecon.operators.tomography import FanBeam2D, ParallelBeam2D, RayTransform2D, subset
 from learnrecon.operators.wavelet import Wavelet2D
@@ -13,6 +14,7 @@ __all__ = [
     "IDENTITY",
     "MRI",
     "Adjoint",
+    "BeerLambert",
     "Blur",
     "Composition",
     "FanBeam2D",
@@ -20,6 +22,7 @@ __all__ = [
     "Identity",
     "LinearOperator",
     "MatrixOperator",
+    "NonlinearOperator",
     "ParallelBeam2D",
     "RayTransform2D",
     "Scaled",
@@ -32,4 +35,5 @@ __all__ = [
     "gaussian_kernel",
     "motion_kernel",
     "subset",
+    "taylor_remainders",
 ]

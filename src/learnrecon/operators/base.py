@@ -135,6 +135,14 @@ class LinearOperator:
         return f"{self.name}(domain_shape={self.domain_shape}, range_shape={self.range_shape})"
 
     # ----------------------------------------------------------------- capabilities
+    #: Whether the operator is linear (:class:`~learnrecon.operators.nonlinear.NonlinearOperator` says False).
+    is_linear = True
+
+    def derivative(self, x: torch.Tensor | None = None) -> LinearOperator:
+        """The derivative at ``x``: a linear operator is its own, so schemes written for nonlinear operators
+        (``op(x)``, ``op.derivative(x).H(h)``) run unchanged on linear ones."""
+        return self
+
     #: The keyword options :meth:`pseudo_inverse` takes (none by default; ray transforms take FBP's).
     pseudo_inverse_options: tuple[str, ...] = ()
 

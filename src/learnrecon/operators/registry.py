@@ -28,6 +28,7 @@ OPERATOR_TYPES: dict[str, str] = {
     "Wavelet2D": "learnrecon.operators.wavelet",
     "FanBeam2D": "learnrecon.operators.tomography",
     "MRI": "learnrecon.operators.mri",
+    "BeerLambert": "learnrecon.operators.nonlinear",
 }
 
 

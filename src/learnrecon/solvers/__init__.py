@@ -7,6 +7,7 @@ for stopping) with ``return_info=True`` and share the stopping rules of :mod:`.s
 from learnrecon.operators.fbp import FILTERS, fbp
 from learnrecon.solvers.linear import cgls, landweber, projected_gradient, tikhonov
 from learnrecon.solvers.parameter_choice import ParameterChoice, discrepancy_choice, grid_search, l_curve
+from learnrecon.solvers.poisson import poisson_tv, prelog_fbp
 from learnrecon.solvers.registry import METHODS, reconstruct_batch
 from learnrecon.solvers.row_action import kaczmarz, sart, sgd
 from learnrecon.solvers.sparsity import fista, ista, soft_threshold
@@ -29,6 +30,8 @@ __all__ = [
     "kaczmarz",
     "l_curve",
     "landweber",
+    "poisson_tv",
+    "prelog_fbp",
     "projected_gradient",
     "reconstruct_batch",
     "sart",
