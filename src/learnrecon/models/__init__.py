@@ -2,10 +2,12 @@
 
 Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :class:`LearnedProximal`,
 :class:`LearnedPrimalDual`, :class:`VariationalNetwork`, :class:`LISTA`) share the step interface of
-:class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction.
+:class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction;
+:class:`DeepEquilibrium` (``deq-grad``, ``deq-prox``, ``deq-pd``) runs one step to its fixed point.
 """
 
 from learnrecon.models.base import INITS, Unrolled, initial_reconstruction, normalised
+from learnrecon.models.deq import BACKWARDS, Certificate, DeepEquilibrium, DEGrad, DEPrimalDual, DEProx
 from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent, tv_gradient
@@ -18,6 +20,12 @@ from learnrecon.models.registry import MODELS, SMALL_PARAMS, register_model
 from learnrecon.models.variational import VariationalNetwork
 
 __all__ = [
+    "BACKWARDS",
+    "Certificate",
+    "DEGrad",
+    "DEPrimalDual",
+    "DEProx",
+    "DeepEquilibrium",
     "INITS",
     "LISTA",
     "MODELS",
