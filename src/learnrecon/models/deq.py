@@ -120,7 +120,7 @@ class GradientEquilibriumStep(nn.Module):
 
     def bound(self) -> float:
         """``γ = 1 − η(1 + μ) + ηε`` with μ = 0."""
-        eta = float(self.eta)
+        eta = float(self.eta.detach())
         return 1 - eta + eta * self.lipschitz
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
@@ -151,7 +151,7 @@ class ProximalEquilibriumStep(nn.Module):
 
     def bound(self) -> float:
         """``γ = ε·max(|1 − ημ|, |1 − ηL|) ≤ ε``."""
-        return self.lipschitz * max(1.0, abs(1 - float(self.eta)))
+        return self.lipschitz * max(1.0, abs(1 - float(self.eta.detach())))
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         (u,) = state
