@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from results_file import provenance, publish
+from results_file import RESULTS, provenance, publish
 
 from learnrecon import metrics
 from learnrecon.benchmark import make_tasks
@@ -105,6 +105,49 @@ def part_iterations(deq, op, sets, ks) -> list[dict]:
         for method, curve in curves.items():
             rows.append({"test set": set_name, "method": method, **{str(k): curve[k] for k in ks}})
     return rows
+
+
+def plot_iterations(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = sorted({r["test set"] for r in rows})
+    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4), squeeze=False)
+    for ax, name in zip(axes[0], sets, strict=True):
+        for r in rows:
+            if r["test set"] == name:
+                ax.plot(ITERATIONS, [r[str(k)] for k in ITERATIONS], marker="o", label=r["method"])
+        ax.set(xscale="log", xlabel="iterations k", ylabel="PSNR (dB)", title=name)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_memory(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for backward in ("implicit", "unrolled"):
+        mine = [r for r in rows if r["backward"] == backward]
+        n = [r["forward iterations"] for r in mine]
+        axes[0].plot(n, [r["peak_rss_increase_MB"] for r in mine], marker="o", label=f"{backward} (peak RSS)")
+        axes[0].plot(n, [r["saved_MB"] for r in mine], marker="x", ls="--", label=f"{backward} (saved tensors)")
+        axes[1].plot(n, [r["seconds"] for r in mine], marker="o", label=backward)
+    axes[0].set(xlabel="forward iterations", ylabel="MB", title="training memory")
+    axes[1].set(xlabel="forward iterations", ylabel="s", title="time per training step")
+    for ax in axes:
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _rss_bytes() -> int:
@@ -235,6 +278,8 @@ def main() -> None:
                 }
             )
         record["iterations_gap"] = gaps
+        plot_iterations(rows, RESULTS / "deq-iterations.png")
+        text.append("![PSNR against iterations](deq-iterations.png)\n")
         text += [table(gaps, 3), f"({time.perf_counter() - start:.0f} s)\n"]
     if "memory" in parts:
         record["memory"] = rows = part_memory(deq.spec["params"], args.threads)
@@ -249,6 +294,8 @@ def main() -> None:
         }
         saved = {b: by[b, 100]["saved_MB"] / by[b, 10]["saved_MB"] for b in ("implicit", "unrolled")}
         record["memory_ratio_100_to_10"] = {"peak_rss": ratio, "saved": saved}
+        plot_memory(rows, RESULTS / "deq-memory.png")
+        text.append("![memory and time against iterations](deq-memory.png)\n")
         text.append(
             f"Peak memory at 100 iterations / at 10: implicit {ratio['implicit']:.2f}×, unrolled "
             f"{ratio['unrolled']:.2f}× (saved tensors: {saved['implicit']:.2f}×, {saved['unrolled']:.2f}×).\n"

@@ -101,7 +101,7 @@ class GradientEquilibriumStep(nn.Module):
 
     eta_max = 0.5
 
-    def __init__(self, width: int, depth: int, eta: float, lipschitz: float) -> None:
+    def __init__(self, width: int, depth: int, eta: float, lipschitz: float, skip_init: float = 0.9) -> None:
         super().__init__()
         if not 0 < eta < self.eta_max:
             raise ParameterError(
@@ -112,7 +112,7 @@ class GradientEquilibriumStep(nn.Module):
             raise ParameterError(f"lipschitz ε = {lipschitz} must be in [0, 1 + μ) = [0, 1) for a contraction")
         self.lipschitz = lipschitz
         self.eta_logit = nn.Parameter(torch.tensor(math.log(eta / (self.eta_max - eta))))
-        self.denoiser = LipschitzNet(1, 1, width, depth)
+        self.denoiser = LipschitzNet(1, 1, width, depth, skip_init=skip_init)
 
     @property
     def eta(self) -> torch.Tensor:
@@ -135,7 +135,7 @@ class ProximalEquilibriumStep(nn.Module):
 
     eta_max = 2.0
 
-    def __init__(self, width: int, depth: int, eta: float, lipschitz: float) -> None:
+    def __init__(self, width: int, depth: int, eta: float, lipschitz: float, skip_init: float = 0.95) -> None:
         super().__init__()
         if not 0 < eta < self.eta_max:
             raise ParameterError(f"eta = {eta} is outside (0, 2/L) = (0, 2) that DE-Prox's contraction needs")
@@ -143,7 +143,7 @@ class ProximalEquilibriumStep(nn.Module):
             raise ParameterError(f"lipschitz ε = {lipschitz} must be in [0, 1) for a contraction")
         self.lipschitz = lipschitz
         self.eta_logit = nn.Parameter(torch.tensor(math.log(eta / (self.eta_max - eta))))
-        self.denoiser = LipschitzNet(1, 1, width, depth, skip_init=0.95)
+        self.denoiser = LipschitzNet(1, 1, width, depth, skip_init=skip_init)
 
     @property
     def eta(self) -> torch.Tensor:
@@ -403,6 +403,7 @@ class DEGrad(DeepEquilibrium):
         width, depth: the denoiser CNN.
         eta: the initial step η ∈ (0, 1/2) (learned inside that interval).
         lipschitz: ε ∈ [0, 1), the denoiser's Lipschitz constant.
+        skip_init: the initial weight a of the denoiser's skip (it starts as ε·a·u: Tikhonov with 1 − εa).
         contractive: the certified step (True) or the unrolled LGD step with ``n_memory`` memory channels (False).
         Others: :class:`DeepEquilibrium`'s.
     """
@@ -413,6 +414,7 @@ class DEGrad(DeepEquilibrium):
         depth: int = 3,
         eta: float = 0.45,
         lipschitz: float = 0.9,
+        skip_init: float = 0.9,
         contractive: bool = True,
         n_memory: int = 5,
         solver: str = "anderson",
@@ -429,7 +431,7 @@ class DEGrad(DeepEquilibrium):
     ) -> None:
         _contractive_needs_normalised(contractive, normalise)
         step = (
-            GradientEquilibriumStep(width, depth, eta, lipschitz)
+            GradientEquilibriumStep(width, depth, eta, lipschitz, skip_init)
             if contractive
             else LGDStep(n_memory, width, depth, regulariser=None)
         )
@@ -456,6 +458,7 @@ class DEProx(DeepEquilibrium):
         depth: int = 3,
         eta: float = 1.0,
         lipschitz: float = 0.9,
+        skip_init: float = 0.95,
         contractive: bool = True,
         solver: str = "anderson",
         backward: str = "implicit",
@@ -470,7 +473,11 @@ class DEProx(DeepEquilibrium):
         normalise: bool = True,
     ) -> None:
         _contractive_needs_normalised(contractive, normalise)
-        step = ProximalEquilibriumStep(width, depth, eta, lipschitz) if contractive else ProximalStep(width, depth, eta)
+        step = (
+            ProximalEquilibriumStep(width, depth, eta, lipschitz, skip_init)
+            if contractive
+            else ProximalStep(width, depth, eta)
+        )
         super().__init__(
             step, solver=solver, backward=backward, tol=tol, max_iter=max_iter, solver_options=solver_options,
             backward_solver=backward_solver, backward_tol=backward_tol, backward_max_iter=backward_max_iter,
