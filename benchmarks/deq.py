@@ -1,7 +1,8 @@
 """Deep equilibrium reconstruction on the quick preset's setup: iterate more, memory and time against the iterations,
 the fixed-point solvers, and the contraction certificate.
 
-Usage: python benchmarks/deq.py [--checkpoint deq-grad-ellipses] [--n-test 20] [--threads 1] [--parts all]
+Usage: python benchmarks/deq.py [--checkpoint deq-grad-ellipses] [--n-test 20] [--threads 1]
+       [--parts iterations,memory,solvers,certificate] [--merge]
 
 - iterations: PSNR against the number of iterations k (1 … 200) on Shepp–Logan and the first ``--n-test`` held-out
   ellipses of the quick preset, for the DEQ (its Anderson solver with at most k iterations at its tolerance, and
@@ -245,6 +246,7 @@ def main() -> None:
     parser.add_argument("--n-test", type=int, default=20, help="held-out ellipses used (of the preset's 100)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--parts", default="iterations,memory,solvers,certificate", help="comma-separated parts")
+    parser.add_argument("--merge", action="store_true", help="keep the parts of results/deq.json not run now")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -254,16 +256,14 @@ def main() -> None:
     parts = set(args.parts.split(","))
     deq = load(args.checkpoint).eval()
     op, sets = test_sets(args.n_test)
-    record: dict = {"checkpoint": args.checkpoint, "model": deq.spec, "n_test": args.n_test, "machine": machine_info()}
-    text = [f"# Deep equilibrium reconstruction ({args.checkpoint})\n"]
-    text.append(
-        f"Quick preset's setup (128², 30 angles, 5 % noise); Shepp–Logan and the first {args.n_test} of its 100 "
-        "held-out ellipses. PSNR in dB with each reference image's own range (the library's convention).\n"
-    )
+    previous = RESULTS / "deq.json"
+    record: dict = json.loads(previous.read_text()) if args.merge and previous.exists() else {}
+    record.update({"checkpoint": args.checkpoint, "model": deq.spec, "n_test": args.n_test})
+    runs = record.setdefault("runs", {})
+    here = {"machine": machine_info(), "provenance": provenance(machine_info())}
     if "iterations" in parts:
         start = time.perf_counter()
-        record["iterations"] = rows = part_iterations(deq, op, sets, ITERATIONS)
-        text += ["## PSNR against the number of iterations k\n", table(rows, 2), ""]
+        rows = part_iterations(deq, op, sets, ITERATIONS)
         gaps = []
         for row in rows:
             curve = [row[str(k)] for k in ITERATIONS]
@@ -277,42 +277,60 @@ def main() -> None:
                     "best − PSNR(200) dB": best - curve[-1],
                 }
             )
-        record["iterations_gap"] = gaps
+        record["iterations"], record["iterations_gap"] = rows, gaps
+        runs["iterations"] = {**here, "seconds": time.perf_counter() - start}
         plot_iterations(rows, RESULTS / "deq-iterations.png")
-        text.append("![PSNR against iterations](deq-iterations.png)\n")
-        text += [table(gaps, 3), f"({time.perf_counter() - start:.0f} s)\n"]
     if "memory" in parts:
+        start = time.perf_counter()
         record["memory"] = rows = part_memory(deq.spec["params"], args.threads)
-        text += [
-            "## Training memory and time per step against the forward iterations (batch 2, 128²)\n",
-            table(rows, 2),
-            "",
-        ]
         by = {(r["backward"], r["forward iterations"]): r for r in rows}
         ratio = {
             b: by[b, 100]["peak_rss_increase_MB"] / by[b, 10]["peak_rss_increase_MB"] for b in ("implicit", "unrolled")
         }
         saved = {b: by[b, 100]["saved_MB"] / by[b, 10]["saved_MB"] for b in ("implicit", "unrolled")}
         record["memory_ratio_100_to_10"] = {"peak_rss": ratio, "saved": saved}
+        runs["memory"] = {**here, "seconds": time.perf_counter() - start}
         plot_memory(rows, RESULTS / "deq-memory.png")
-        text.append("![memory and time against iterations](deq-memory.png)\n")
-        text.append(
-            f"Peak memory at 100 iterations / at 10: implicit {ratio['implicit']:.2f}×, unrolled "
-            f"{ratio['unrolled']:.2f}× (saved tensors: {saved['implicit']:.2f}×, {saved['unrolled']:.2f}×).\n"
-        )
     if "solvers" in parts:
-        record["solvers"] = rows = part_solvers(deq, op, sets)
-        text += ["## Fixed-point solvers to relative residual 1e-4 (at most 200 iterations)\n",
-                 table(rows, 3), ""]  # fmt: skip
+        start = time.perf_counter()
+        record["solvers"] = part_solvers(deq, op, sets)
+        runs["solvers"] = {**here, "seconds": time.perf_counter() - start}
     if "certificate" in parts:
-        rows = []
-        for set_name, _, y in sets:
-            rows.append({"test set": set_name, **deq.certify(y, op).as_dict()})
-        record["certificate"] = rows
+        start = time.perf_counter()
+        record["certificate"] = [{"test set": name, **deq.certify(y, op).as_dict()} for name, _, y in sets]
+        runs["certificate"] = {**here, "seconds": time.perf_counter() - start}
+    publish("deq", record, render(record))
+
+
+def render(record: dict) -> str:
+    """The Markdown report of every part in ``record``."""
+    runs = record["runs"]
+    text = [f"# Deep equilibrium reconstruction ({record['checkpoint']})\n"]
+    text.append(
+        f"Quick preset's setup (128², 30 angles, 5 % noise); Shepp–Logan and the first {record['n_test']} of its 100 "
+        "held-out ellipses. PSNR in dB with each reference image's own range (the library's convention).\n"
+    )
+    if "iterations" in record:
+        text += ["## PSNR against the number of iterations k\n", table(record["iterations"], 2)]
+        text += ["![PSNR against iterations](deq-iterations.png)\n", table(record["iterations_gap"], 3)]
+        text.append(f"{runs['iterations']['provenance']} ({runs['iterations']['seconds']:.0f} s)\n")
+    if "memory" in record:
+        ratio, saved = record["memory_ratio_100_to_10"]["peak_rss"], record["memory_ratio_100_to_10"]["saved"]
+        text += [
+            "## Training memory and time per step against the forward iterations (batch 2, 128²)\n",
+            table(record["memory"], 2),
+            f"Peak memory at 100 iterations / at 10: implicit {ratio['implicit']:.2f}×, unrolled "
+            f"{ratio['unrolled']:.2f}× (saved tensors: {saved['implicit']:.2f}×, {saved['unrolled']:.2f}×).\n",
+            "![memory and time against iterations](deq-memory.png)\n",
+            f"{runs['memory']['provenance']} ({runs['memory']['seconds']:.0f} s)\n",
+        ]
+    if "solvers" in record:
+        text += ["## Fixed-point solvers to relative residual 1e-4 (at most 200 iterations)\n",
+                 table(record["solvers"], 3), f"{runs['solvers']['provenance']}\n"]  # fmt: skip
+    if "certificate" in record:
         text += ["## Contraction certificate (‖∂Γ/∂u‖ at the fixed points, power iteration)\n",
-                 table(rows, 4), ""]  # fmt: skip
-    text.append(provenance(record["machine"]))
-    publish("deq", record, "\n".join(text) + "\n")
+                 table(record["certificate"], 4), f"{runs['certificate']['provenance']}\n"]  # fmt: skip
+    return "\n".join(text) + "\n"
 
 
 if __name__ == "__main__":
