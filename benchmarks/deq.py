@@ -10,8 +10,9 @@ Usage: python benchmarks/deq.py [--checkpoint deq-grad-ellipses] [--n-test 20] [
   last step (``k < K``: their first k steps).
 - memory: autograd's saved tensors (exact bytes) and the peak resident memory of a training step (each in a fresh
   process: ``ru_maxrss`` minus the resident memory before the step), and the time per training step, at 10, 30 and
-  100 forward iterations (tolerance never met, so every iteration runs), for the DEQ with the implicit backward
-  against the same step backpropagated through all its iterations (``backward="unrolled"``); batch 2, 128².
+  100 forward iterations (tolerance never met, so every iteration runs, and as many backward ones), for the DEQ
+  with the implicit backward against the same step backpropagated through all its iterations
+  (``backward="unrolled"``); batch 2, 128².
 - solvers: Picard, Anderson and Broyden on the test data, iterations and time to relative residual 1e-4, forward
   and the implicit backward (the gradient of the MSE to the truth).
 - certificate: ``model.certify`` on the test data (power iteration on the Jacobian of Γ at the fixed points).
