@@ -121,7 +121,9 @@ def plot_iterations(rows: list[dict], path: Path) -> None:
         for r in rows:
             if r["test set"] == name:
                 ax.plot(ITERATIONS, [r[str(k)] for k in ITERATIONS], marker="o", label=r["method"])
-        ax.set(xscale="log", xlabel="iterations k", ylabel="PSNR (dB)", title=name)
+        top = max(v for r in rows if r["test set"] == name for v in (r[str(k)] for k in ITERATIONS) if v is not None)
+        ax.set(xscale="log", xlabel="iterations k", ylabel="PSNR (dB)", title=f"{name} (below 10 dB not shown)")
+        ax.set_ylim(10, top + 2)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
