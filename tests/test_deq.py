@@ -305,7 +305,9 @@ def test_bad_input_is_named():
     with pytest.raises(ParameterError, match="max_iter must be"):
         DeepEquilibrium(step, max_iter=0)
     with pytest.raises(ParameterError, match="backward max_iter must be"):
-        DeepEquilibrium(step, backward_max_iter=-1)
+        DeepEquilibrium(step, backward_max_iter=0)
+    with pytest.raises(ParameterError, match="backward tol must be"):
+        DeepEquilibrium(step, backward_tol=0.0)
     with pytest.raises(ParameterError, match="eta = 0.6 is outside"):
         build_model("deq-grad", {"eta": 0.6})
     with pytest.raises(ParameterError, match="eta = 2.5 is outside"):

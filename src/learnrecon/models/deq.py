@@ -233,7 +233,9 @@ class DeepEquilibrium(nn.Module):
         if backward not in BACKWARDS:
             raise ParameterError(f"unknown backward {backward!r}; choose one of {', '.join(BACKWARDS)}")
         check_solver_settings(tol, max_iter)
-        check_solver_settings(backward_tol or tol, backward_max_iter or max_iter, "backward")
+        backward_tol = tol if backward_tol is None else backward_tol
+        backward_max_iter = max_iter if backward_max_iter is None else backward_max_iter
+        check_solver_settings(backward_tol, backward_max_iter, "backward")
         if isinstance(unrolled_steps, bool) or not isinstance(unrolled_steps, int) or unrolled_steps < 0:
             raise ParameterError(f"unrolled_steps must be an integer >= 0, got {unrolled_steps!r}")
         if init not in INITS:
@@ -244,8 +246,8 @@ class DeepEquilibrium(nn.Module):
         self.solver, self.backward, self.tol, self.max_iter = solver, backward, tol, max_iter
         self.solver_options = dict(solver_options or {})
         self.backward_solver = backward_solver or solver
-        self.backward_tol = backward_tol or tol
-        self.backward_max_iter = backward_max_iter or max_iter
+        self.backward_tol = backward_tol
+        self.backward_max_iter = backward_max_iter
         self.unrolled_steps = unrolled_steps
         self.init, self.normalise = init, normalise
         self.last_forward: FixedPointResult | None = None
