@@ -328,3 +328,15 @@ def test_bad_input_is_named():
 
     with pytest.raises(ShapeError, match="step module Shrinking returned"):
         DeepEquilibrium(Shrinking(), init="zero")(_data(1)[1], OP)
+
+
+def test_evaluation_reports_the_solves():
+    from learnrecon.evaluation import evaluate_batches
+
+    op = ParallelBeam2D(16, 6)
+    x, y = _data(2, op, dtype=torch.float32)
+    model = build_model("deq-grad", {"width": 4, "depth": 2, "max_iter": 2, "tol": 1e-8})
+    with pytest.warns(UserWarning, match="not converged"):
+        result = evaluate_batches(model, [(x, y)], op)
+    assert result["diagnostics"]["nonconverged_fraction"] == 1.0
+    assert result["diagnostics"]["iterations_max"] == 2.0
