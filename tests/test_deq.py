@@ -193,7 +193,7 @@ def test_the_untrained_de_grad_is_tikhonov_of_the_normalised_problem():
     with torch.no_grad():
         x_hat = model(y, OP)
     step = model.step_module
-    alpha = 1 - step.lipschitz * float(torch.sigmoid(step.denoiser.skip_logit))
+    alpha = 1 - step.lipschitz * float(torch.sigmoid(step.denoiser.skip_logit.detach()))
     y_n, op_n = normalised(y, OP)
     a = op_n.to_dense(torch.float64)
     m = a.T @ a + alpha * torch.eye(a.shape[1], dtype=torch.float64)

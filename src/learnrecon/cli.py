@@ -179,9 +179,10 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--preset",
         default="quick",
-        help="quick (default, minutes on a laptop CPU), dival (DIVal's ellipse setup, minutes), smoke (seconds) or "
+        help="quick (default, minutes on a laptop CPU), dival (DIVal's ellipse setup, minutes), smoke (seconds), "
         "paper (the full reproduction: trains FBPConvNet, LGD and LPD for 100k steps each in runs/paper/, "
-        "resumable; needs a GPU)",
+        "resumable; needs a GPU), task-adapted (joint reconstruction and segmentation across task weights, with "
+        "shipped weights) or task-adapted-full (trains that sweep for two seeds in runs/task-adapted/, resumable)",
     )
     p.add_argument(
         "--checkpoint",
@@ -229,6 +230,21 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         print(f"results written to {out}/")
         return 0
 
+    from learnrecon.benchmark.task_adapted import FULL_SEEDS, TASK_PRESETS, run_task_benchmark, task_dry_run
+
+    if args.preset in TASK_PRESETS:
+        full = TASK_PRESETS[args.preset]
+        if args.dry_run:
+            print("\n".join(task_dry_run(full)))
+            print(f"preset {args.preset}: every part builds (nothing trained or written)")
+            return 0
+        out = args.out or f"results/{args.preset}"
+        seeds = FULL_SEEDS if full else (0,)
+        summary = run_task_benchmark(out, full=full, seeds=seeds, overwrite=args.overwrite, progress=not args.quiet)
+        s = summary["summary"]
+        print(f"best mean Dice at C = {s['best_dice_C']:g} ({s['dice_gain_over_sequential']:+.4f} over sequential)")
+        print(f"report written to {out}/report.md")
+        return 0
     preset = replace(get_preset(args.preset), checkpoints=tuple(args.checkpoint))
     if args.dry_run:
         print("\n".join(dry_run(preset)))

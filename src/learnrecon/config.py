@@ -185,6 +185,13 @@ class TrainingConfig:
     optimiser and schedule: continued training or fine-tuning, recorded in the checkpoints' provenance.
     ``threads`` sets torch's CPU threads (0: torch's default); ``num_workers`` > 0 simulates the batches
     ahead of the step in that many worker processes (the same batches as without them).
+
+    Task-adapted training (a ``task-adapted`` model; the data then carry label maps): ``task_weight`` is ``C`` ∈
+    [0, 1] in ``(1 − C)·ℓ_X + C·ℓ_D`` (``ℓ_X`` the ``loss`` above, ``ℓ_D`` the cross-entropy plus ``dice_weight``
+    times the soft Dice loss); ``task_mode`` is ``joint`` (any C), ``end-to-end`` (C = 1: the task loss alone,
+    through both networks) or ``sequential`` (C = 1 with the reconstructor frozen: the second stage of the
+    sequential pipeline, started with ``init_from`` from a ``task_weight: 0`` run). ``task_weight`` None with
+    ``task_mode: joint`` is not a task run.
     """
 
     steps: int = 1000
@@ -206,6 +213,23 @@ class TrainingConfig:
     checkpoint_every: int = 200
     figure_every: int = 1000
     init_from: str | None = None
+    task_weight: float | None = None
+    task_mode: str = "joint"
+    dice_weight: float = 0.0
+
+    @property
+    def is_task_run(self) -> bool:
+        """Whether this trains a task-adapted model on labels (see the class docstring)."""
+        return self.task_weight is not None or self.task_mode != "joint"
+
+    @property
+    def task_c(self) -> float:
+        """The weight ``C`` of the task loss: ``task_weight``, 1 for the end-to-end and sequential modes."""
+        return 1.0 if self.task_weight is None else self.task_weight
+
+
+#: Task-adapted training modes (see :class:`TrainingConfig`).
+TASK_MODES = ("joint", "end-to-end", "sequential")
 
 
 @dataclass(frozen=True)
@@ -304,12 +328,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def find_config(path: str | Path) -> Path:
     """``path`` when it names a file, else the config of that name shipped in the package (``learnrecon/configs/``:
-    the configs the benchmark presets train with, so that they run from an installed package)."""
+    the configs the benchmark presets train with, so that they run from an installed package), with or without
+    its ``.yaml``: ``find_config("lpd_paper")``."""
     given = Path(path)
     if given.is_file():
         return given
-    shipped = Path(str(resources.files("learnrecon") / "configs" / given.name))
-    if given.suffix in (".yaml", ".yml") and given.name == str(path) and shipped.is_file():
+    name = given.name if given.suffix in (".yaml", ".yml") else f"{given.name}.yaml"
+    shipped = Path(str(resources.files("learnrecon") / "configs" / name))
+    if given.name == str(path) and shipped.is_file():
         return shipped
     names = ", ".join(sorted(p.name for p in shipped.parent.glob("*.yaml")))
     raise DataFileError(f"config file {path} does not exist (the package ships the configs {names})")

@@ -8,7 +8,10 @@ from a file), so that nothing larger than a batch is held.
 
 **The metric convention** (:data:`DATA_RANGE`): PSNR and SSIM take as their data range each reference image's own
 ``max − min`` (DIVal's convention; for magnitude images, whose minimum is about 0, fastMRI's per-image maximum),
-unless a number is given. Complex images (MRI) are scored on their magnitudes ``|x̂|`` against ``|x|``.
+unless a number is given. Complex images (MRI) are scored on their magnitudes ``|x̂|`` against ``|x|``. A
+task-adapted model's output (:class:`~learnrecon.models.TaskOutput`) is scored on its image; its segmentation by
+:func:`segmentation_scores` (Dice per class and their mean over the foreground classes, cross-entropy, pixel
+accuracy).
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from learnrecon import metrics
-from learnrecon.errors import ParameterError
+from learnrecon.errors import ParameterError, ShapeError
+from learnrecon.models.segmentation import TaskOutput, image_of
 from learnrecon.operators.base import LinearOperator
 
 __all__ = [
@@ -34,7 +38,10 @@ __all__ = [
     "mean_diagnostics",
     "predict",
     "predict_batches",
+    "check_labels",
+    "predict_task",
     "score",
+    "segmentation_scores",
 ]
 
 #: A reconstruction method: ``method(y, op) -> x`` (a learned model, or a classical solver with its parameters).
@@ -89,7 +96,7 @@ def _eval_mode(model: Reconstructor) -> None:
 
 def _predict_one(model: Reconstructor, y: torch.Tensor, op: LinearOperator, device) -> torch.Tensor:
     with torch.no_grad():
-        return _to_cpu(model(y.to(device), op))
+        return _to_cpu(image_of(model(y.to(device), op)))
 
 
 def predict_batches(
@@ -219,6 +226,59 @@ def evaluate(
         sink=lambda offset, x_hat: outputs.append(x_hat),
     )
     return {**result, "reconstruction": torch.cat(outputs)}
+
+
+def segmentation_scores(logits: torch.Tensor, labels: torch.Tensor) -> dict:
+    """Scores of class logits ``(n, K, H, W)`` against label maps ``(n, H, W)``: ``dice`` (per image the mean Dice
+    of the foreground classes 1 … K−1 present in either map, then the mean over images), ``dice_per_class`` (class
+    k's Dice averaged over the images where it appears), ``cross_entropy`` (mean over pixels) and ``accuracy``
+    (the fraction of pixels labelled right)."""
+    check_labels(labels, logits.shape[1], logits.shape[-2:])
+    labels = labels.to(logits.device)
+    predicted = logits.argmax(dim=1)
+    per_class = metrics.dice_per_class(predicted, labels, logits.shape[1])
+    foreground = per_class[:, 1:]
+    per_image = torch.where(foreground.isnan().all(dim=1), 1.0, foreground.nanmean(dim=1))
+    return {
+        "dice": float(per_image.mean()),
+        "dice_per_class": [float(v) for v in per_class.nanmean(dim=0)],
+        "cross_entropy": float(torch.nn.functional.cross_entropy(logits.float(), labels)),
+        "accuracy": float(metrics.pixel_accuracy(predicted, labels).mean()),
+    }
+
+
+def check_labels(labels: torch.Tensor, n_classes: int, image_shape: tuple[int, ...]) -> None:
+    """Refuse label maps that are not integer ``(n, *image_shape)`` maps of classes ``0 … n_classes − 1``."""
+    if labels.is_floating_point() or labels.is_complex():
+        raise ParameterError(f"labels must be integer class maps, got {labels.dtype}")
+    if tuple(labels.shape[1:]) != tuple(image_shape) or labels.ndim != len(image_shape) + 1:
+        raise ShapeError(
+            f"labels have shape {tuple(labels.shape)}; the images need (n, {', '.join(map(str, image_shape))})"
+        )
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise ParameterError(
+            f"labels hold classes {int(labels.min())} … {int(labels.max())}, but the model has {n_classes} classes "
+            f"(0 … {n_classes - 1})"
+        )
+
+
+def predict_task(
+    model: Callable[[torch.Tensor, LinearOperator], TaskOutput],
+    y: torch.Tensor,
+    op: LinearOperator,
+    *,
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> TaskOutput:
+    """A task-adapted model's images and logits for ``y`` ``(n, 1, *op.range_shape)``, in batches, on the CPU."""
+    _eval_mode(model)
+    images, logits = [], []
+    with torch.no_grad():
+        for i in _starts(y.shape[0], batch_size):
+            out = model(y[i : i + batch_size].to(device), op)
+            images.append(_to_cpu(out.image))
+            logits.append(_to_cpu(out.logits))
+    return TaskOutput(torch.cat(images), torch.cat(logits))
 
 
 def mean_diagnostics(reports: list[tuple[int, dict[str, float]]]) -> dict[str, float]:

@@ -14,7 +14,7 @@ from learnrecon._checks import check_complexity, check_same_device, check_same_s
 from learnrecon.errors import DTypeError, ShapeError
 from learnrecon.operators.base import LinearOperator
 
-__all__ = ["data_discrepancy", "dice", "mse", "psnr", "relative_error", "ssim"]
+__all__ = ["data_discrepancy", "dice", "dice_per_class", "mse", "pixel_accuracy", "psnr", "relative_error", "ssim"]
 
 
 def _pair(x: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -126,6 +126,32 @@ def dice(seg: torch.Tensor, ref: torch.Tensor, n_classes: int | None = None) -> 
         scores.append(sum(per_class) / len(per_class) if per_class else 1.0)
     result = torch.tensor(scores, dtype=torch.float64, device=seg.device)
     return result[0] if two_d else result
+
+
+def _label_maps(seg: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    for name, t in (("segmentation", seg), ("reference", ref)):
+        if not isinstance(t, torch.Tensor) or t.is_floating_point() or t.is_complex():
+            raise DTypeError(f"{name} must be an integer label tensor; convert with .long() or argmax(dim=1)")
+    check_same_shape(seg, ref, ("segmentation", "reference"))
+    check_same_device(("segmentation", seg), ("reference", ref))
+    return (seg[None], ref[None]) if seg.ndim == 2 else (seg, ref)
+
+
+def dice_per_class(seg: torch.Tensor, ref: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Dice 2|S_k∩R_k|/(|S_k|+|R_k|) of every class ``k = 0 … n_classes − 1`` in every image: ``(B, n_classes)``
+    float64, NaN where class ``k`` is in neither map (``seg``, ``ref``: label maps ``(B, H, W)``)."""
+    seg, ref = _label_maps(seg, ref)
+    classes = torch.arange(n_classes, device=seg.device)[:, None, None]
+    s, r = seg.flatten(1)[:, None] == classes[None, :, 0], ref.flatten(1)[:, None] == classes[None, :, 0]
+    total = (s.sum(-1) + r.sum(-1)).double()
+    overlap = (s & r).sum(-1).double()
+    return torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.nan)
+
+
+def pixel_accuracy(seg: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """The fraction of pixels whose label is right, per image ``(B,)`` float64."""
+    seg, ref = _label_maps(seg, ref)
+    return (seg == ref).flatten(1).double().mean(dim=1)
 
 
 def data_discrepancy(x: torch.Tensor, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:

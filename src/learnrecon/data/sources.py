@@ -40,6 +40,7 @@ __all__ = [
     "PhantomSource",
     "SimulatedPairs",
     "check_finite_pairs",
+    "check_labels_file",
     "check_pairs_file",
     "file_batches",
     "make_training_data",
@@ -80,6 +81,15 @@ class PhantomSource(NamedTuple):
             self.type, n=n, size=shape, seed=seed, start=start, supersample=self.supersample, **scaling
         )
 
+    def draw_labels(self, n: int, shape: tuple[int, int], *, seed: int, start: int = 0) -> torch.Tensor:
+        """The label maps ``(n, *shape)`` int64 of the phantoms :meth:`draw` gives (the topmost ellipse's class at
+        each pixel centre, :data:`learnrecon.phantoms.ELLIPSE_CLASSES`)."""
+        scaling = {"scaling": self.scaling} if self.type == "ellipses" else {}
+        _, labels = phantoms.draw_ellipses(
+            self.type, n=n, size=shape, seed=seed, start=start, return_labels=True, **scaling
+        )
+        return labels
+
 
 #: Phantom types a ``data.phantom`` section may name, and the keys each takes besides ``type``.
 PHANTOM_TYPES: dict[str, tuple[str, ...]] = {
@@ -110,12 +120,22 @@ def phantom_source(section: Mapping[str, Any]) -> PhantomSource:
     return PhantomSource(kind, scaling, supersample)
 
 
-def read_pairs(dataset, indices) -> Pairs:
-    """The samples ``indices`` of a data set (see :func:`learnrecon.data.load`) stacked into :class:`Pairs`."""
+def read_pairs(dataset, indices, *, labels: bool = False) -> Pairs | Batch:
+    """The samples ``indices`` of a data set (see :func:`learnrecon.data.load`) stacked into :class:`Pairs`, or
+    with ``labels`` into a :class:`Batch` whose ``extra["labels"]`` are their label maps ``(n, H, W)``."""
     samples = [dataset[int(i)] for i in indices]
     if not samples:
         raise DataFileError(f"{dataset.path} holds no samples to read")
-    return Pairs(torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples]))
+    x, y = torch.stack([s.x for s in samples]), torch.stack([s.y for s in samples])
+    if not labels:
+        return Pairs(x, y)
+    return Batch(x, y, {"labels": torch.stack([s.labels for s in samples])})
+
+
+def check_labels_file(dataset, what: str) -> None:
+    """Refuse a data set without label maps (dataset ``labels``) for a task run; ``what`` names the file."""
+    if not dataset.has_labels:
+        raise DataFileError(f"{what} {dataset.path} holds no labels (dataset 'labels'), which a task run trains on")
 
 
 def check_pairs_file(dataset, op: LinearOperator, what: str) -> None:
@@ -168,7 +188,8 @@ class SimulatedPairs:
     """An endless stream: sample ``i`` is phantom ``i`` of ``seed`` drawn on ``op``'s image grid and
     ``noise(A x_i)`` with noise from ``(seed, i)``; with ``simulation_op`` (a finer grid of ``op``) the data are
     ``noise(A' x'_i)`` of the same phantoms drawn on that grid, or of ``x_i`` bilinearly upsampled to it
-    (``upsampling``, see :func:`learnrecon.data.simulate.simulate_pairs`)."""
+    (``upsampling``, see :func:`learnrecon.data.simulate.simulate_pairs`). With ``labels`` a batch is a
+    :class:`Batch` whose ``extra["labels"]`` are the phantoms' label maps ``(n, H, W)``."""
 
     def __init__(
         self,
@@ -179,15 +200,16 @@ class SimulatedPairs:
         seed: int,
         simulation_op: LinearOperator | None = None,
         upsampling: str = "render",
+        labels: bool = False,
     ) -> None:
         self.op, self.noise, self.phantom, self.seed = op, noise, phantom, seed
-        self.simulation_op, self.upsampling = simulation_op, upsampling
+        self.simulation_op, self.upsampling, self.labels = simulation_op, upsampling, labels
 
     def indices(self, positions: torch.Tensor) -> list[int]:
         """The stream's sample numbers at ``positions``: the positions themselves."""
         return positions.tolist()
 
-    def batch(self, positions: torch.Tensor) -> Pairs:
+    def batch(self, positions: torch.Tensor) -> Pairs | Batch:
         """The samples at ``positions`` (consecutive, as the trainer's step positions are)."""
         start, n = int(positions[0]), positions.numel()
         if not torch.equal(positions, torch.arange(start, start + n)):
@@ -196,7 +218,7 @@ class SimulatedPairs:
         def render(shape: tuple[int, int]) -> torch.Tensor:
             return self.phantom.draw(n, shape, seed=self.seed, start=start)
 
-        return Pairs(
+        pairs = Pairs(
             *simulate_pairs(
                 render,
                 self.op,
@@ -207,15 +229,21 @@ class SimulatedPairs:
                 upsampling=self.upsampling,
             )
         )
+        if not self.labels:
+            return pairs
+        labels = self.phantom.draw_labels(n, tuple(self.op.domain_shape), seed=self.seed, start=start)
+        return Batch(*pairs, {"labels": labels})
 
 
 class FilePairs:
     """Pairs read from a data set, in a permutation per epoch seeded by ``(seed, epoch)``."""
 
-    def __init__(self, dataset, seed: int) -> None:
+    def __init__(self, dataset, seed: int, *, labels: bool = False) -> None:
         if len(dataset) == 0:
             raise ParameterError("the training file holds no samples")
-        self.dataset, self.seed = dataset, seed
+        if labels:
+            check_labels_file(dataset, "the training file")
+        self.dataset, self.seed, self.labels = dataset, seed, labels
         self._perm: tuple[int, torch.Tensor] = (-1, torch.empty(0))
 
     def _index(self, position: int) -> int:
@@ -229,22 +257,27 @@ class FilePairs:
         """The file's sample numbers at ``positions`` (through the permutation of their epoch)."""
         return [self._index(int(p)) for p in positions]
 
-    def batch(self, positions: torch.Tensor) -> Pairs:
-        return read_pairs(self.dataset, self.indices(positions))
+    def batch(self, positions: torch.Tensor) -> Pairs | Batch:
+        return read_pairs(self.dataset, self.indices(positions), labels=self.labels)
 
 
-def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, LinearOperator]:
-    """The training stream of a data config and its operator (built from ``cfg.operator``, or the file's)."""
+def make_training_data(cfg: DataConfig, *, labels: bool = False) -> tuple[SimulatedPairs | FilePairs, LinearOperator]:
+    """The training stream of a data config and its operator (built from ``cfg.operator``, or the file's); with
+    ``labels`` (a task run) its batches carry the label maps as ``extra["labels"]``."""
     if cfg.train_file is not None:
         dataset = load(cfg.train_file)
         if cfg.operator is not None:
             _check_same_operator(dataset.op, build_operator(cfg.operator), f"data.train_file {cfg.train_file}")
         check_pairs_file(dataset, dataset.op, "data.train_file")
-        return FilePairs(dataset, cfg.seed), dataset.op
+        if labels:
+            check_labels_file(dataset, "data.train_file")
+        return FilePairs(dataset, cfg.seed, labels=labels), dataset.op
     op = build_operator(cfg.operator_section())
     source = phantom_source(cfg.phantom)
     noise, simulation_op, upsampling = parse_noise(cfg.noise), *simulation_setting(cfg, op)
-    stream = SimulatedPairs(op, noise, source, seed=cfg.seed, simulation_op=simulation_op, upsampling=upsampling)
+    stream = SimulatedPairs(
+        op, noise, source, seed=cfg.seed, simulation_op=simulation_op, upsampling=upsampling, labels=labels
+    )
     return stream, op
 
 
@@ -275,14 +308,17 @@ def simulation_setting(cfg: DataConfig, op: LinearOperator) -> tuple[LinearOpera
     return finer_operator(op, size), upsampling
 
 
-def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
-    """``n_validation`` phantoms of ``validation_seed`` on ``op`` (or the whole ``validation_file``)."""
+def make_validation_data(cfg: DataConfig, op: LinearOperator, *, labels: bool = False) -> Pairs | Batch:
+    """``n_validation`` phantoms of ``validation_seed`` on ``op`` (or the whole ``validation_file``); with
+    ``labels`` a :class:`Batch` with their label maps as ``extra["labels"]``."""
     if cfg.validation_file is not None:
         dataset = load(cfg.validation_file)
         _check_same_operator(dataset.op, op, f"data.validation_file {cfg.validation_file}")
         check_pairs_file(dataset, op, "data.validation_file")
-        pairs = read_pairs(dataset, range(len(dataset)))
-        check_finite_pairs(pairs, f"data.validation_file {cfg.validation_file}")
+        if labels:
+            check_labels_file(dataset, "data.validation_file")
+        pairs = read_pairs(dataset, range(len(dataset)), labels=labels)
+        check_finite_pairs(Pairs(pairs[0], pairs[1]), f"data.validation_file {cfg.validation_file}")
         return pairs
     if cfg.n_validation < 1:
         raise ParameterError(f"data.n_validation must be >= 1, got {cfg.n_validation}")
@@ -292,8 +328,12 @@ def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
     def render(shape: tuple[int, int]) -> torch.Tensor:
         return source.draw(cfg.n_validation, shape, seed=cfg.validation_seed)
 
-    return Pairs(
+    pairs = Pairs(
         *simulate_pairs(
             render, op, cfg.noise, seed=cfg.validation_seed, simulation_op=simulation_op, upsampling=upsampling
         )
     )
+    if not labels:
+        return pairs
+    shape = tuple(op.domain_shape)
+    return Batch(*pairs, {"labels": source.draw_labels(cfg.n_validation, shape, seed=cfg.validation_seed)})

@@ -4,6 +4,7 @@ Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :cla
 :class:`LearnedPrimalDual`, :class:`VariationalNetwork`, :class:`LISTA`) share the step interface of
 :class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction;
 :class:`DeepEquilibrium` (``deq-grad``, ``deq-prox``, ``deq-pd``) runs one step to its fixed point.
+:class:`TaskAdapted` follows any of them with a segmentation network (joint reconstruction and segmentation).
 """
 
 from learnrecon.models.base import INITS, Unrolled, initial_reconstruction, normalised
@@ -17,6 +18,7 @@ from learnrecon.models.nets import ConvBlock, UNet
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
 from learnrecon.models.registry import MODELS, SMALL_PARAMS, register_model
+from learnrecon.models.segmentation import SegmentationUNet, TaskAdapted, TaskOutput, image_of
 from learnrecon.models.variational import VariationalNetwork
 
 __all__ = [
@@ -36,11 +38,15 @@ __all__ = [
     "LearnedGradientDescent",
     "LearnedPrimalDual",
     "LearnedProximal",
+    "SegmentationUNet",
     "SymmetryAverage",
+    "TaskAdapted",
+    "TaskOutput",
     "UNet",
     "Unrolled",
     "VariationalNetwork",
     "build_model",
+    "image_of",
     "initial_reconstruction",
     "load_model",
     "model_parameters",

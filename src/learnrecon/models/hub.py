@@ -85,11 +85,21 @@ def build_model(name: str, params: dict[str, Any] | None = None, op: LinearOpera
             )
     cls = _model_class(name)
     spec = {"name": name, "params": dict(params)}
+    for key in getattr(cls, "submodel_params", ()):  # a composite model's parts, from their own sections
+        if isinstance(params.get(key), dict):
+            params[key] = _submodel(name, key, params[key], op)
     if "operator" in inspect.signature(cls.__init__).parameters:
         params["operator"] = op
     model = cls(**params)
     model.spec = spec
     return model
+
+
+def _submodel(name: str, key: str, section: dict[str, Any], op: LinearOperator | None) -> nn.Module:
+    """The part ``key`` of composite model ``name`` from its section ``{name, params}``."""
+    if "name" not in section or set(section) - {"name", "params"}:
+        raise ParameterError(f"model {name!r}: {key} must be a section {{name, params}}, got keys {sorted(section)}")
+    return build_model(section["name"], section.get("params"), op=op)
 
 
 def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

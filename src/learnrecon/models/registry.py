@@ -16,6 +16,7 @@ from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent
 from learnrecon.models.lista import LISTA
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
+from learnrecon.models.segmentation import TaskAdapted
 from learnrecon.models.variational import VariationalNetwork
 
 __all__ = ["MODELS", "SMALL_PARAMS", "register_model"]
@@ -31,6 +32,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "deq-grad": DEGrad,
     "deq-prox": DEProx,
     "deq-pd": DEPrimalDual,
+    "task-adapted": TaskAdapted,
 }
 
 #: Small versions of every model (a few thousand parameters), for tests and device checks on 32²–64² problems.
@@ -45,6 +47,10 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "deq-grad": {"width": 8, "depth": 2, "max_iter": 40},
     "deq-prox": {"width": 8, "depth": 2, "max_iter": 40},
     "deq-pd": {"n_primal": 2, "n_dual": 2, "width": 8, "depth": 2, "max_iter": 40},
+    "task-adapted": {
+        "reconstructor": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
+        "task": {"depth": 2, "width": 4},
+    },
 }
 
 

@@ -7,6 +7,9 @@ are scaled together. Mean squared error weighs image ``b`` by ``r_b²`` (its err
 intensities), so on phantoms whose ranges vary (raw ellipse sums: 0.8-2.0 between the 5th and 95th
 percentile) it spends its capacity on the high-contrast images that mean PSNR counts no more than the
 others; the gradient of ``log MSE_b`` is that of ``MSE_b`` divided by ``MSE_b``.
+
+:class:`JointLoss` is task-adapted training's ``(1 − C)·ℓ_X(x̂, x) + C·ℓ_D(logits, d)`` (Adler et al. 2022), with
+``ℓ_D`` the pixel-mean cross-entropy, plus ``dice_weight`` times the soft Dice loss if asked.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from learnrecon import metrics
 from learnrecon.errors import ParameterError
 
-__all__ = ["LOSSES", "get_loss"]
+__all__ = ["LOSSES", "JointLoss", "get_loss", "soft_dice_loss"]
 
 
 def _ssim_loss(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -42,3 +45,48 @@ def get_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if name not in LOSSES:
         raise ParameterError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     return LOSSES[name]
+
+
+def soft_dice_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``1 − mean_k 2 Σ p_k q_k / (Σ p_k + Σ q_k)`` over the classes, with ``p = softmax(logits)`` ``(B, K, H, W)``
+    and ``q`` the one-hot labels ``(B, H, W)``: a differentiable Dice (Milletari et al. 2016)."""
+    p = logits.softmax(dim=1)
+    q = torch.nn.functional.one_hot(labels, logits.shape[1]).movedim(-1, 1).to(p.dtype)
+    dims = (0, 2, 3)
+    return 1 - (2 * (p * q).sum(dims) / (p.sum(dims) + q.sum(dims)).clamp_min(1e-6)).mean()
+
+
+class JointLoss:
+    """``ℓ = (1 − C)·ℓ_X(x̂, x) + C·(CE(logits, d) + dice_weight·soft_dice(logits, d))`` for a task-adapted model's
+    output ``(x̂, logits)``, truth ``x`` and labels ``d`` ``(B, H, W)`` (classes ``0 … K−1``).
+
+    ``task_weight`` is ``C`` ∈ [0, 1]: 0 trains for the image only, 1 for the task only (end to end). With
+    ``C = 0`` or ``1`` the other term is not computed, so no gradient flows from it.
+    """
+
+    #: The trainer passes the batch's labels to losses that say so.
+    uses_labels = True
+
+    def __init__(self, task_weight: float, image_loss: str = "mse", dice_weight: float = 0.0) -> None:
+        if isinstance(task_weight, bool) or not isinstance(task_weight, int | float) or not 0 <= task_weight <= 1:
+            raise ParameterError(f"the task weight C must be a number in [0, 1], got {task_weight!r}")
+        if dice_weight < 0:
+            raise ParameterError(f"the soft Dice weight must be >= 0, got {dice_weight!r}")
+        self.task_weight, self.dice_weight = float(task_weight), float(dice_weight)
+        self.image_loss = get_loss(image_loss)
+
+    def terms(self, output, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The image loss ``ℓ_X`` and the task loss ``ℓ_D`` (each computed only where its weight is not 0)."""
+        terms = {}
+        if self.task_weight < 1:
+            terms["image"] = self.image_loss(output.image.float(), x)
+        if self.task_weight > 0:
+            logits = output.logits.float()
+            task = torch.nn.functional.cross_entropy(logits, labels)
+            terms["task"] = task + self.dice_weight * soft_dice_loss(logits, labels) if self.dice_weight else task
+        return terms
+
+    def __call__(self, output, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        terms = self.terms(output, x, labels)
+        c = self.task_weight
+        return (1 - c) * terms.get("image", 0.0) + c * terms.get("task", 0.0)

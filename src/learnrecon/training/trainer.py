@@ -44,17 +44,18 @@ from tqdm.auto import tqdm
 
 import learnrecon
 from learnrecon._checks import parse_device
-from learnrecon.config import Config, TrainingConfig, save_config, upgrade_data_section
-from learnrecon.data.sources import Pairs, make_training_data, make_validation_data
+from learnrecon.config import TASK_MODES, Config, TrainingConfig, save_config, upgrade_data_section
+from learnrecon.data.sources import Batch, Pairs, make_training_data, make_validation_data
 from learnrecon.errors import DataFileError, LearnreconError, NonFiniteError, ParameterError, ShapeError
-from learnrecon.evaluation import diagnostics_of, predict, score
+from learnrecon.evaluation import check_labels, diagnostics_of, predict, predict_task, score, segmentation_scores
 from learnrecon.io.checkpoint import load_checkpoint, restore_optimizer, save_checkpoint
 from learnrecon.io.lock import output_lock
 from learnrecon.models.base import Unrolled
 from learnrecon.models.hub import build_model, checkpoint_location, load_weights
+from learnrecon.models.segmentation import image_of
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import operator_config
-from learnrecon.training.losses import get_loss
+from learnrecon.training.losses import JointLoss, get_loss
 
 __all__ = ["OperatorSource", "Trainer", "TrainingError", "learning_rate", "step_positions", "synchronise_batch_norm"]
 
@@ -63,6 +64,8 @@ ImageLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 _METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "seconds")
 _VALIDATION_FIELDS = ("step", "loss", "psnr", "ssim")
+#: A task run's validation adds the segmentation's scores (see :func:`learnrecon.evaluation.segmentation_scores`).
+_TASK_VALIDATION_FIELDS = (*_VALIDATION_FIELDS, "image_loss", "task_loss", "dice", "cross_entropy", "accuracy")
 
 
 class TrainingError(LearnreconError, RuntimeError):
@@ -129,8 +132,8 @@ class Trainer:
         *,
         run_dir: str | Path,
         settings: TrainingConfig | None = None,
-        validation: Pairs | None = None,
-        loss: str | ImageLoss | None = None,
+        validation: Pairs | Batch | None = None,
+        loss: str | ImageLoss | JointLoss | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         config: Config | None = None,
         resume: bool = False,
@@ -165,6 +168,12 @@ class Trainer:
     def _build(self, model: nn.Module, loss, optimizer, resume: bool, overwrite: bool) -> None:
         t = self.settings
         self.model = model.to(self.device)
+        self.loss_fn = self._loss_function(loss)
+        if getattr(self.loss_fn, "uses_labels", False) and not hasattr(self.model, "n_classes"):
+            raise ParameterError(f"a task run (training.task_weight, training.task_mode) needs a task-adapted model; "
+                                 f"{self.name} has no task network")  # fmt: skip
+        if t.task_mode == "sequential":
+            self.model.freeze_reconstructor()
         self._check_spaces()
         if t.checkpoint_activations:
             if not isinstance(self.model, Unrolled):
@@ -172,12 +181,10 @@ class Trainer:
                     f"training.checkpoint_activations applies to unrolled models; {self.name} is not one"
                 )
             self.model.checkpoint_activations = True
-        self.optimizer = optimizer or torch.optim.Adam(
-            self.model.parameters(), lr=t.lr, betas=t.betas, weight_decay=t.weight_decay
-        )
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = optimizer or torch.optim.Adam(trainable, lr=t.lr, betas=t.betas, weight_decay=t.weight_decay)
         for group in self.optimizer.param_groups:
             group.setdefault("initial_lr", group["lr"])
-        self.loss_fn = get_loss(t.loss if loss is None else loss) if loss is None or isinstance(loss, str) else loss
         self.started_from = self._start_from(t.init_from) if t.init_from and not resume else None
         self.step, self.best_psnr, self.seconds = 0, -math.inf, 0.0
         self.saved_step: int | None = None  # the step of out/last, once there is one
@@ -193,6 +200,21 @@ class Trainer:
         if self._writer is not None:
             self._resources.callback(self._writer.close)
 
+    def _loss_function(self, loss):
+        """The loss given (a name or a function), else the settings': a :class:`JointLoss` for a task run."""
+        t = self.settings
+        if loss is not None and not isinstance(loss, str):
+            return loss
+        if t.is_task_run:
+            return JointLoss(t.task_c, t.loss if loss is None else loss, t.dice_weight)
+        return get_loss(t.loss if loss is None else loss)
+
+    def _loss(self, output, x: torch.Tensor, extra: dict) -> torch.Tensor:
+        """The loss of a model's output against the truth (and, for a task loss, the batch's labels)."""
+        if getattr(self.loss_fn, "uses_labels", False):
+            return self.loss_fn(output, x, extra["labels"].to(x.device))
+        return self.loss_fn(image_of(output).float(), x)
+
     @classmethod
     def from_config(
         cls,
@@ -207,8 +229,9 @@ class Trainer:
         (simulated on the fly or read from files) and its training section; every section is checked before
         anything is written."""
         _check_training(config.training)
-        data, op = make_training_data(config.data)
-        validation = make_validation_data(config.data, op)
+        labels = config.training.is_task_run
+        data, op = make_training_data(config.data, labels=labels)
+        validation = make_validation_data(config.data, op, labels=labels)
         torch.manual_seed(config.training.seed)
         model = build_model(config.model.name, config.model.params, op=op)
         return cls(
@@ -273,7 +296,11 @@ class Trainer:
                     f"the training data's {name} have shape {tuple(tensor.shape)} but {op.name}'s {space} need "
                     f"(batch, 1, {', '.join(map(str, shape))}); give data simulated with this operator"
                 )
-        sample = (self.validation.y if self.validation is not None else y)[:1]
+        if getattr(self.loss_fn, "uses_labels", False):
+            self._check_labels(first, "training data")
+            if self.validation is not None:
+                self._check_labels(self.validation, "validation data")
+        sample = (self.validation[1] if self.validation is not None else y)[:1]
         was_training = self.model.training
         try:
             with torch.no_grad():
@@ -282,6 +309,16 @@ class Trainer:
             raise type(err)(f"model {self.name} cannot reconstruct {self.op.name}'s data: {err}") from err
         finally:
             self.model.train(was_training)
+
+    def _check_labels(self, batch, what: str) -> None:
+        """Refuse a task run's data without label maps, or with maps of another shape or more classes."""
+        extra = batch[2] if len(batch) > 2 else {}
+        if "labels" not in (extra or {}):
+            raise DataFileError(f"the {what} hold no labels, which a task run (training.task_weight) trains on")
+        try:
+            check_labels(extra["labels"], self.model.n_classes, tuple(self.op.domain_shape))
+        except LearnreconError as err:
+            raise type(err)(f"the {what}: {err}") from err
 
     def _prepare_folder(self, resume: bool, overwrite: bool) -> None:
         if self.world > 1:
@@ -446,7 +483,7 @@ class Trainer:
                     x_hat = self.net(y, op)
             except NonFiniteError as err:
                 raise self._stopped(f"non-finite data ({err})", positions, "check the training data") from err
-            loss = self.loss_fn(x_hat.float(), x)
+            loss = self._loss(x_hat, x, extra)
             self._check_finite(loss, "loss", positions)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -522,18 +559,27 @@ class Trainer:
 
     def _validate(self) -> None:
         if self.is_main:
-            x, y = self.validation
+            x, y = self.validation[0], self.validation[1]
+            task = getattr(self.loss_fn, "uses_labels", False)
             with self._out_of_memory_named(f"validation at step {self.step}"):
-                x_hat = predict(self.model, y, self.op, batch_size=self.settings.batch_size, device=self.device)
+                run = predict_task if task else predict
+                output = run(self.model, y, self.op, batch_size=self.settings.batch_size, device=self.device)
+            x_hat = image_of(output)
             scores = score(x_hat, x)
             psnr = float(scores.psnr.mean())
-            row = {
-                "step": self.step,
-                "loss": float(self.loss_fn(x_hat, x)),
-                "psnr": psnr,
-                "ssim": float(scores.ssim.mean()),
-            }
-            self._log("validation.csv", _VALIDATION_FIELDS, row, "validation")
+            row = {"step": self.step, "psnr": psnr, "ssim": float(scores.ssim.mean())}
+            if task:
+                labels = self.validation[2]["labels"]
+                terms = self.loss_fn.terms(output, x, labels)
+                row.update(
+                    loss=float(self.loss_fn(output, x, labels)),
+                    image_loss=float(terms["image"]) if "image" in terms else math.nan,
+                    task_loss=float(terms["task"]) if "task" in terms else math.nan,
+                    **{k: v for k, v in segmentation_scores(output.logits, labels).items() if k != "dice_per_class"},
+                )
+            else:
+                row["loss"] = float(self.loss_fn(x_hat, x))
+            self._log("validation.csv", _TASK_VALIDATION_FIELDS if task else _VALIDATION_FIELDS, row, "validation")
             if psnr > self.best_psnr:
                 self.best_psnr = psnr
                 self.save("best", {"validation": row})
@@ -758,3 +804,18 @@ def _check_training(t: TrainingConfig) -> None:
         raise ParameterError("training.clip_grad_norm and training.weight_decay must be >= 0")
     learning_rate(0, t.lr, t.steps, t.schedule)
     get_loss(t.loss)
+    _check_task(t)
+
+
+def _check_task(t: TrainingConfig) -> None:
+    """Refuse task settings out of range: C outside [0, 1], an unknown mode, a mode that fixes C given another."""
+    if t.task_mode not in TASK_MODES:
+        raise ParameterError(f"training.task_mode must be one of {', '.join(TASK_MODES)}, got {t.task_mode!r}")
+    if t.task_weight is not None and not 0 <= t.task_weight <= 1:
+        raise ParameterError(f"training.task_weight (C) must lie in [0, 1], got {t.task_weight}")
+    if t.task_mode != "joint" and t.task_c != 1:
+        raise ParameterError(
+            f"training.task_mode {t.task_mode} trains on the task loss alone (C = 1), got task_weight {t.task_weight}"
+        )
+    if t.dice_weight < 0:
+        raise ParameterError(f"training.dice_weight must be >= 0, got {t.dice_weight}")
