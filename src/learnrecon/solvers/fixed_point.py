@@ -277,7 +277,7 @@ def broyden(f: Map, z0: torch.Tensor, *, tol: float = 1e-4, max_iter: int = 100,
         ok = (denom.abs() > torch.finfo(denom.dtype).tiny) & torch.isfinite(denom) & ~track.done[:, None]
         u = torch.where(ok, (dz - h_dg) / torch.where(ok, denom, torch.ones_like(denom)), torch.zeros_like(dz))
         if len(us) == memory:  # restart from H = −I at the current iterate (dropping only the oldest update
-            us.clear()  # breaks the secant conditions the newer ones were built on, and diverges)
+            us.clear()  # breaks the secant conditions the newer ones were built on, and stalls)
             vs.clear()
         us.append(u)
         vs.append(torch.where(ok, vt, torch.zeros_like(vt)))
