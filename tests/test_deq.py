@@ -232,7 +232,7 @@ def test_conv_operator_norm_is_the_periodic_convolutions_norm_and_bounds_zero_pa
     conv = LipschitzConv(2, 3)
     with torch.no_grad():
         conv.weight.copy_(w.float())
-    assert float(conv_operator_norm(conv.normalised_weight(), 32)) == pytest.approx(1.0, rel=1e-5)
+    assert float(conv_operator_norm(conv.normalised_weight().detach(), 32)) == pytest.approx(1.0, rel=1e-5)
 
 
 def _config(name="deq-grad", **params):
