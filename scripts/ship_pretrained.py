@@ -6,6 +6,9 @@ writes ``src/learnrecon/pretrained/lpd-ellipses.safetensors`` and ``.json``: the
 provenance (config, steps, wall time, device, validation PSNR, the commit of the code that trained it).
 ``--out FOLDER`` writes them there instead (benchmarks/gpu_session.sh keeps a GPU run's best weights so,
 small enough to come back from the device).
+An equilibrium model (one with ``certify``) gets its contraction certificate on the run's validation data in its
+provenance (``certificate``: the measured Lipschitz constant of its step at the fixed points, and the bound of its
+construction).
 The weights are stored as float16 by default, half the space of float32 for a change of PSNR under
 0.002 dB on the quick preset (benchmarks/results/half-precision-weights.md); they load as float32.
 """
@@ -13,6 +16,7 @@ The weights are stored as float16 by default, half the space of float32 for a ch
 from __future__ import annotations
 
 import argparse
+import copy
 import subprocess
 from pathlib import Path
 
@@ -29,6 +33,23 @@ def git_head() -> str | None:
     except OSError:
         return None
     return result.stdout.strip() if result.returncode == 0 else None
+
+
+def certificate(model, meta: dict, dtype: torch.dtype) -> dict:
+    """The certificate of ``model`` with its weights rounded to ``dtype`` (as shipped) on the validation data of the
+    run's config."""
+    from learnrecon.config import from_dict
+    from learnrecon.data.sources import make_validation_data
+    from learnrecon.operators.registry import build_operator
+
+    config = from_dict(meta["config"])
+    op = build_operator(meta["operator"])
+    _, y = make_validation_data(config.data, op)
+    shipped = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in shipped.parameters():
+            p.copy_(p.to(dtype).float())
+    return {**shipped.certify(y, op).as_dict(), "data": f"the run's {y.shape[0]} validation images"}
 
 
 def main() -> None:
@@ -54,6 +75,8 @@ def main() -> None:
         }
     )
     dtype = getattr(torch, args.dtype)
+    if callable(getattr(model, "certify", None)):
+        meta["certificate"] = certificate(model, meta, dtype)
     path = save_checkpoint(args.out / args.name, model, meta, optimizer=None, rng=False, weights_dtype=dtype)
     print(
         f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): step {meta['step']}, "

@@ -44,6 +44,7 @@ PRETRAINED_LABELS = {
     "lgd-ellipses": "LGD (shipped)",
     "lpd-ellipses": "LPD (shipped)",
     "lpd-dival": "LPD (shipped, adapted to DIVal)",
+    "deq-grad-ellipses": "DE-Grad (shipped)",
 }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from learnrecon.errors import ParameterError
+from learnrecon.models.deq import DEGrad, DEPrimalDual, DEProx
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent
 from learnrecon.models.lista import LISTA
@@ -29,6 +30,9 @@ MODELS: dict[str, type[nn.Module]] = {
     "proximal": LearnedProximal,
     "lpd": LearnedPrimalDual,
     "vn": VariationalNetwork,
+    "deq-grad": DEGrad,
+    "deq-prox": DEProx,
+    "deq-pd": DEPrimalDual,
     "task-adapted": TaskAdapted,
     "vn-mri": MRIVariationalNetwork,
     "e2e-varnet": E2EVarNet,
@@ -46,6 +50,9 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "proximal": {"n_iter": 3, "width": 8},
     "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
     "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
+    "deq-grad": {"width": 8, "depth": 2, "max_iter": 40},
+    "deq-prox": {"width": 8, "depth": 2, "max_iter": 40},
+    "deq-pd": {"n_primal": 2, "n_dual": 2, "width": 8, "depth": 2, "max_iter": 40},
     "task-adapted": {
         "reconstructor": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
         "task": {"depth": 2, "width": 4},

@@ -1,10 +1,20 @@
 """Classical reconstruction methods, each a plain function ``solver(y, op, **params) -> x``.
 
-Iterative solvers also return a :class:`SolverResult` (iterate, iterations, residual history, reason
+Fixed-point solvers for ``z = f(z)`` (:mod:`.fixed_point`: Picard, Anderson, Broyden) are for equilibrium
+models. Iterative solvers also return a :class:`SolverResult` (iterate, iterations, residual history, reason
 for stopping) with ``return_info=True`` and share the stopping rules of :mod:`.stopping`.
 """
 
 from learnrecon.operators.fbp import FILTERS, fbp
+from learnrecon.solvers.fixed_point import (
+    FIXED_POINT_SOLVERS,
+    FixedPointResult,
+    anderson,
+    broyden,
+    picard,
+    register_solver,
+    solve_fixed_point,
+)
 from learnrecon.solvers.linear import cgls, landweber, projected_gradient, tikhonov
 from learnrecon.solvers.parameter_choice import ParameterChoice, discrepancy_choice, grid_search, l_curve
 from learnrecon.solvers.poisson import poisson_tv, prelog_fbp
@@ -16,6 +26,13 @@ from learnrecon.solvers.stopping import SolverResult, Stopping
 from learnrecon.solvers.tv import tv_pdhg
 
 __all__ = [
+    "FIXED_POINT_SOLVERS",
+    "FixedPointResult",
+    "anderson",
+    "broyden",
+    "picard",
+    "register_solver",
+    "solve_fixed_point",
     "FILTERS",
     "METHODS",
     "ParameterChoice",
