@@ -1,7 +1,8 @@
 """Learned reconstruction: every model is an ``nn.Module`` called as ``model(y, op) -> x``.
 
 Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :class:`LearnedProximal`,
-:class:`LearnedPrimalDual`, :class:`VariationalNetwork`, :class:`LISTA`) share the step interface of
+:class:`LearnedPrimalDual`, :class:`InvertibleLearnedPrimalDual`, :class:`VariationalNetwork`,
+:class:`LISTA`) share the step interface of
 :class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction.
 """
 
@@ -10,6 +11,7 @@ from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent, tv_gradient
 from learnrecon.models.hub import build_model, load_model, model_parameters, pretrained, pretrained_names
+from learnrecon.models.invertible import InvertibleLearnedPrimalDual
 from learnrecon.models.lista import LISTA, soft_threshold
 from learnrecon.models.nets import ConvBlock, UNet
 from learnrecon.models.primal_dual import LearnedPrimalDual
@@ -25,6 +27,7 @@ __all__ = [
     "ConvBlock",
     "FBPConvNet",
     "GeneralisedLGD",
+    "InvertibleLearnedPrimalDual",
     "LearnedGradientDescent",
     "LearnedPrimalDual",
     "LearnedProximal",

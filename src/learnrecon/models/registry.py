@@ -12,6 +12,7 @@ from torch import nn
 from learnrecon.errors import ParameterError
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent
+from learnrecon.models.invertible import InvertibleLearnedPrimalDual
 from learnrecon.models.lista import LISTA
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
@@ -26,6 +27,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "glgd": GeneralisedLGD,
     "proximal": LearnedProximal,
     "lpd": LearnedPrimalDual,
+    "ilpd": InvertibleLearnedPrimalDual,
     "vn": VariationalNetwork,
 }
 
@@ -37,6 +39,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "glgd": {"n_iter": 3, "n_memory": 2, "width": 8},
     "proximal": {"n_iter": 3, "width": 8},
     "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
+    "ilpd": {"n_iter": 3, "n_primal": 4, "n_dual": 4, "width": 8},
     "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
 }
 
