@@ -1,0 +1,260 @@
+"""Peak training memory and step time of LPD, checkpointed LPD, invertible LPD and greedy training, by iterations;
+and the matrix-free ray transform's time and memory against the CSR matrices.
+
+Usage:
+    python benchmarks/memory.py [--iterations 10,20,30] [--size 128] [--angles 30] [--batch 2] [--steps 2]
+                                [--device cpu] [--threads 1] [--projector-sizes 128,256]
+
+Training (one fresh process per case, so that nothing of one case is left in the next): the model, the operator
+(its CSR matrices built) and a batch are set up, one warm-up training step (forward, MSE loss, backward, Adam)
+builds the operator's caches and Adam's state, then the peak memory is reset and ``--steps`` more steps run (the
+time is their median). Peak memory is the peak of the steps above the memory held before them (so it leaves out the
+weights and Adam's two moments, 12 bytes a parameter, but counts the gradients, 4 bytes a parameter): on the CPU
+the process's peak resident set (VmHWM, reset through /proc/self/clear_refs; glibc told to return large buffers at once with
+MALLOC_MMAP_THRESHOLD_ so that the resident set follows the live tensors), on a GPU torch's peak allocation.
+Greedy is the last (the largest) stage of iteration-wise training: all iterations but the last run frozen
+without gradients, the last one trains.
+
+Projector: forward + adjoint of a batch of 1 on a parallel-beam geometry at each ``--projector-sizes`` side (as many
+angles as pixels along a side, the default detectors), native CSR and matrix-free: time (median of 3 after a
+warm-up), the operator's own memory (the CSR matrices; for the matrix-free backend its per-ray line parameters)
+and the peak memory of one forward + adjoint above the data (a fresh process each).
+
+Writes benchmarks/results/memory-<device>.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from results_file import RESULTS, provenance, publish
+
+from learnrecon.report import machine_info, markdown_table
+
+MODELS = ("lpd", "lpd-checkpointed", "ilpd", "lpd-greedy")
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+class PeakMemory:
+    """The peak memory of a block above what was held when it began (bytes)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+        else:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the present resident set
+            self.start = 1024 * _rss_kib("VmRSS")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
+        else:
+            self.peak = 1024 * _rss_kib("VmHWM") - self.start
+
+
+def _operator(size: int, angles: int, backend: str):
+    from learnrecon.operators import ParallelBeam2D
+
+    return ParallelBeam2D(size, n_angles=angles, backend=backend)
+
+
+def train_case(args: argparse.Namespace) -> dict:
+    """In this process: one model at one iteration count, ``args.steps`` + 1 training steps."""
+    from learnrecon import phantoms
+    from learnrecon.data.simulate import measure
+    from learnrecon.models import InvertibleLearnedPrimalDual, LearnedPrimalDual
+
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    op = _operator(args.size, args.angles, args.backend)
+    n = args.iterations_one
+    if args.model == "ilpd":
+        model = InvertibleLearnedPrimalDual(n, width=args.ilpd_width)
+    else:
+        model = LearnedPrimalDual(n)
+        model.checkpoint_activations = args.model == "lpd-checkpointed"
+        if args.model == "lpd-greedy":
+            model.set_greedy_stage(n - 1)
+    model = model.to(device)
+    x = phantoms.random_ellipses(args.batch, args.size, seed=0, scaling="minmax")
+    y = measure(op, x, "relative:0.05", seed=0)
+    x, y = x.to(device), y.to(device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> float:
+        start = time.perf_counter()
+        loss = (model(y, op) - x).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    step()  # warm-up: builds the operator's matrices and norm, and Adam's state
+    with PeakMemory(device) as peak:
+        times = [step() for _ in range(args.steps)]
+    return {
+        "model": args.model,
+        "iterations": n,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "peak_bytes": peak.peak,
+        "seconds_per_step": statistics.median(times),
+    }
+
+
+def projector_case(args: argparse.Namespace) -> dict:
+    """In this process: forward + adjoint of one image with one backend at one size."""
+    device = torch.device(args.device)
+    op = _operator(args.size, args.size, args.backend)
+    x = torch.rand(1, args.size, args.size, device=device)
+    op.H(op(x))  # builds what the backend caches (CSR matrices, or the per-ray lines)
+    own = op.memory_bytes()
+    y = op(x)
+    with PeakMemory(device) as peak:
+        op.H(op(x))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        op.H(op(x))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    del y
+    return {
+        "size": args.size,
+        "backend": args.backend,
+        "operator_bytes": own,
+        "peak_bytes": peak.peak,
+        "seconds": statistics.median(times),
+    }
+
+
+def _worker(args: argparse.Namespace, extra: list[str]) -> dict:
+    command = [sys.executable, __file__, "--device", args.device, "--threads", str(args.threads), *extra]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": str(args.threads or 1)}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--iterations", default="10,20,30")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--angles", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
+    parser.add_argument(
+        "--parts", default="training,projector", help="what to run; a part left out is kept from the results file"
+    )
+    parser.add_argument("--ilpd-width", type=int, default=32)
+    parser.add_argument("--backend", default="native", help="the ray transform's backend in the training cases")
+    parser.add_argument("--projector-sizes", default="128,256", help="sides for the projector part ('' skips it)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--worker", choices=("train", "projector"), help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--iterations-one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        case = train_case(args) if args.worker == "train" else projector_case(args)
+        print(json.dumps(case))
+        return
+    common = ["--size", str(args.size), "--angles", str(args.angles), "--batch", str(args.batch)]
+    common += ["--steps", str(args.steps), "--ilpd-width", str(args.ilpd_width), "--backend", args.backend]
+    parts = args.parts.split(",")
+    info = machine_info()
+    device_name = info.get("gpu", "cpu").replace(" ", "-") if args.device != "cpu" else "cpu"
+    stem = f"memory-{device_name}"
+    previous_file = RESULTS / f"{stem}.json"
+    previous = json.loads(previous_file.read_text()) if previous_file.exists() else {}
+    training = [] if "training" in parts else previous.get("training", [])
+    for model in args.models.split(",") if "training" in parts else ():
+        for n in (int(i) for i in args.iterations.split(",")):
+            case = _worker(args, ["--worker", "train", "--model", model, "--iterations-one", str(n), *common])
+            print(case, file=sys.stderr)
+            training.append(case)
+    projector = [] if "projector" in parts else previous.get("projector", [])
+    sizes = args.projector_sizes.split(",") if "projector" in parts else []
+    for size in (int(s) for s in sizes if s):
+        for backend in ("native", "matrix_free"):
+            case = _worker(args, ["--worker", "projector", "--size", str(size), "--backend", backend])
+            print(case, file=sys.stderr)
+            projector.append(case)
+    first = {c["model"]: c for c in training if c["iterations"] == min(r["iterations"] for r in training)}
+    rows = [
+        {
+            "model": c["model"],
+            "iterations": c["iterations"],
+            "parameters": c["parameters"],
+            "peak MB": c["peak_bytes"] / 2**20,
+            "× first": c["peak_bytes"] / first[c["model"]]["peak_bytes"],
+            "s/step": c["seconds_per_step"],
+        }
+        for c in training
+    ]
+    text = (
+        f"# Training memory by iterations, {args.size}², {args.angles} angles, batch {args.batch}, "
+        f"device {args.device}\n\n"
+        "Peak memory of a training step above what was held before it (CPU: peak resident set; GPU: torch's peak "
+        f"allocation), median time of {args.steps} steps after a warm-up; one fresh process a case. lpd-greedy: the "
+        "last stage of greedy training (all iterations but the last frozen, run without gradients). "
+        f"ilpd width {args.ilpd_width} (four couplings an iteration).\n"
+        f"{provenance(info)}\n\n"
+    )
+    if rows:
+        digits = {"iterations": 0, "parameters": 0, "peak MB": 1, "× first": 2, "s/step": 2}
+        text += markdown_table(rows, list(rows[0]), digits=digits) + "\n"
+    if projector:
+        prows = [
+            {
+                "side": c["size"],
+                "backend": c["backend"],
+                "operator MB": c["operator_bytes"] / 2**20,
+                "peak of forward+adjoint MB": c["peak_bytes"] / 2**20,
+                "forward+adjoint s": c["seconds"],
+            }
+            for c in projector
+        ]
+        text += (
+            "\n## Ray transform backends: forward + adjoint of one image (as many angles as the side, default "
+            "detectors)\n\n"
+            "operator MB: what the operator keeps (the CSR pair; the matrix-free backend's per-ray line parameters). "
+            "peak: above the image and the operator, during one forward + adjoint.\n\n"
+        )
+        digits = {"side": 0, "operator MB": 1, "peak of forward+adjoint MB": 1, "forward+adjoint s": 3}
+        text += markdown_table(prows, list(prows[0]), digits=digits) + "\n"
+    record = {"machine": info, "command": sys.argv, "training": training, "projector": projector}
+    publish(stem, record, text)
+
+
+if __name__ == "__main__":
+    main()
