@@ -10,8 +10,9 @@ Training (one fresh process per case, so that nothing of one case is left in the
 builds the operator's caches and Adam's state, then the peak memory is reset and ``--steps`` more steps run (the
 time is their median). Peak memory is the peak of the steps above the memory held before them (so it leaves out the
 weights and Adam's two moments, 12 bytes a parameter, but counts the gradients, 4 bytes a parameter): on the CPU
-the process's peak resident set (VmHWM, reset through /proc/self/clear_refs; glibc told to return large buffers at once with
-MALLOC_MMAP_THRESHOLD_ so that the resident set follows the live tensors), on a GPU torch's peak allocation.
+the process's peak resident set (VmHWM, reset through /proc/self/clear_refs; glibc told to return large buffers
+at once with MALLOC_MMAP_THRESHOLD_ so that the resident set follows the live tensors), on a GPU torch's peak
+allocation.
 Greedy is the last (the largest) stage of iteration-wise training: all iterations but the last run frozen
 without gradients, the last one trains.
 
