@@ -1,15 +1,22 @@
-"""Memory-efficient training: the invertible learned primal-dual, greedy stages, activation memory."""
+"""Memory-efficient training: the invertible learned primal-dual, greedy stages and greedy training, activation
+memory, and training on random angle subsets."""
+
+import itertools
+import json
+import math
 
 import pytest
 import torch
 
 from learnrecon import phantoms
+from learnrecon.config import from_dict
 from learnrecon.data.simulate import measure
 from learnrecon.errors import ParameterError
 from learnrecon.models import InvertibleLearnedPrimalDual, LearnedPrimalDual, build_model
 from learnrecon.models.invertible import InvertiblePrimalDualStep
 from learnrecon.operators import ParallelBeam2D
 from learnrecon.runtime import SavedTensors
+from learnrecon.training import AngleSubsets, Trainer
 
 OP = ParallelBeam2D(32, 12)
 
@@ -179,3 +186,142 @@ def test_greedy_stage_needs_separate_steps():
         model.set_greedy_stage(0)
     with pytest.raises(ParameterError, match="greedy stage 3"):
         LearnedPrimalDual(3).set_greedy_stage(3)
+
+
+# -- greedy training and angle subsets in the trainer ------------------------------------------------------
+
+TRAIN = {
+    "model": {"name": "lpd", "params": {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4}},
+    "data": {
+        "operator": {"type": "ParallelBeam2D", "image_size": 24, "n_angles": 8, "n_detectors": 35},
+        "n_validation": 2,
+    },
+    "training": {
+        "steps": 6,
+        "batch_size": 2,
+        "validate_every": 3,
+        "checkpoint_every": 3,
+        "figure_every": 100,
+        "log_every": 1,
+        "threads": 1,
+        "lr": 1e-2,
+    },
+}
+
+
+def _train_config(**training):
+    values = json.loads(json.dumps(TRAIN))
+    values["training"].update(training)
+    return from_dict(values)
+
+
+def _step_weights(model, k):
+    return [p.detach().clone() for p in model.steps[k].parameters()]
+
+
+def test_greedy_training_trains_one_iteration_a_stage_then_all(tmp_path):
+    trainer = Trainer.from_config(_train_config(greedy_steps=2), tmp_path / "run", progress=False)
+    model = trainer.model
+    assert [trainer.stage(s)[0] for s in range(6)] == [0, 0, 1, 1, None, None]
+    start = [_step_weights(model, k) for k in range(2)]
+    trainer.train(until=2)  # stage 0: iteration 0 trains, iteration 1 is not run
+    after_0 = [_step_weights(model, k) for k in range(2)]
+    assert any(not torch.equal(a, b) for a, b in zip(after_0[0], start[0], strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(after_0[1], start[1], strict=True))
+    trainer.train(until=4)  # stage 1: iteration 0 frozen, iteration 1 trains
+    after_1 = [_step_weights(model, k) for k in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(after_1[0], after_0[0], strict=True))
+    assert any(not torch.equal(a, b) for a, b in zip(after_1[1], after_0[1], strict=True))
+    trainer.train()  # end-to-end fine-tune: both train
+    done = [_step_weights(model, k) for k in range(2)]
+    for k in range(2):
+        assert any(not torch.equal(a, b) for a, b in zip(done[k], after_1[k], strict=True))
+    assert model.active_iterations is None and all(p.requires_grad for p in model.parameters())
+    trainer.close()
+
+
+def test_greedy_training_resumes_to_the_same_weights(tmp_path):
+    whole = Trainer.from_config(_train_config(greedy_steps=2), tmp_path / "whole", progress=False)
+    whole.train()
+    whole.close()
+    part = Trainer.from_config(_train_config(greedy_steps=2, steps=6), tmp_path / "part", progress=False)
+    part.train(until=3)
+    part.close()
+    again = Trainer.from_config(_train_config(greedy_steps=2), tmp_path / "part", resume=True, progress=False)
+    again.train()
+    again.close()
+    for a, b in zip(whole.model.parameters(), again.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_greedy_training_refuses_what_it_cannot_do(tmp_path):
+    with pytest.raises(ParameterError, match="fewer than the greedy stages need"):
+        Trainer.from_config(_train_config(greedy_steps=4), tmp_path / "a", progress=False)
+    values = json.loads(json.dumps(TRAIN))
+    values["model"] = {"name": "fbpconvnet", "params": {"depth": 1, "width": 4}}
+    values["training"]["greedy_steps"] = 1
+    with pytest.raises(ParameterError, match="greedy_steps applies to unrolled models"):
+        Trainer.from_config(from_dict(values), tmp_path / "b", progress=False)
+    with pytest.raises(ParameterError, match="greedy_steps must be >= 0"):
+        Trainer.from_config(_train_config(greedy_steps=-1), tmp_path / "c", progress=False)
+
+
+def test_subsampled_data_term_is_unbiased():
+    """Over all m-subsets, the mean of the rescaled data term and of its gradient are the full operator's."""
+    op = ParallelBeam2D(16, 6, n_detectors=23)
+    source = AngleSubsets(op, 2 / 6)
+    assert source.n_subset == 2
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 16, 16, generator=g, dtype=torch.float64)
+    y = torch.rand(1, 1, 6, 23, generator=g, dtype=torch.float64)
+    full_term = (op(x) - y).pow(2).sum()
+    full_grad = op.H(op(x) - y)
+    terms, grads = [], []
+    for pair in itertools.combinations(range(6), 2):
+        idx = torch.tensor(pair)
+        op_s = source.operator_for(idx)
+        y_s = y.index_select(-2, idx) * op_s.scalar
+        terms.append((op_s(x) - y_s).pow(2).sum())
+        grads.append(op_s.H(op_s(x) - y_s))
+    torch.testing.assert_close(torch.stack(terms).mean(), full_term)
+    torch.testing.assert_close(torch.stack(grads).mean(0), full_grad)
+    assert source.operator_for(torch.tensor([0, 3])).norm() == op.norm()
+
+
+def test_angle_subsets_per_step_are_random_uniform_and_reproducible():
+    op = ParallelBeam2D(16, 8, n_detectors=23)
+    source = AngleSubsets(op, 0.25, seed=3)
+    y = torch.rand(2, 1, 8, 23)
+    op_s, y_s = source.for_step(5, y)
+    assert op_s.range_shape == (2, 23) and y_s.shape == (2, 1, 2, 23)
+    torch.testing.assert_close(y_s, y[:, :, source.indices(5)] * 2.0)
+    assert torch.equal(source.indices(5), AngleSubsets(op, 0.25, seed=3).indices(5))
+    counts = torch.zeros(8)
+    for step in range(4000):
+        counts[source.indices(step)] += 1
+    assert float((counts / 1000 - 1).abs().max()) < 0.1  # each angle in a quarter of the steps
+    assert not op._cache.get(("subset", tuple(source.indices(5).tolist())))  # random subsets are not cached
+    with pytest.raises(ParameterError, match="angle_fraction must lie in"):
+        AngleSubsets(op, 1.5)
+
+
+def test_subset_pseudo_inverse_is_on_the_full_data_scale():
+    op = ParallelBeam2D(32, 40)
+    x = phantoms.random_ellipses(1, 32, seed=0, scaling="minmax")
+    source = AngleSubsets(op, 0.5)
+    op_s, y_s = source.for_step(0, op(x))
+    full, part = op.pseudo_inverse(op(x)), op_s.pseudo_inverse(y_s)
+    assert float((part - full).norm() / full.norm()) < 0.35
+    assert float(part.mean() / full.mean()) == pytest.approx(1.0, abs=0.05)
+
+
+def test_trainer_with_angle_fraction_trains_on_subsets_and_validates_on_all(tmp_path):
+    trainer = Trainer.from_config(_train_config(angle_fraction=0.25, steps=3), tmp_path / "run", progress=False)
+    assert isinstance(trainer.op_source, AngleSubsets) and trainer.op is trainer.op_source.operator
+    op_s, y_s = trainer._step_operator(torch.rand(2, 1, 8, 35), {})
+    assert op_s.range_shape == (2, 35) and y_s.shape[-2] == 2
+    summary = trainer.train()
+    trainer.close()
+    assert summary["steps"] == 3 and math.isfinite(summary["best_psnr"])
+    with pytest.raises(ParameterError, match="angle_fraction must lie in"):
+        Trainer.from_config(_train_config(angle_fraction=0.0), tmp_path / "bad", progress=False)

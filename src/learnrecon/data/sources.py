@@ -20,6 +20,7 @@ import torch
 from learnrecon import phantoms
 from learnrecon.config import DataConfig
 from learnrecon.data.hdf5 import load
+from learnrecon.data.lodopab import LoDoPaBFiles, LoDoPaBPairs
 from learnrecon.data.simulate import (
     UPSAMPLINGS,
     NoiseSpec,
@@ -36,6 +37,7 @@ __all__ = [
     "PHANTOM_TYPES",
     "Batch",
     "FilePairs",
+    "LoDoPaBPairs",
     "Pairs",
     "PhantomSource",
     "SimulatedPairs",
@@ -233,8 +235,30 @@ class FilePairs:
         return read_pairs(self.dataset, self.indices(positions))
 
 
-def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs, LinearOperator]:
+#: The keys of a ``data.lodopab`` section.
+LODOPAB_KEYS = ("root", "backend", "train_limit")
+
+
+def lodopab_section(cfg: DataConfig) -> dict[str, Any]:
+    """``cfg.lodopab`` checked: ``root`` given, known keys only, no other source of data or operator beside it."""
+    section = dict(cfg.lodopab or {})
+    unknown = sorted(set(section) - set(LODOPAB_KEYS))
+    if unknown or "root" not in section:
+        raise ParameterError(f"data.lodopab takes root (required), backend and train_limit, got {sorted(section)}")
+    clashing = [key for key in ("operator", "train_file", "validation_file") if getattr(cfg, key) is not None]
+    if clashing:
+        raise ParameterError(
+            f"data.lodopab brings its own data and operator; leave out data.{', data.'.join(clashing)}"
+        )
+    return section
+
+
+def make_training_data(cfg: DataConfig) -> tuple[SimulatedPairs | FilePairs | LoDoPaBPairs, LinearOperator]:
     """The training stream of a data config and its operator (built from ``cfg.operator``, or the file's)."""
+    if cfg.lodopab is not None:
+        section = lodopab_section(cfg)
+        files = LoDoPaBFiles(section["root"], "train", section.get("backend", "auto"), section.get("train_limit"))
+        return LoDoPaBPairs(files, cfg.seed), files.op
     if cfg.train_file is not None:
         dataset = load(cfg.train_file)
         if cfg.operator is not None:
@@ -276,7 +300,19 @@ def simulation_setting(cfg: DataConfig, op: LinearOperator) -> tuple[LinearOpera
 
 
 def make_validation_data(cfg: DataConfig, op: LinearOperator) -> Pairs:
-    """``n_validation`` phantoms of ``validation_seed`` on ``op`` (or the whole ``validation_file``)."""
+    """``n_validation`` phantoms of ``validation_seed`` on ``op`` (or the whole ``validation_file``, or the first
+    ``n_validation`` samples of LoDoPaB's validation part)."""
+    if cfg.lodopab is not None:
+        section = lodopab_section(cfg)
+        if cfg.n_validation < 1:
+            raise ParameterError(f"data.n_validation must be >= 1, got {cfg.n_validation}")
+        files = LoDoPaBFiles(section["root"], "validation", section.get("backend", "auto"), cfg.n_validation)
+        if files.op.range_shape != op.range_shape or files.op.domain_shape != op.domain_shape:
+            raise ShapeError(f"LoDoPaB's validation files hold {files.op!r}, the training operator is {op!r}")
+        pairs = Pairs(*files.read(range(len(files))))
+        files.close()
+        check_finite_pairs(pairs, f"LoDoPaB validation part in {section['root']}")
+        return pairs
     if cfg.validation_file is not None:
         dataset = load(cfg.validation_file)
         _check_same_operator(dataset.op, op, f"data.validation_file {cfg.validation_file}")

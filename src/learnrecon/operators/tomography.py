@@ -456,8 +456,15 @@ class FanBeam2D(RayTransform2D):
         }
 
 
-def subset(op: RayTransform2D, angle_indices) -> RayTransform2D:
-    """``op`` restricted to the angles ``angle_indices``; the same as ``op[angle_indices]``."""
+def subset(op: RayTransform2D, angle_indices, *, cached: bool = True) -> RayTransform2D:
+    """``op`` restricted to the angles ``angle_indices``; the same as ``op[angle_indices]``. With ``cached=False``
+    the subset is built afresh and not kept in ``op``'s cache (for random subsets drawn anew at every training
+    step, which would otherwise pile up there with their matrices)."""
     if not isinstance(op, RayTransform2D):
         raise ParameterError(f"only ray transforms can be restricted to angle subsets, got {op.name}")
-    return op[angle_indices]
+    if cached:
+        return op[angle_indices]
+    picked = torch.arange(op.angles.numel())[angle_indices].reshape(-1)
+    if picked.numel() == 0:
+        raise ParameterError(f"angle index {angle_indices!r} selects no angles")
+    return op._with_angles(op.angles[picked])

@@ -55,6 +55,7 @@ from learnrecon.models.hub import build_model, checkpoint_location, load_weights
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import operator_config
 from learnrecon.training.losses import get_loss
+from learnrecon.training.subsampling import AngleSubsets
 
 __all__ = ["OperatorSource", "Trainer", "TrainingError", "learning_rate", "step_positions", "synchronise_batch_norm"]
 
@@ -166,6 +167,8 @@ class Trainer:
         t = self.settings
         self.model = model.to(self.device)
         self._check_spaces()
+        if t.greedy_steps:
+            self._check_greedy()
         if t.checkpoint_activations:
             if not isinstance(self.model, Unrolled):
                 raise ParameterError(
@@ -193,6 +196,32 @@ class Trainer:
         if self._writer is not None:
             self._resources.callback(self._writer.close)
 
+    def _check_greedy(self) -> None:
+        t = self.settings
+        if not isinstance(self.model, Unrolled):
+            raise ParameterError(f"training.greedy_steps applies to unrolled models; {self.name} is not one")
+        if len(self.model.steps) != self.model.n_iter:
+            raise ParameterError("training.greedy_steps needs one step module per iteration (share_weights: false)")
+        if self.world > 1:
+            raise ParameterError("training.greedy_steps runs in one process (its frozen weights change by stage)")
+        if t.steps < self.model.n_iter * t.greedy_steps:
+            raise ParameterError(
+                f"training.steps {t.steps} is fewer than the greedy stages need: {self.model.n_iter} iterations × "
+                f"greedy_steps {t.greedy_steps} = {self.model.n_iter * t.greedy_steps}"
+            )
+
+    def stage(self, step: int) -> tuple[int | None, int, int]:
+        """The greedy stage of ``step`` (the iteration that trains; None: end-to-end) and the first step and the
+        length of that stage (the whole run without greedy training)."""
+        t = self.settings
+        if not t.greedy_steps:
+            return None, 0, t.steps
+        greedy_total = self.model.n_iter * t.greedy_steps
+        if step < greedy_total:
+            k = step // t.greedy_steps
+            return k, k * t.greedy_steps, t.greedy_steps
+        return None, greedy_total, max(t.steps - greedy_total, 1)
+
     @classmethod
     def from_config(
         cls,
@@ -211,9 +240,11 @@ class Trainer:
         validation = make_validation_data(config.data, op)
         torch.manual_seed(config.training.seed)
         model = build_model(config.model.name, config.model.params, op=op)
+        fraction = config.training.angle_fraction
+        source = AngleSubsets(op, fraction, seed=config.training.seed) if fraction < 1 else op
         return cls(
             model,
-            op,
+            source,
             data,
             run_dir=run_dir,
             settings=config.training,
@@ -391,6 +422,8 @@ class Trainer:
             if max_seconds is not None and self._time_is_up(time.perf_counter() - started >= max_seconds):
                 break
         bar.close()
+        if t.greedy_steps:
+            self.model.set_greedy_stage(None)  # every iteration again (the same output: later steps start at zero)
         if self.step % t.checkpoint_every:
             self._checkpoint()
         if self._writer is not None:
@@ -435,8 +468,11 @@ class Trainer:
         self, positions: torch.Tensor, x: torch.Tensor, y: torch.Tensor, extra: dict
     ) -> tuple[float, float]:
         t = self.settings
+        stage, stage_start, stage_steps = self.stage(self.step)
+        if t.greedy_steps:
+            self.model.set_greedy_stage(stage)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, group["initial_lr"], t.steps, t.schedule)
+            group["lr"] = learning_rate(self.step - stage_start, group["initial_lr"], stage_steps, t.schedule)
         self.model.train()
         with self._out_of_memory_named(f"training step {self.step + 1}"):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -754,6 +790,10 @@ def _check_training(t: TrainingConfig) -> None:
         raise ParameterError(f"training.betas must lie in [0, 1), got {t.betas}")
     if t.threads < 0 or t.num_workers < 0:
         raise ParameterError("training.threads and training.num_workers must be >= 0")
+    if t.greedy_steps < 0:
+        raise ParameterError(f"training.greedy_steps must be >= 0, got {t.greedy_steps}")
+    if not (0 < t.angle_fraction <= 1):
+        raise ParameterError(f"training.angle_fraction must lie in (0, 1], got {t.angle_fraction}")
     if t.clip_grad_norm < 0 or t.weight_decay < 0:
         raise ParameterError("training.clip_grad_norm and training.weight_decay must be >= 0")
     learning_rate(0, t.lr, t.steps, t.schedule)
