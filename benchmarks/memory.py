@@ -17,7 +17,8 @@ Greedy is the last (the largest) stage of iteration-wise training: all iteration
 without gradients, the last one trains.
 
 Projector: forward + adjoint of a batch of 1 on a parallel-beam geometry at each ``--projector-sizes`` side (as many
-angles as pixels along a side, the default detectors), native CSR and matrix-free: time (median of 3 after a
+angles as pixels along a side, the default detectors; ``lodopab``: LoDoPaB-CT's 362², 1000 angles, 513 cells),
+native CSR and matrix-free: time (median of 3 after a
 warm-up), the operator's own memory (the CSR matrices; for the matrix-free backend its per-ray line parameters)
 and the peak memory of one forward + adjoint above the data (a fresh process each).
 
@@ -130,8 +131,13 @@ def train_case(args: argparse.Namespace) -> dict:
 def projector_case(args: argparse.Namespace) -> dict:
     """In this process: forward + adjoint of one image with one backend at one size."""
     device = torch.device(args.device)
-    op = _operator(args.size, args.size, args.backend)
-    x = torch.rand(1, args.size, args.size, device=device)
+    if args.size == 0:  # LoDoPaB-CT's geometry
+        from learnrecon.data.lodopab import lodopab_operator
+
+        op = lodopab_operator(backend=args.backend)
+    else:
+        op = _operator(args.size, args.size, args.backend)
+    x = torch.rand(1, *op.domain_shape, device=device)
     op.H(op(x))  # builds what the backend caches (CSR matrices, or the per-ray lines)
     own = op.memory_bytes()
     y = op(x)
@@ -147,11 +153,30 @@ def projector_case(args: argparse.Namespace) -> dict:
     del y
     return {
         "size": args.size,
+        "geometry": f"{op.domain_shape[0]}², {op.range_shape[0]} angles, {op.range_shape[1]} cells",
         "backend": args.backend,
         "operator_bytes": own,
         "peak_bytes": peak.peak,
         "seconds": statistics.median(times),
     }
+
+
+def lodopab_case(args: argparse.Namespace) -> dict:
+    """In this process: what one training forward pass at LoDoPaB-CT's size keeps for the backward pass
+    (:class:`learnrecon.runtime.SavedTensors`), batch 1, ``args.iterations_one`` iterations, matrix-free operator."""
+    from learnrecon.data.lodopab import lodopab_operator
+    from learnrecon.models import InvertibleLearnedPrimalDual, LearnedPrimalDual
+    from learnrecon.runtime import SavedTensors
+
+    op = lodopab_operator(backend="matrix_free")
+    n = args.iterations_one
+    model = InvertibleLearnedPrimalDual(n) if args.model == "ilpd" else LearnedPrimalDual(n)
+    y = op(torch.rand(1, 1, *op.domain_shape))
+    start = time.perf_counter()
+    with SavedTensors() as saved:
+        out = model(y, op)
+    del out
+    return {"model": args.model, "iterations": n, "saved_bytes": saved.bytes, "forward_s": time.perf_counter() - start}
 
 
 def _worker(args: argparse.Namespace, extra: list[str]) -> dict:
@@ -163,6 +188,33 @@ def _worker(args: argparse.Namespace, extra: list[str]) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+def _lodopab_text(cases: list[dict]) -> str:
+    """The LoDoPaB-size extrapolation: per model, kept-for-backward bytes at 1 and 2 iterations (batch 1), the
+    slope per iteration, and the estimate at 10 iterations and batch 2."""
+    rows = []
+    for model in dict.fromkeys(c["model"] for c in cases):
+        by_n = {c["iterations"]: c["saved_bytes"] for c in cases if c["model"] == model}
+        slope = by_n[2] - by_n[1]
+        rows.append(
+            {
+                "model": model,
+                "kept, 1 iteration MB": by_n[1] / 2**20,
+                "kept, 2 iterations MB": by_n[2] / 2**20,
+                "per iteration MB": slope / 2**20,
+                "10 iterations, batch 2 (extrapolated) GB": 2 * (by_n[1] + 9 * slope) / 2**30,
+            }
+        )
+    digits = {k: (1 if "MB" in k else 2) for k in rows[0] if k != "model"}
+    return (
+        "\n## LoDoPaB-CT size (362², 1000 angles, 513 cells): what a training forward pass keeps for backward\n\n"
+        "Measured on the CPU at batch 1 with the matrix-free operator (learnrecon.runtime.SavedTensors: the "
+        "tensors autograd saves), 1 and 2 iterations; the last column is extrapolated linearly (base + 9 × the "
+        "per-iteration increment, × 2 for the batch), not measured. ilpd keeps its states only.\n\n"
+        + markdown_table(rows, list(rows[0]), digits=digits)
+        + "\n"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iterations", default="10,20,30")
@@ -172,21 +224,23 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up")
     parser.add_argument(
-        "--parts", default="training,projector", help="what to run; a part left out is kept from the results file"
+        "--parts", default="training,projector,lodopab", help="what to run; a part left out is kept from the results"
     )
     parser.add_argument("--ilpd-width", type=int, default=32)
     parser.add_argument("--backend", default="native", help="the ray transform's backend in the training cases")
-    parser.add_argument("--projector-sizes", default="128,256", help="sides for the projector part ('' skips it)")
+    parser.add_argument(
+        "--projector-sizes", default="128,256,lodopab", help="sides for the projector part, 'lodopab': LoDoPaB-CT's"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--worker", choices=("train", "projector"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("train", "projector", "lodopab"), help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--iterations-one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        case = train_case(args) if args.worker == "train" else projector_case(args)
+        case = {"train": train_case, "projector": projector_case, "lodopab": lodopab_case}[args.worker](args)
         print(json.dumps(case))
         return
     common = ["--size", str(args.size), "--angles", str(args.angles), "--batch", str(args.batch)]
@@ -205,11 +259,17 @@ def main() -> None:
             training.append(case)
     projector = [] if "projector" in parts else previous.get("projector", [])
     sizes = args.projector_sizes.split(",") if "projector" in parts else []
-    for size in (int(s) for s in sizes if s):
+    for size in (0 if s == "lodopab" else int(s) for s in sizes if s):
         for backend in ("native", "matrix_free"):
             case = _worker(args, ["--worker", "projector", "--size", str(size), "--backend", backend])
             print(case, file=sys.stderr)
             projector.append(case)
+    lodopab = [] if "lodopab" in parts else previous.get("lodopab", [])
+    for model in ("lpd", "ilpd") if "lodopab" in parts else ():
+        for n in (1, 2):
+            case = _worker(args, ["--worker", "lodopab", "--model", model, "--iterations-one", str(n)])
+            print(case, file=sys.stderr)
+            lodopab.append(case)
     first = {c["model"]: c for c in training if c["iterations"] == min(r["iterations"] for r in training)}
     rows = [
         {
@@ -237,7 +297,7 @@ def main() -> None:
     if projector:
         prows = [
             {
-                "side": c["size"],
+                "geometry": c["geometry"] + (" (LoDoPaB)" if c["size"] == 0 else ""),
                 "backend": c["backend"],
                 "operator MB": c["operator_bytes"] / 2**20,
                 "peak of forward+adjoint MB": c["peak_bytes"] / 2**20,
@@ -246,14 +306,15 @@ def main() -> None:
             for c in projector
         ]
         text += (
-            "\n## Ray transform backends: forward + adjoint of one image (as many angles as the side, default "
-            "detectors)\n\n"
+            "\n## Ray transform backends: forward + adjoint of one image\n\n"
             "operator MB: what the operator keeps (the CSR pair; the matrix-free backend's per-ray line parameters). "
             "peak: above the image and the operator, during one forward + adjoint.\n\n"
         )
-        digits = {"side": 0, "operator MB": 1, "peak of forward+adjoint MB": 1, "forward+adjoint s": 3}
+        digits = {"operator MB": 1, "peak of forward+adjoint MB": 1, "forward+adjoint s": 3}
         text += markdown_table(prows, list(prows[0]), digits=digits) + "\n"
-    record = {"machine": info, "command": sys.argv, "training": training, "projector": projector}
+    if lodopab:
+        text += _lodopab_text(lodopab)
+    record = {"machine": info, "command": sys.argv, "training": training, "projector": projector, "lodopab": lodopab}
     publish(stem, record, text)
 
 
