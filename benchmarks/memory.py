@@ -105,8 +105,8 @@ def train_case(args: argparse.Namespace) -> dict:
     x, y = x.to(device), y.to(device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-    def step() -> float:
-        start = time.perf_counter()
+    def step() -> tuple[float, float]:
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = (model(y, op) - x).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -114,7 +114,7 @@ def train_case(args: argparse.Namespace) -> dict:
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - start_cpu
 
     step()  # warm-up: builds the operator's matrices and norm, and Adam's state
     with PeakMemory(device) as peak:
@@ -124,7 +124,8 @@ def train_case(args: argparse.Namespace) -> dict:
         "iterations": n,
         "parameters": sum(p.numel() for p in model.parameters()),
         "peak_bytes": peak.peak,
-        "seconds_per_step": statistics.median(times),
+        "seconds_per_step": statistics.median(t for t, _ in times),
+        "cpu_seconds_per_step": statistics.median(c for _, c in times),
     }
 
 
@@ -143,13 +144,14 @@ def projector_case(args: argparse.Namespace) -> dict:
     y = op(x)
     with PeakMemory(device) as peak:
         op.H(op(x))
-    times = []
+    times, cpu = [], []
     for _ in range(3):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         op.H(op(x))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     del y
     return {
         "size": args.size,
@@ -158,6 +160,7 @@ def projector_case(args: argparse.Namespace) -> dict:
         "operator_bytes": own,
         "peak_bytes": peak.peak,
         "seconds": statistics.median(times),
+        "cpu_seconds": statistics.median(cpu),
     }
 
 
@@ -279,6 +282,7 @@ def main() -> None:
             "peak MB": c["peak_bytes"] / 2**20,
             "× first": c["peak_bytes"] / first[c["model"]]["peak_bytes"],
             "s/step": c["seconds_per_step"],
+            "CPU s/step": c.get("cpu_seconds_per_step", float("nan")),
         }
         for c in training
     ]
@@ -286,13 +290,14 @@ def main() -> None:
         f"# Training memory by iterations, {args.size}², {args.angles} angles, batch {args.batch}, "
         f"device {args.device}\n\n"
         "Peak memory of a training step above what was held before it (CPU: peak resident set; GPU: torch's peak "
-        f"allocation), median time of {args.steps} steps after a warm-up; one fresh process a case. lpd-greedy: the "
-        "last stage of greedy training (all iterations but the last frozen, run without gradients). "
+        f"allocation), median wall and CPU time (the process's, one thread) of {args.steps} steps after a warm-up; "
+        "one fresh process a case. lpd-greedy: the last stage of greedy training (all iterations but the last "
+        "frozen, run without gradients). The CPU is shared with other jobs: CPU time is the steadier measure. "
         f"ilpd width {args.ilpd_width} (four couplings an iteration).\n"
         f"{provenance(info)}\n\n"
     )
     if rows:
-        digits = {"iterations": 0, "parameters": 0, "peak MB": 1, "× first": 2, "s/step": 2}
+        digits = {"iterations": 0, "parameters": 0, "peak MB": 1, "× first": 2, "s/step": 2, "CPU s/step": 2}
         text += markdown_table(rows, list(rows[0]), digits=digits) + "\n"
     if projector:
         prows = [
@@ -302,6 +307,7 @@ def main() -> None:
                 "operator MB": c["operator_bytes"] / 2**20,
                 "peak of forward+adjoint MB": c["peak_bytes"] / 2**20,
                 "forward+adjoint s": c["seconds"],
+                "forward+adjoint CPU s": c.get("cpu_seconds", float("nan")),
             }
             for c in projector
         ]
@@ -310,7 +316,7 @@ def main() -> None:
             "operator MB: what the operator keeps (the CSR pair; the matrix-free backend's per-ray line parameters). "
             "peak: above the image and the operator, during one forward + adjoint.\n\n"
         )
-        digits = {"operator MB": 1, "peak of forward+adjoint MB": 1, "forward+adjoint s": 3}
+        digits = {"operator MB": 1, "peak of forward+adjoint MB": 1, "forward+adjoint s": 3, "forward+adjoint CPU s": 3}
         text += markdown_table(prows, list(prows[0]), digits=digits) + "\n"
     if lodopab:
         text += _lodopab_text(lodopab)

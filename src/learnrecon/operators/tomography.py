@@ -173,7 +173,7 @@ class RayTransform2D(LinearOperator):
         if self.backend == "astra":
             return 0
         if self.backend == "matrix_free":
-            return 64 * rays + 8 * max(self.image_shape)  # the per-ray lines (8 numbers of 8 bytes), the steps
+            return 24 * rays + 16 * max(self.image_shape)  # the per-ray lines (3 numbers of 8 bytes), the steps
         nonzeros = rays * max(self.image_shape)
         value = torch.empty((), dtype=dtype).element_size()
         return 2 * (nonzeros * (value + 8) + (rays + 1) * 8) + (math.prod(self.image_shape) + 1) * 8
