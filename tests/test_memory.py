@@ -325,3 +325,32 @@ def test_trainer_with_angle_fraction_trains_on_subsets_and_validates_on_all(tmp_
     assert summary["steps"] == 3 and math.isfinite(summary["best_psnr"])
     with pytest.raises(ParameterError, match="angle_fraction must lie in"):
         Trainer.from_config(_train_config(angle_fraction=0.0), tmp_path / "bad", progress=False)
+
+
+def test_ilpd_trains_with_the_trainer_and_resumes_to_the_same_weights(tmp_path):
+    values = json.loads(json.dumps(TRAIN))
+    values["model"] = {"name": "ilpd", "params": {"n_iter": 3, "n_primal": 2, "n_dual": 2, "width": 4}}
+    config = from_dict(values)
+    whole = Trainer.from_config(config, tmp_path / "whole", progress=False)
+    whole.train()
+    whole.close()
+    part = Trainer.from_config(config, tmp_path / "part", progress=False)
+    part.train(until=3)
+    part.close()
+    again = Trainer.from_config(config, tmp_path / "part", resume=True, progress=False)
+    again.train()
+    again.close()
+    for a, b in zip(whole.model.parameters(), again.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_ilpd_with_activation_checkpointing_gives_the_same_gradients():
+    model = _randomised(build_model("ilpd", {"n_iter": 3, "n_primal": 4, "n_dual": 4, "width": 6}).double())
+    x, y = _batch(dtype=torch.float64)
+    grads = []
+    for checkpointed in (False, True):
+        model.checkpoint_activations = checkpointed
+        model.zero_grad()
+        (model(y, OP) - x).pow(2).sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-12)
