@@ -17,7 +17,9 @@ the final state; its backward pass walks the iterations from the last to the fir
 input from its output by the inverse, recomputes that one iteration with gradients and back-propagates through
 it. The activations held are those of one iteration whatever ``n_iter`` is (the price: one more forward pass,
 and the inverses). Gradients are those of the plain computation up to the rounding of the inverses (checked in
-the tests against the same network run plainly, ``memory_saving=False``).
+the tests against the same network run plainly, ``memory_saving=False``). Under bfloat16 autocast
+(``training.amp``) the backward pass recomputes in the same autocast state, but the inverses are then only as
+exact as bfloat16 (about 1e-3 of each update), so the gradients are approximate: train it in float32.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class _InvertibleChain(torch.autograd.Function):
     """The iterations ``start … stop − 1`` of an invertible model, keeping only the final state for backward."""
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")
     def forward(ctx, model, start, stop, y, op, f, h, *params):
         state = (f, h)
         with torch.no_grad():
@@ -105,6 +108,7 @@ class _InvertibleChain(torch.autograd.Function):
         return state
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")  # the recomputation in the forward pass's autocast state
     def backward(ctx, grad_f, grad_h):
         y, f, h = ctx.saved_tensors
         model, (start, stop), op = ctx.model, ctx.range, ctx.op
