@@ -95,3 +95,16 @@ def test_matrix_free_on_a_gpu():
     assert adjoint_mismatch(free, x[0], y[0]) <= 1e-5
     torch.testing.assert_close(free(x), csr(x), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(free.H(y), csr.H(y), rtol=1e-5, atol=1e-5)
+
+
+def test_fbp_and_the_learned_models_run_on_the_matrix_free_backend():
+    from learnrecon import phantoms
+    from learnrecon.models import build_model
+
+    csr, free = ParallelBeam2D(32, 20), ParallelBeam2D(32, 20, backend="matrix_free")
+    x = phantoms.random_ellipses(2, 32, seed=0, scaling="minmax")
+    y = csr(x)
+    torch.testing.assert_close(free.pseudo_inverse(y), csr.pseudo_inverse(y), rtol=1e-4, atol=1e-4)
+    torch.manual_seed(0)
+    model = build_model("lpd", {"n_iter": 2, "n_primal": 2, "n_dual": 2, "width": 4, "init": "fbp"})
+    torch.testing.assert_close(model(y, free), model(y, csr), rtol=1e-4, atol=1e-4)
