@@ -273,9 +273,11 @@ def main() -> None:
             case = _worker(args, ["--worker", "train", "--model", model, "--iterations-one", str(n), *common])
             print(case, file=sys.stderr)
             training.append(case)
-    projector = [] if "projector" in parts else previous.get("projector", [])
-    sizes = args.projector_sizes.split(",") if "projector" in parts else []
-    for size in (0 if s == "lodopab" else int(s) for s in sizes if s):
+    sizes = (
+        [0 if s == "lodopab" else int(s) for s in args.projector_sizes.split(",") if s] if "projector" in parts else []
+    )
+    projector = [c for c in previous.get("projector", []) if c["size"] not in sizes]  # the cases not rerun
+    for size in sizes:
         for backend in ("native", "matrix_free"):
             case = _worker(args, ["--worker", "projector", "--size", str(size), "--backend", backend])
             print(case, file=sys.stderr)
@@ -313,6 +315,7 @@ def main() -> None:
         digits = {"iterations": 0, "parameters": 0, "peak MB": 1, "× first": 2, "s/step": 2, "CPU s/step": 2}
         text += markdown_table(rows, list(rows[0]), digits=digits) + "\n"
     if projector:
+        projector.sort(key=lambda c: (c["size"] == 0, c["size"], c["backend"] != "native"))
         prows = [
             {
                 "geometry": c["geometry"] + (" (LoDoPaB)" if c["size"] == 0 else ""),

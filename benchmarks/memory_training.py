@@ -11,13 +11,15 @@ couplings an iteration on half the channels); ``lpd greedy`` (``training.greedy_
 one stage an iteration, then as many steps end to end); ``lpd 1/4 angles`` (``training.angle_fraction = 0.25``,
 validated with every angle). Reports the validation PSNR of the last step (32 held-out ellipses) and the wall time.
 A reduced CPU case: the issue's targets are stated for the quick preset (128², 30 angles) and longer training.
-Writes benchmarks/results/memory-training-cpu.{json,md}.
+Writes benchmarks/results/memory-training-cpu.{json,md} (``--stem``; ``--merge A.json B.json`` publishes the rows of
+runs made in parallel processes as one table).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -81,6 +83,10 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", default="lpd,ilpd,greedy,subsampled")
+    parser.add_argument("--stem", default="memory-training-cpu", help="results/<stem>.{json,md}")
+    parser.add_argument(
+        "--merge", nargs="*", default=None, help="publish the rows of these results JSON files together instead"
+    )
     args = parser.parse_args()
     n, w = args.iterations, args.width
     lpd = {"name": "lpd", "params": {"n_iter": n, "width": w, "init": "fbp"}}
@@ -94,8 +100,11 @@ def main() -> None:
         "subsampled": ("lpd 1/4 angles", lpd, {"angle_fraction": 0.25}),
     }
     rows = []
+    if args.merge is not None:
+        for path in args.merge:
+            rows += json.loads(Path(path).read_text())["rows"]
     with tempfile.TemporaryDirectory() as tmp:
-        for key in args.runs.split(","):
+        for key in args.runs.split(",") if args.merge is None else ():
             name, model, training = runs[key]
             rows.append(run(name, model, training, args, Path(tmp)))
             print(rows[-1], flush=True)
@@ -109,7 +118,7 @@ def main() -> None:
         "CPU shared with other jobs (the wall times are indicative).\n"
         f"{provenance(info)}\n\n" + markdown_table(rows, list(rows[0]), digits=digits) + "\n"
     )
-    publish("memory-training-cpu", {"machine": info, "args": vars(args), "rows": rows}, text)
+    publish(args.stem, {"machine": info, "args": vars(args), "rows": rows}, text)
 
 
 if __name__ == "__main__":
