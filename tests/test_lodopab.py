@@ -11,8 +11,8 @@ import torch
 
 from learnrecon import phantoms
 from learnrecon.config import from_dict, load_config
-from learnrecon.data.lodopab import LoDoPaBFiles, LoDoPaBPairs, lodopab_operator, write_lodopab_layout
-from learnrecon.data.sources import make_training_data, make_validation_data
+from learnrecon.data.lodopab import LoDoPaBFiles, lodopab_operator, write_lodopab_layout
+from learnrecon.data.sources import LoDoPaBPairs, make_training_data, make_validation_data
 from learnrecon.errors import DataFileError, ParameterError
 from learnrecon.training import Trainer
 

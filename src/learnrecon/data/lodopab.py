@@ -42,7 +42,6 @@ from learnrecon.operators.tomography import ParallelBeam2D
 __all__ = [
     "LODOPAB_LENGTHS",
     "LoDoPaBFiles",
-    "LoDoPaBPairs",
     "lodopab_operator",
     "write_lodopab_layout",
 ]
@@ -190,32 +189,6 @@ class LoDoPaBFiles:
 
     def __repr__(self) -> str:
         return f"LoDoPaBFiles({str(self.root)!r}, part={self.part!r}, n={len(self)}, op={self.op!r})"
-
-
-class LoDoPaBPairs:
-    """A training data source over a LoDoPaB part (``batch(positions)``, ``indices(positions)``, as
-    :class:`~learnrecon.data.sources.FilePairs`): a fresh permutation of the samples each epoch, from
-    ``(seed, epoch)``."""
-
-    def __init__(self, files: LoDoPaBFiles, seed: int) -> None:
-        self.files, self.seed = files, seed
-        self._perm: tuple[int, torch.Tensor] = (-1, torch.empty(0))
-
-    def _index(self, position: int) -> int:
-        n = len(self.files)
-        epoch, offset = divmod(position, n)
-        if self._perm[0] != epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm = (epoch, torch.randperm(n, generator=g))
-        return int(self._perm[1][offset])
-
-    def indices(self, positions: torch.Tensor) -> list[int]:
-        return [self._index(int(p)) for p in positions]
-
-    def batch(self, positions: torch.Tensor):
-        from learnrecon.data.sources import Pairs
-
-        return Pairs(*self.files.read(self.indices(positions)))
 
 
 def write_lodopab_layout(

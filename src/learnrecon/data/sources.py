@@ -20,7 +20,7 @@ import torch
 from learnrecon import phantoms
 from learnrecon.config import DataConfig
 from learnrecon.data.hdf5 import load
-from learnrecon.data.lodopab import LoDoPaBFiles, LoDoPaBPairs
+from learnrecon.data.lodopab import LoDoPaBFiles
 from learnrecon.data.simulate import (
     UPSAMPLINGS,
     NoiseSpec,
@@ -233,6 +233,30 @@ class FilePairs:
 
     def batch(self, positions: torch.Tensor) -> Pairs:
         return read_pairs(self.dataset, self.indices(positions))
+
+
+class LoDoPaBPairs:
+    """A training data source over a LoDoPaB part (``batch(positions)``, ``indices(positions)``, as
+    :class:`~learnrecon.data.sources.FilePairs`): a fresh permutation of the samples each epoch, from
+    ``(seed, epoch)``."""
+
+    def __init__(self, files: LoDoPaBFiles, seed: int) -> None:
+        self.files, self.seed = files, seed
+        self._perm: tuple[int, torch.Tensor] = (-1, torch.empty(0))
+
+    def _index(self, position: int) -> int:
+        n = len(self.files)
+        epoch, offset = divmod(position, n)
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(n, generator=g))
+        return int(self._perm[1][offset])
+
+    def indices(self, positions: torch.Tensor) -> list[int]:
+        return [self._index(int(p)) for p in positions]
+
+    def batch(self, positions: torch.Tensor) -> Pairs:
+        return Pairs(*self.files.read(self.indices(positions)))
 
 
 #: The keys of a ``data.lodopab`` section.
