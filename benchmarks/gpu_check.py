@@ -7,7 +7,8 @@ script exits non-zero if any check failed. The tests never need a GPU; this scri
 
 Checks (random inputs drawn afresh per check):
 - operators: the dot-product test ``|<A x, y> − <x, A* y>| / (‖A x‖ ‖y‖)`` on the device, and the relative
-  difference ``‖A_dev x − A_cpu x‖ / ‖A_cpu x‖`` (and for ``A*``), in float64 and float32;
+  difference ``‖A_dev x − A_cpu x‖ / ‖A_cpu x‖`` (and for ``A*``), in float64 and float32 (the ray transforms
+  also with the matrix-free backend, whose CPU results are the CSR backend's: tests/test_matrix_free.py);
 - FBP of noiseless Shepp–Logan data: PSNR on the device against the CPU's;
 - solvers (CGLS, Landweber, FISTA with wavelets, TV by PDHG) in float64: device against CPU, within ten times
   the CPU's own change under a rounding-level (1e-15) perturbation of the data;
@@ -37,7 +38,7 @@ from learnrecon.operators import FiniteDifference2D, ParallelBeam2D, subset
 from learnrecon.operators.base import adjoint_mismatch
 from learnrecon.operators.blur import Blur, gaussian_kernel
 from learnrecon.operators.mri import MRI, cartesian_mask, gaussian_coil_maps
-from learnrecon.operators.registry import make_operator
+from learnrecon.operators.registry import build_operator, make_operator
 from learnrecon.operators.wavelet import Wavelet2D
 from learnrecon.report import machine_info, markdown_table
 from learnrecon.solvers import cgls, fbp, fista, landweber, tv_pdhg
@@ -85,6 +86,10 @@ def operators() -> dict:
         "parallel 128², 30 angles": parallel,
         "fan 128², 30 angles": make_operator("fan", 128, 30),
         "parallel subset (10 of 30 angles)": subset(parallel, list(range(0, 30, 3))),
+        "parallel 128², 30 angles, matrix-free": ParallelBeam2D(128, 30, n_detectors=183, backend="matrix_free"),
+        "fan 128², 30 angles, matrix-free": build_operator(
+            {**make_operator("fan", 128, 30).config(), "backend": "matrix_free"}
+        ),
         "MRI single-coil 64², 4×": MRI(mask),
         "MRI 4 coils 64², 4×": MRI(mask, gaussian_coil_maps(4, (64, 64))),
         "blur (zero boundary) 64²": Blur(gaussian_kernel(2.0), 64),

@@ -79,6 +79,11 @@ class DataConfig:
     phantoms drawn again on that grid (``render``) or from the images bilinearly upsampled to it (``bilinear``,
     the DIVal ellipse data set's protocol).
 
+    With ``lodopab: {root: FOLDER, backend: auto, train_limit: N}`` the pairs are LoDoPaB-CT's files in ``FOLDER``
+    (:mod:`learnrecon.data.lodopab`): training on the ``train`` part (its first ``train_limit`` samples, if given),
+    validation on the first ``n_validation`` of the ``validation`` part, the operator LoDoPaB's ray transform with
+    that ``backend``; ``operator``, ``train_file`` and ``validation_file`` are then left out.
+
     The flat keys of earlier versions (``geometry``, ``image_size``, ``n_angles``, ``n_detectors``,
     ``ellipse_scaling``, ``supersample``, ``simulation_size``, ``simulation_upsampling`` and ``phantom`` as a
     name) are still read, with a warning that says what to write instead (:func:`upgrade_data_section`).
@@ -93,6 +98,7 @@ class DataConfig:
     n_validation: int = 16
     validation_seed: int = 999
     validation_file: str | None = None
+    lodopab: dict[str, Any] | None = None
 
     def operator_section(self) -> dict[str, Any]:
         """The operator section to build: the given one, or :data:`DEFAULT_OPERATOR`."""
@@ -192,6 +198,12 @@ class TrainingConfig:
     through both networks) or ``sequential`` (C = 1 with the reconstructor frozen: the second stage of the
     sequential pipeline, started with ``init_from`` from a ``task_weight: 0`` run). ``task_weight`` None with
     ``task_mode: joint`` is not a task run.
+
+    ``greedy_steps`` > 0 trains an unrolled model greedily, iteration by iteration: ``greedy_steps`` steps for
+    iteration ``k`` with iterations ``0 … k−1`` frozen and the later ones not run (one iteration's activations in
+    memory), each stage with its own learning-rate schedule; the steps left after ``n_iter · greedy_steps`` are an
+    end-to-end fine-tune. ``angle_fraction`` < 1 trains each step on a random subset of that fraction of the
+    angles of a ray transform, the data term rescaled to be unbiased (validation uses every angle).
     """
 
     steps: int = 1000
@@ -213,6 +225,8 @@ class TrainingConfig:
     checkpoint_every: int = 200
     figure_every: int = 1000
     init_from: str | None = None
+    greedy_steps: int = 0
+    angle_fraction: float = 1.0
     task_weight: float | None = None
     task_mode: str = "joint"
     dice_weight: float = 0.0

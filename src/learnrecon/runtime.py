@@ -21,9 +21,11 @@ import ctypes
 import os
 import sys
 
+import torch
+
 from learnrecon.errors import ResourceError
 
-__all__ = ["available_memory", "check_memory", "tune_malloc"]
+__all__ = ["SavedTensors", "available_memory", "check_memory", "tune_malloc"]
 
 #: ``mallopt`` parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
@@ -85,3 +87,33 @@ def _size(n: int | float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+class SavedTensors:
+    """Count what autograd keeps for the backward pass inside a ``with`` block: ``bytes``, the size of the distinct
+    storages of the tensors saved for backward (activations, and the weights the layers save), and ``count``.
+
+    A deterministic measure of a model's training memory beyond its inputs and weights, on any device (the CPU has
+    no allocator statistics); a memory-saving scheme that recomputes activations saves little here.
+    """
+
+    def __init__(self) -> None:
+        self.bytes, self.count = 0, 0
+        self._seen: set[int] = set()
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+
+    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+        self.count += 1
+        storage = t.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self._seen:
+            self._seen.add(key)
+            self.bytes += storage.nbytes()
+        return t
+
+    def __enter__(self) -> SavedTensors:
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hooks.__exit__(*exc)

@@ -21,6 +21,7 @@ import torch
 from learnrecon import phantoms
 from learnrecon.config import DataConfig
 from learnrecon.data.hdf5 import load
+from learnrecon.data.lodopab import LoDoPaBFiles
 from learnrecon.data.simulate import (
     UPSAMPLINGS,
     NoiseSpec,
@@ -37,6 +38,7 @@ __all__ = [
     "PHANTOM_TYPES",
     "Batch",
     "FilePairs",
+    "LoDoPaBPairs",
     "Pairs",
     "PhantomSource",
     "SimulatedPairs",
@@ -275,9 +277,59 @@ class FilePairs:
         return read_pairs(self.dataset, self.indices(positions), labels=self.labels)
 
 
-def make_training_data(cfg: DataConfig, *, labels: bool = False) -> tuple[SimulatedPairs | FilePairs, LinearOperator]:
-    """The training stream of a data config and its operator (built from ``cfg.operator``, or the file's); with
-    ``labels`` (a task run) its batches carry the label maps as ``extra["labels"]``."""
+class LoDoPaBPairs:
+    """A training data source over a LoDoPaB part (``batch(positions)``, ``indices(positions)``, as
+    :class:`~learnrecon.data.sources.FilePairs`): a fresh permutation of the samples each epoch, from
+    ``(seed, epoch)``."""
+
+    def __init__(self, files: LoDoPaBFiles, seed: int) -> None:
+        self.files, self.seed = files, seed
+        self._perm: tuple[int, torch.Tensor] = (-1, torch.empty(0))
+
+    def _index(self, position: int) -> int:
+        n = len(self.files)
+        epoch, offset = divmod(position, n)
+        if self._perm[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm = (epoch, torch.randperm(n, generator=g))
+        return int(self._perm[1][offset])
+
+    def indices(self, positions: torch.Tensor) -> list[int]:
+        return [self._index(int(p)) for p in positions]
+
+    def batch(self, positions: torch.Tensor) -> Pairs:
+        return Pairs(*self.files.read(self.indices(positions)))
+
+
+#: The keys of a ``data.lodopab`` section.
+LODOPAB_KEYS = ("root", "backend", "train_limit")
+
+
+def lodopab_section(cfg: DataConfig) -> dict[str, Any]:
+    """``cfg.lodopab`` checked: ``root`` given, known keys only, no other source of data or operator beside it."""
+    section = dict(cfg.lodopab or {})
+    unknown = sorted(set(section) - set(LODOPAB_KEYS))
+    if unknown or "root" not in section:
+        raise ParameterError(f"data.lodopab takes root (required), backend and train_limit, got {sorted(section)}")
+    clashing = [key for key in ("operator", "train_file", "validation_file") if getattr(cfg, key) is not None]
+    if clashing:
+        raise ParameterError(
+            f"data.lodopab brings its own data and operator; leave out data.{', data.'.join(clashing)}"
+        )
+    return section
+
+
+def make_training_data(
+    cfg: DataConfig, *, labels: bool = False
+) -> tuple[SimulatedPairs | FilePairs | LoDoPaBPairs, LinearOperator]:
+    """The training stream of a data config and its operator (built from ``cfg.operator``, or the file's, or
+    LoDoPaB's); with ``labels`` (a task run) its batches carry the label maps as ``extra["labels"]``."""
+    if cfg.lodopab is not None:
+        section = lodopab_section(cfg)
+        if labels:
+            raise DataFileError("LoDoPaB holds no label maps, which a task run trains on")
+        files = LoDoPaBFiles(section["root"], "train", section.get("backend", "auto"), section.get("train_limit"))
+        return LoDoPaBPairs(files, cfg.seed), files.op
     if cfg.train_file is not None:
         dataset = load(cfg.train_file)
         if cfg.operator is not None:
@@ -325,6 +377,19 @@ def simulation_setting(cfg: DataConfig, op: LinearOperator) -> tuple[LinearOpera
 def make_validation_data(cfg: DataConfig, op: LinearOperator, *, labels: bool = False) -> Pairs | Batch:
     """``n_validation`` phantoms of ``validation_seed`` on ``op`` (or the whole ``validation_file``); with
     ``labels`` a :class:`Batch` with their label maps as ``extra["labels"]``."""
+    if cfg.lodopab is not None:
+        section = lodopab_section(cfg)
+        if labels:
+            raise DataFileError("LoDoPaB holds no label maps, which a task run trains on")
+        if cfg.n_validation < 1:
+            raise ParameterError(f"data.n_validation must be >= 1, got {cfg.n_validation}")
+        files = LoDoPaBFiles(section["root"], "validation", section.get("backend", "auto"), cfg.n_validation)
+        if files.op.range_shape != op.range_shape or files.op.domain_shape != op.domain_shape:
+            raise ShapeError(f"LoDoPaB's validation files hold {files.op!r}, the training operator is {op!r}")
+        pairs = Pairs(*files.read(range(len(files))))
+        files.close()
+        check_finite_pairs(pairs, f"LoDoPaB validation part in {section['root']}")
+        return pairs
     if cfg.validation_file is not None:
         dataset = load(cfg.validation_file)
         _check_same_operator(dataset.op, op, f"data.validation_file {cfg.validation_file}")

@@ -1,7 +1,8 @@
 """Learned reconstruction: every model is an ``nn.Module`` called as ``model(y, op) -> x``.
 
 Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :class:`LearnedProximal`,
-:class:`LearnedPrimalDual`, :class:`VariationalNetwork`, :class:`LISTA`) share the step interface of
+:class:`LearnedPrimalDual`, :class:`InvertibleLearnedPrimalDual`, :class:`VariationalNetwork`, :class:`LISTA`)
+share the step interface of
 :class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction;
 :class:`DeepEquilibrium` (``deq-grad``, ``deq-prox``, ``deq-pd``) runs one step to its fixed point.
 :class:`TaskAdapted` follows any of them with a segmentation network (joint reconstruction and segmentation).
@@ -15,6 +16,7 @@ from learnrecon.models.ensemble import SymmetryAverage
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent, tv_gradient
 from learnrecon.models.hub import build_model, load_model, model_parameters, pretrained, pretrained_names
+from learnrecon.models.invertible import InvertibleLearnedPrimalDual
 from learnrecon.models.lista import LISTA, soft_threshold
 from learnrecon.models.nets import ConvBlock, UNet
 from learnrecon.models.primal_dual import LearnedPrimalDual
@@ -41,6 +43,7 @@ __all__ = [
     "ConvBlock",
     "FBPConvNet",
     "GeneralisedLGD",
+    "InvertibleLearnedPrimalDual",
     "LearnedGradientDescent",
     "LearnedPrimalDual",
     "LearnedProximal",

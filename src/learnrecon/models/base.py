@@ -140,6 +140,9 @@ class Unrolled(nn.Module):
 
     convolved_spaces: tuple[str, ...] = ("images",)
     checkpoint_activations: bool = False
+    #: Greedy training (see :meth:`set_greedy_stage`): the iterations run (None: all) and how many of them are frozen.
+    active_iterations: int | None = None
+    frozen_iterations: int = 0
 
     def __init__(
         self, steps: list[nn.Module], n_iter: int, init: str, normalise: bool, operator: LinearOperator | None = None
@@ -185,12 +188,43 @@ class Unrolled(nn.Module):
         view = network_operator(op) if self.convolved_spaces else op
         flat = to_network(flat, op) if self.convolved_spaces else flat
         state, y_work, op_work = self.prepare(flat, view)
-        recompute = self.checkpoint_activations and torch.is_grad_enabled()
-        for k in range(self.n_iter):
-            if recompute:
-                state = checkpoint(self.step(k), state, y_work, op_work, use_reentrant=False)
-            else:
-                state = self.step(k)(state, y_work, op_work)
+        active = self.n_iter if self.active_iterations is None else self.active_iterations
+        frozen = min(self.frozen_iterations, active)
+        if frozen:
+            with torch.no_grad():
+                state = self.run_steps(state, y_work, op_work, 0, frozen)
+        state = self.run_steps(state, y_work, op_work, frozen, active)
         x = self.readout(state)
         x = from_network(x, op) if self.convolved_spaces else x
         return x.reshape(*batch, *op.domain_shape)
+
+    def run_steps(self, state: State, y: torch.Tensor, op: LinearOperator, start: int, stop: int) -> State:
+        """Iterations ``start … stop − 1`` from ``state`` (checkpointed when :attr:`checkpoint_activations`)."""
+        recompute = self.checkpoint_activations and torch.is_grad_enabled()
+        for k in range(start, stop):
+            if recompute:
+                state = checkpoint(self.step(k), state, y, op, use_reentrant=False)
+            else:
+                state = self.step(k)(state, y, op)
+        return state
+
+    def set_greedy_stage(self, stage: int | None) -> None:
+        """Greedy (iteration-wise) training, stage ``stage``: run iterations ``0 … stage`` only, the first
+        ``stage`` of them frozen (no gradients, run under ``torch.no_grad``), so only iteration ``stage`` trains
+        and only its activations are kept. ``None``: every iteration, all trainable (end-to-end).
+
+        A stage's output is the full model's when the later steps are still untrained: their last layers start
+        at zero (:class:`~learnrecon.models.nets.ConvBlock`), so an untrained residual step is the identity.
+        """
+        if stage is None:
+            self.active_iterations, self.frozen_iterations = None, 0
+            frozen_steps: set[int] = set()
+        else:
+            if len(self.steps) != self.n_iter:
+                raise ParameterError("greedy training needs one step module per iteration (share_weights=False)")
+            if not 0 <= stage < self.n_iter:
+                raise ParameterError(f"greedy stage {stage} is not an iteration of 0 … {self.n_iter - 1}")
+            self.active_iterations, self.frozen_iterations = stage + 1, stage
+            frozen_steps = set(range(stage))
+        for k, step in enumerate(self.steps):
+            step.requires_grad_(k not in frozen_steps)

@@ -13,6 +13,7 @@ from learnrecon.errors import ParameterError
 from learnrecon.models.deq import DEGrad, DEPrimalDual, DEProx
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent
+from learnrecon.models.invertible import InvertibleLearnedPrimalDual
 from learnrecon.models.lista import LISTA
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.models.proximal import LearnedProximal
@@ -29,6 +30,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "glgd": GeneralisedLGD,
     "proximal": LearnedProximal,
     "lpd": LearnedPrimalDual,
+    "ilpd": InvertibleLearnedPrimalDual,
     "vn": VariationalNetwork,
     "deq-grad": DEGrad,
     "deq-prox": DEProx,
@@ -49,6 +51,7 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     "glgd": {"n_iter": 3, "n_memory": 2, "width": 8},
     "proximal": {"n_iter": 3, "width": 8},
     "lpd": {"n_iter": 3, "n_primal": 3, "n_dual": 3, "width": 8},
+    "ilpd": {"n_iter": 3, "n_primal": 4, "n_dual": 4, "width": 8},
     "vn": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
     "deq-grad": {"width": 8, "depth": 2, "max_iter": 40},
     "deq-prox": {"width": 8, "depth": 2, "max_iter": 40},

@@ -69,27 +69,29 @@ def _ray_lines(p0: torch.Tensor, r: torch.Tensor, shape: tuple[int, int], h: flo
     }
 
 
-def _chunk_entries(lines: dict[str, torch.Tensor], rays: slice, dtype: torch.dtype):
+def _chunk_entries(lines: dict[str, torch.Tensor], rays: slice, dtype: torch.dtype, total: int | None = None):
     """Columns, values and validity (each (2S,), step-major: both interpolation partners of a step side
-    by side) of the S sampling steps of ``rays``, ray after ray."""
+    by side) of the S sampling steps of ``rays``, ray after ray, and the ray (counted from ``rays.start``) of
+    each step, (S,). Computed on the device of ``lines``; ``total`` (S, when known) spares a GPU a sync."""
     n_steps = lines["n_steps"][rays]
-    ray = torch.repeat_interleave(torch.arange(n_steps.numel()), n_steps)
+    device = n_steps.device
+    ray = torch.repeat_interleave(torch.arange(n_steps.numel(), device=device), n_steps, output_size=total)
 
     def per_step(name: str, as_dtype: torch.dtype | None = None) -> torch.Tensor:
         values = lines[name][rays]
         return values.to(as_dtype or values.dtype).index_select(0, ray)
 
     first_step = torch.cumsum(n_steps, 0) - n_steps
-    m = torch.arange(ray.numel()) - first_step.index_select(0, ray) + per_step("m_lo")
+    m = torch.arange(ray.numel(), device=device) - first_step.index_select(0, ray) + per_step("m_lo")
     f = per_step("a", dtype) + per_step("b", dtype) * m.to(dtype)
     lower = torch.floor(f)
     frac = f - lower
-    minor = lower.long()[:, None] + torch.tensor([0, 1])
+    minor = lower.long()[:, None] + torch.tensor([0, 1], device=device)
     share = torch.stack([1 - frac, frac], dim=1)
     valid = (minor >= 0) & (minor < per_step("minor_len")[:, None]) & (share > 0)
     cols = minor * per_step("minor_stride")[:, None] + (m * per_step("major_stride"))[:, None]
     vals = share * per_step("weight", dtype)[:, None]
-    return cols.flatten(), vals.flatten(), valid.flatten()
+    return cols.flatten(), vals.flatten(), valid.flatten(), ray
 
 
 def joseph_csr(
@@ -120,7 +122,7 @@ def joseph_csr(
         # As many rays as fit in CHUNK_STEPS (at least one).
         stop = int(torch.searchsorted(step_end, step_end[start] - lines["n_steps"][start] + CHUNK_STEPS, right=True))
         stop = min(max(stop, start + 1), n_rays)
-        cols, vals, valid = _chunk_entries(lines, slice(start, stop), dtype)
+        cols, vals, valid, _ = _chunk_entries(lines, slice(start, stop), dtype)
         kept = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.int64), valid.long()]), 0)  # kept before each
         dest = torch.where(valid, nnz + kept[:-1], bound)  # entries compacted in order (index_copy_ is fast)
         out_cols.index_copy_(0, dest, cols.to(index_dtype))

@@ -28,6 +28,7 @@ import torch
 from learnrecon.errors import ParameterError
 from learnrecon.operators._astra import astra_product
 from learnrecon.operators._joseph import csr_transpose, joseph_csr
+from learnrecon.operators._matrix_free import RayLines, matrix_free_product
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.fbp import fbp
 from learnrecon.operators.symmetry import Symmetry, parallel_beam_symmetries
@@ -37,6 +38,10 @@ __all__ = ["FanBeam2D", "ParallelBeam2D", "RayTransform2D", "subset"]
 
 #: Dtypes the sparse product runs in; other float dtypes (float16, bfloat16) are computed in float32.
 _NATIVE = (torch.float32, torch.float64)
+
+#: ``backend="auto"`` chooses the matrix-free backend when the CSR pair would take more than this in float32
+#: (LoDoPaB's 362², 1000 angles, 513 detectors: 3.6 GB).
+AUTO_MATRIX_FREE_BYTES = 2**30
 
 
 def _image_shape(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -76,15 +81,18 @@ class RayTransform2D(LinearOperator):
     #: The angular range one full data set covers (π for parallel beam, 2π for fan beam).
     full_turn = math.pi
 
-    #: Backends: "native" (learnrecon's cached CSR matrices, any device) or "astra" (ASTRA's CPU projectors).
-    BACKENDS = ("native", "astra")
+    #: Backends: "native" (learnrecon's cached CSR matrices, any device), "matrix_free" (the same Joseph weights
+    #: computed on the fly at every product, any device: memory O(image + sinogram), more time; see
+    #: :mod:`~learnrecon.operators._matrix_free`), "astra" (ASTRA's CPU projectors), or "auto": matrix-free when
+    #: the CSR pair would take more than :data:`AUTO_MATRIX_FREE_BYTES` in float32, else native.
+    BACKENDS = ("native", "matrix_free", "astra", "auto")
 
     def __init__(
         self, image_size, angles: torch.Tensor, n_detectors: int, image_extent, detector_spacing, backend: str
     ) -> None:
         if backend not in self.BACKENDS:
             raise ParameterError(f"unknown backend {backend!r}; choose one of {', '.join(self.BACKENDS)}")
-        self.backend = backend
+        self.backend = "native" if backend == "auto" else backend
         self.image_shape = _image_shape(image_size)
         H, W = self.image_shape
         if int(n_detectors) < 1:
@@ -97,6 +105,8 @@ class RayTransform2D(LinearOperator):
             "detector_spacing", self._default_spacing() if detector_spacing is None else detector_spacing
         )
         super().__init__(self.image_shape, (angles.numel(), self.n_detectors))
+        if backend == "auto" and self.memory_estimate(torch.float32) > AUTO_MATRIX_FREE_BYTES:
+            self.backend = "matrix_free"
 
     @staticmethod
     def default_detectors(image_shape: tuple[int, int]) -> int:
@@ -159,9 +169,11 @@ class RayTransform2D(LinearOperator):
         """Bytes of the two CSR system matrices in ``dtype``, built on first use: ``max(H, W)`` weights a ray
         (Joseph's method weighs two pixels in each row or column a ray crosses; rays through the image's edges
         cross fewer: at 362², 1000 angles and 513 detectors the matrices hold 0.8·362 a ray)."""
+        rays = self.angles.numel() * self.n_detectors
         if self.backend == "astra":
             return 0
-        rays = self.angles.numel() * self.n_detectors
+        if self.backend == "matrix_free":
+            return 24 * rays + 16 * max(self.image_shape)  # the per-ray lines (3 numbers of 8 bytes), the steps
         nonzeros = rays * max(self.image_shape)
         value = torch.empty((), dtype=dtype).element_size()
         return 2 * (nonzeros * (value + 8) + (rays + 1) * 8) + (math.prod(self.image_shape) + 1) * 8
@@ -184,10 +196,22 @@ class RayTransform2D(LinearOperator):
 
         return self._cached(("matrix", dtype, device), build)
 
+    def _lines(self, device: torch.device) -> RayLines:
+        """The matrix-free backend's per-ray lines on ``device`` (cached)."""
+
+        def build():
+            p0, r = self.rays()
+            return RayLines(p0, r, self.image_shape, self.pixel_size, device)
+
+        return self._cached(("lines", device), build)
+
     def memory_bytes(self) -> int:
-        """Bytes held by the cached system matrices (all dtypes and devices built so far)."""
+        """Bytes held by the cached system matrices (all dtypes and devices built so far), or by the matrix-free
+        backend's per-ray lines."""
         total = 0
         for key, value in self._cache.items():
+            if key[0] == "lines":
+                total += value.nbytes()
             if key[0] == "matrix":
                 for m in value:
                     total += sum(t.numel() * t.element_size() for t in (m.crow_indices(), m.col_indices(), m.values()))
@@ -201,14 +225,25 @@ class RayTransform2D(LinearOperator):
         out = torch.sparse.mm(matrix, flat.transpose(0, 1).contiguous())
         return out.transpose(0, 1).reshape(*batch, *out_shape).to(x.dtype)
 
+    def _matrix_free(self, x: torch.Tensor, in_shape, out_shape, adjoint: bool) -> torch.Tensor:
+        work = x.dtype if x.dtype in _NATIVE else torch.float32
+        batch = x.shape[: x.ndim - 2]
+        flat = x.reshape(-1, in_shape[0] * in_shape[1]).to(work)
+        out = matrix_free_product(self._lines(x.device), flat, self.image_shape[0] * self.image_shape[1], adjoint)
+        return out.reshape(*batch, *out_shape).to(x.dtype)
+
     def _forward(self, x):
         if self.backend == "astra":
             return astra_product(self, x, adjoint=False)
+        if self.backend == "matrix_free":
+            return self._matrix_free(x, self.image_shape, self.range_shape, adjoint=False)
         return self._product(0, x, self.image_shape, self.range_shape)
 
     def _adjoint(self, y):
         if self.backend == "astra":
             return astra_product(self, y, adjoint=True)
+        if self.backend == "matrix_free":
+            return self._matrix_free(y, self.range_shape, self.image_shape, adjoint=True)
         return self._product(1, y, self.range_shape, self.image_shape)
 
     # ------------------------------------------------------------------ subsets
@@ -240,7 +275,8 @@ class ParallelBeam2D(RayTransform2D):
         angles: explicit angles in radians (overrides the uniform default).
         image_extent: physical width of the image (default W: pixel size 1).
         detector_spacing: detector cell width (default: the pixel size).
-        backend: "native" (cached CSR matrices) or "astra" (ASTRA's 'linear' CPU projector, image by image).
+        backend: "native" (cached CSR matrices), "matrix_free" (the same weights computed on the fly), "auto"
+            (matrix-free above 1 GiB of CSR) or "astra" (ASTRA's 'linear' CPU projector, image by image).
     """
 
     def __init__(
@@ -311,7 +347,8 @@ class FanBeam2D(RayTransform2D):
         angles: explicit angles in radians.
         image_extent: physical width of the image (default W: pixel size 1).
         detector_spacing: detector cell width (default: the detector just covers the image's fan).
-        backend: "native" (cached CSR matrices) or "astra" (ASTRA's 'line_fanflat' CPU projector).
+        backend: "native" (cached CSR matrices), "matrix_free" (the same weights computed on the fly), "auto"
+            (matrix-free above 1 GiB of CSR) or "astra" (ASTRA's 'line_fanflat' CPU projector).
     """
 
     full_turn = 2 * math.pi
@@ -419,8 +456,15 @@ class FanBeam2D(RayTransform2D):
         }
 
 
-def subset(op: RayTransform2D, angle_indices) -> RayTransform2D:
-    """``op`` restricted to the angles ``angle_indices``; the same as ``op[angle_indices]``."""
+def subset(op: RayTransform2D, angle_indices, *, cached: bool = True) -> RayTransform2D:
+    """``op`` restricted to the angles ``angle_indices``; the same as ``op[angle_indices]``. With ``cached=False``
+    the subset is built afresh and not kept in ``op``'s cache (for random subsets drawn anew at every training
+    step, which would otherwise pile up there with their matrices)."""
     if not isinstance(op, RayTransform2D):
         raise ParameterError(f"only ray transforms can be restricted to angle subsets, got {op.name}")
-    return op[angle_indices]
+    if cached:
+        return op[angle_indices]
+    picked = torch.arange(op.angles.numel())[angle_indices].reshape(-1)
+    if picked.numel() == 0:
+        raise ParameterError(f"angle index {angle_indices!r} selects no angles")
+    return op._with_angles(op.angles[picked])

@@ -2,6 +2,7 @@
 scoring :mod:`learnrecon.evaluation`'s)."""
 
 from learnrecon.training.losses import LOSSES, get_loss
+from learnrecon.training.subsampling import AngleSubsets, RescaledSubset
 from learnrecon.training.trainer import (
     OperatorSource,
     Trainer,
@@ -13,7 +14,9 @@ from learnrecon.training.trainer import (
 
 __all__ = [
     "LOSSES",
+    "AngleSubsets",
     "OperatorSource",
+    "RescaledSubset",
     "Trainer",
     "TrainingError",
     "get_loss",

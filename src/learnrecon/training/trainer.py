@@ -56,6 +56,7 @@ from learnrecon.models.segmentation import image_of
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import operator_config
 from learnrecon.training.losses import JointLoss, get_loss
+from learnrecon.training.subsampling import AngleSubsets
 
 __all__ = ["OperatorSource", "Trainer", "TrainingError", "learning_rate", "step_positions", "synchronise_batch_norm"]
 
@@ -175,6 +176,8 @@ class Trainer:
         if t.task_mode == "sequential":
             self.model.freeze_reconstructor()
         self._check_spaces()
+        if t.greedy_steps:
+            self._check_greedy()
         if t.checkpoint_activations:
             if not isinstance(self.model, Unrolled):
                 raise ParameterError(
@@ -216,6 +219,32 @@ class Trainer:
         image = image_of(output)  # in float32 (complex64 for MRI), whatever precision autocast ran in
         return self.loss_fn(image.to(torch.complex64) if image.is_complex() else image.float(), x)
 
+    def _check_greedy(self) -> None:
+        t = self.settings
+        if not isinstance(self.model, Unrolled):
+            raise ParameterError(f"training.greedy_steps applies to unrolled models; {self.name} is not one")
+        if len(self.model.steps) != self.model.n_iter:
+            raise ParameterError("training.greedy_steps needs one step module per iteration (share_weights: false)")
+        if self.world > 1:
+            raise ParameterError("training.greedy_steps runs in one process (its frozen weights change by stage)")
+        if t.steps < self.model.n_iter * t.greedy_steps:
+            raise ParameterError(
+                f"training.steps {t.steps} is fewer than the greedy stages need: {self.model.n_iter} iterations × "
+                f"greedy_steps {t.greedy_steps} = {self.model.n_iter * t.greedy_steps}"
+            )
+
+    def stage(self, step: int) -> tuple[int | None, int, int]:
+        """The greedy stage of ``step`` (the iteration that trains; None: end-to-end) and the first step and the
+        length of that stage (the whole run without greedy training)."""
+        t = self.settings
+        if not t.greedy_steps:
+            return None, 0, t.steps
+        greedy_total = self.model.n_iter * t.greedy_steps
+        if step < greedy_total:
+            k = step // t.greedy_steps
+            return k, k * t.greedy_steps, t.greedy_steps
+        return None, greedy_total, max(t.steps - greedy_total, 1)
+
     @classmethod
     def from_config(
         cls,
@@ -235,9 +264,11 @@ class Trainer:
         validation = make_validation_data(config.data, op, labels=labels)
         torch.manual_seed(config.training.seed)
         model = build_model(config.model.name, config.model.params, op=op)
+        fraction = config.training.angle_fraction
+        source = AngleSubsets(op, fraction, seed=config.training.seed) if fraction < 1 else op
         return cls(
             model,
-            op,
+            source,
             data,
             run_dir=run_dir,
             settings=config.training,
@@ -429,6 +460,8 @@ class Trainer:
             if max_seconds is not None and self._time_is_up(time.perf_counter() - started >= max_seconds):
                 break
         bar.close()
+        if t.greedy_steps:
+            self.model.set_greedy_stage(None)  # every iteration again (the same output: later steps start at zero)
         if self.step % t.checkpoint_every:
             self._checkpoint()
         if self._writer is not None:
@@ -473,8 +506,11 @@ class Trainer:
         self, positions: torch.Tensor, x: torch.Tensor, y: torch.Tensor, extra: dict
     ) -> tuple[float, float]:
         t = self.settings
+        stage, stage_start, stage_steps = self.stage(self.step)
+        if t.greedy_steps:
+            self.model.set_greedy_stage(stage)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, group["initial_lr"], t.steps, t.schedule)
+            group["lr"] = learning_rate(self.step - stage_start, group["initial_lr"], stage_steps, t.schedule)
         self.model.train()
         with self._out_of_memory_named(f"training step {self.step + 1}"):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -801,6 +837,10 @@ def _check_training(t: TrainingConfig) -> None:
         raise ParameterError(f"training.betas must lie in [0, 1), got {t.betas}")
     if t.threads < 0 or t.num_workers < 0:
         raise ParameterError("training.threads and training.num_workers must be >= 0")
+    if t.greedy_steps < 0:
+        raise ParameterError(f"training.greedy_steps must be >= 0, got {t.greedy_steps}")
+    if not (0 < t.angle_fraction <= 1):
+        raise ParameterError(f"training.angle_fraction must lie in (0, 1], got {t.angle_fraction}")
     if t.clip_grad_norm < 0 or t.weight_decay < 0:
         raise ParameterError("training.clip_grad_norm and training.weight_decay must be >= 0")
     learning_rate(0, t.lr, t.steps, t.schedule)
