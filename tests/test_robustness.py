@@ -10,8 +10,25 @@ from learnrecon.errors import ParameterError
 from learnrecon.operators import ParallelBeam2D
 from learnrecon.operators.basic import Identity, MatrixOperator
 from learnrecon.operators.fbp import fbp
+from learnrecon.operators.gradient import FiniteDifference2D
 from learnrecon.robustness import add_detail, attack_summary, detail_recovery, worst_case_perturbation
 from learnrecon.robustness.attack import sample_norm
+from learnrecon.robustness.calibration import (
+    calibration_report,
+    coverage,
+    gaussian_interval,
+    recalibration_factor,
+    sample_interval,
+)
+from learnrecon.robustness.uncertainty import (
+    Ensemble,
+    denoiser_prior,
+    gaussian_prior,
+    langevin_sample,
+    mc_dropout,
+    resample_data,
+    tv_prior,
+)
 from learnrecon.solvers import tv_pdhg
 
 
@@ -118,3 +135,128 @@ def test_detail_recovery_of_an_exact_inverse_is_one_and_of_a_smoother_less():
     assert 0 < blurred["detail recovered"] < 0.6
     with pytest.raises(ParameterError, match="does not fit"):
         add_detail(x, (7, 7), size=2)
+
+
+# ---------------------------------------------------------------- uncertainty
+
+
+class _Scaled(torch.nn.Module):
+    """f(y) = w · adjoint(y): a one-weight reconstructor."""
+
+    def __init__(self, w: float = 1.0, name: str = "scaled", dropout: float = 0.0) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(w, dtype=torch.float64))
+        self.drop = torch.nn.Dropout(dropout) if dropout else torch.nn.Identity()
+        self.spec = {"name": name, "params": {}}
+
+    def forward(self, y, op):
+        return self.drop(self.w * op.H(y))
+
+
+def test_ensemble_of_identical_members_is_the_member_with_zero_std():
+    op = MatrixOperator(torch.randn(4, 6, dtype=torch.float64))
+    y = torch.randn(3, 4, dtype=torch.float64)
+    member = _Scaled(0.7)
+    with torch.no_grad():
+        out = Ensemble([member, _Scaled(0.7), _Scaled(0.7)]).sample(y, op)
+    assert torch.allclose(out.mean, member(y, op))
+    assert float(out.std.abs().max()) == 0.0
+    with torch.no_grad():
+        spread = Ensemble([_Scaled(1.0), _Scaled(3.0)]).sample(y, op)
+    assert torch.allclose(spread.mean, 2 * op.H(y))
+    assert torch.allclose(spread.std, math.sqrt(2) * op.H(y).abs())
+
+
+def test_ensemble_refuses_members_of_other_models_or_geometries():
+    with pytest.raises(ParameterError, match="different models"):
+        Ensemble([_Scaled(name="lpd"), _Scaled(name="lgd")])
+    a, b = _Scaled(), _Scaled()
+    a.provenance = {"operator": {"type": "ParallelBeam2D", "n_angles": 30}}
+    b.provenance = {"operator": {"type": "ParallelBeam2D", "n_angles": 60}}
+    with pytest.raises(ParameterError, match="different operators"):
+        Ensemble([a, b])
+    with pytest.raises(ParameterError, match="number of members"):
+        Ensemble([a])
+
+
+def test_mc_dropout_needs_dropout_layers_and_samples_with_them():
+    op = MatrixOperator(torch.eye(50, dtype=torch.float64))
+    y = torch.ones(2, 50, dtype=torch.float64)
+    with pytest.raises(ParameterError, match="no dropout layers"):
+        mc_dropout(_Scaled(), y, op)
+    model = _Scaled(dropout=0.5).eval()
+    out = mc_dropout(model, y, op, n_samples=400)
+    # Dropout(0.5) gives 0 or 2 with equal odds: mean 1, std 1
+    assert float(out.mean.mean()) == pytest.approx(1.0, abs=0.02)
+    assert float(out.std.mean()) == pytest.approx(1.0, abs=0.02)
+    assert not model.training and not model.drop.training  # left in the mode it was in
+
+
+def test_resampling_a_linear_method_gives_its_noise_propagation():
+    m = torch.randn(5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    op = MatrixOperator(m)
+    y = torch.zeros(1, 5, dtype=torch.float64)
+    out = resample_data(lambda y, op: op.H(y), y, op, sigma=0.3, n_samples=4000)
+    expected = 0.3 * m.norm(dim=0)  # std of (Mᵀ ξ)_j is σ ‖column j of M‖
+    assert torch.allclose(out.std[0], expected, rtol=0.05)
+    with pytest.raises(ParameterError, match="σ must be finite"):
+        resample_data(lambda y, op: op.H(y), y, op, sigma=-1.0)
+
+
+def test_langevin_with_a_gaussian_prior_samples_the_known_posterior():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.eye(5, dtype=torch.float64) + 0.3 * torch.randn(5, 5, dtype=torch.float64, generator=gen)
+    op = MatrixOperator(a)
+    y = torch.randn(1, 5, dtype=torch.float64, generator=gen)
+    sigma, tau = 0.8, 1.0
+    precision = a.T @ a / sigma**2 + torch.eye(5, dtype=torch.float64) / tau**2
+    cov = torch.linalg.inv(precision)
+    mean = cov @ (a.T @ y[0]) / sigma**2
+    chains = y.repeat(64, 1)  # 64 independent chains on the same data
+    out = langevin_sample(
+        chains, op, sigma, gaussian_prior(tau), n_samples=1000, thin=10, burn_in=1000, step_fraction=0.05, seed=1
+    )
+    assert torch.allclose(out.mean.mean(dim=0), mean, atol=0.02)
+    assert torch.allclose(out.std.pow(2).mean(dim=0).sqrt(), cov.diagonal().sqrt(), rtol=0.04)
+
+
+def test_priors_gradients():
+    # Tweedie: the exact denoiser of N(0, τ²) at noise s is the prior N(0, τ² + s²)
+    tau, s = 1.5, 0.5
+    x = torch.randn(3, 7, dtype=torch.float64)
+    tweedie = denoiser_prior(lambda x: tau**2 / (tau**2 + s**2) * x, s)
+    assert torch.allclose(tweedie.gradient(x), gaussian_prior(math.sqrt(tau**2 + s**2)).gradient(x))
+    # smoothed TV: the gradient of λ Σ √(|∇x|² + ε²)
+    image = torch.randn(2, 1, 9, 9, dtype=torch.float64, requires_grad=True)
+    prior = tv_prior(0.7, 0.1, (9, 9))
+    g = FiniteDifference2D((9, 9))(image)
+    energy = 0.7 * torch.sqrt(g[..., 0, :, :] ** 2 + g[..., 1, :, :] ** 2 + 0.01).sum()
+    (expected,) = torch.autograd.grad(energy, image)
+    assert torch.allclose(prior.gradient(image.detach()), expected)
+    with pytest.raises(ParameterError, match="smoothing > 0"):
+        tv_prior(1.0, 0.0, (9, 9))
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def test_coverage_and_calibration_on_a_known_gaussian_case():
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.randn(20, 1, 32, 32, generator=gen, dtype=torch.float64)
+    std = 0.1 + torch.rand(20, 1, 32, 32, generator=gen, dtype=torch.float64)
+    truth = mean + std * torch.randn(mean.shape, generator=gen, dtype=torch.float64)
+    report = calibration_report(mean, std, truth, level=0.9)
+    assert report["coverage"] == pytest.approx(0.9, abs=0.01)
+    assert report["spearman(std, |error|)"] > 0.2  # wider where the error is larger
+    assert recalibration_factor(mean, std, truth) == pytest.approx(1.0, abs=0.03)
+    for row in report["curve"]:
+        assert row["rmse"] == pytest.approx(row["mean std"], rel=0.1)
+    # twice the std: over-covers (P(|Z| < 3.29) ≈ 0.999), and the factor that fixes it is 1/2
+    assert calibration_report(mean, 2 * std, truth)["coverage"] == pytest.approx(0.999, abs=0.002)
+    assert recalibration_factor(mean, 2 * std, truth) == pytest.approx(0.5, abs=0.02)
+    samples = mean[:1] + std[:1] * torch.randn(400, 1, 1, 32, 32, generator=gen, dtype=torch.float64)
+    lower, upper = sample_interval(samples, 0.9)
+    assert lower.shape == truth[:1].shape
+    assert coverage(truth[:1], lower, upper) == pytest.approx(0.9, abs=0.04)
+    with pytest.raises(ParameterError, match="level"):
+        gaussian_interval(mean, std, level=1.5)
