@@ -205,6 +205,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 def _run_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
+    from pathlib import Path
 
     from learnrecon.benchmark import dry_run, get_preset, results_table, run_benchmark
     from learnrecon.errors import ParameterError
@@ -230,13 +231,18 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         return 0
 
     preset = replace(get_preset(args.preset), checkpoints=tuple(args.checkpoint))
+    if preset.is_sweep and args.checkpoint:
+        raise ParameterError(f"preset {preset.name} sweeps the shipped models; --checkpoint is not part of it")
     if args.dry_run:
         print("\n".join(dry_run(preset)))
         print(f"preset {preset.name}: every part builds (nothing trained or written)")
         return 0
     out = args.out or f"results/{preset.name}"
     summary = run_benchmark(preset, out, overwrite=args.overwrite, progress=not args.quiet)
-    print(results_table(summary))
+    if preset.is_sweep:
+        print((Path(out) / "report.md").read_text())
+    else:
+        print(results_table(summary))
     print(f"report written to {out}/report.md")
     return 0
 
