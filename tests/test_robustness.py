@@ -117,6 +117,14 @@ def test_attack_bad_input_is_named():
         worst_case_perturbation(lambda y, op: tv_pdhg(y, op, lam=0.1, n_iter=3), y + 1, op, eps=0.01, n_steps=1)
 
 
+def test_attack_leaves_a_model_as_it_found_it():
+    op = MatrixOperator(torch.randn(4, 6, dtype=torch.float64))
+    model = _Scaled(0.5).train()
+    y = torch.randn(2, 4, dtype=torch.float64)
+    worst_case_perturbation(model, y, op, eps=0.1, n_steps=2)
+    assert model.training and model.w.requires_grad
+
+
 def test_attack_with_eps_zero_leaves_the_data():
     op = ParallelBeam2D(16, n_angles=8)
     y = op(torch.rand(1, 1, 16, 16))

@@ -21,6 +21,7 @@ through its iterations; the search may run fewer iterations than the method it a
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,13 +88,24 @@ class AttackResult:
     eps: float
 
 
-def _differentiable(method: Reconstructor) -> Reconstructor:
-    """``method`` with its weights frozen (a model: gradients are wanted for the data only, in eval mode)."""
-    if isinstance(method, torch.nn.Module):
-        method.eval()
-        for p in method.parameters():
-            p.requires_grad_(False)
-    return method
+@contextlib.contextmanager
+def _frozen(*methods: Reconstructor):
+    """The models among ``methods`` in eval mode with their weights' gradients off (gradients are wanted for the
+    data only), restored on exit."""
+    saved = []
+    for method in methods:
+        if isinstance(method, torch.nn.Module):
+            saved.append((method, method.training, [(p, p.requires_grad) for p in method.parameters()]))
+            method.eval()
+            for p in method.parameters():
+                p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for method, training, flags in reversed(saved):
+            method.train(training)
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
 
 def worst_case_perturbation(
@@ -126,8 +138,12 @@ def worst_case_perturbation(
         raise ParameterError(f"need n_steps ≥ 0 and step > 0, got n_steps={n_steps}, step={step}")
     if y.ndim < len(op.range_shape) + 1:
         raise ParameterError(f"y has shape {tuple(y.shape)}; the attack needs a batch (n, ..., *op.range_shape)")
-    search = _differentiable(search_method if search_method is not None else method)
-    method = _differentiable(method)
+    search = search_method if search_method is not None else method
+    with _frozen(method, search):
+        return _search(method, search, y, op, eps, n_steps, step, seed)
+
+
+def _search(method, search, y, op, eps, n_steps, step, seed) -> AttackResult:
     y = y.detach()
     with torch.no_grad():
         reference = method(y, op)
