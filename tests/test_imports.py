@@ -81,6 +81,7 @@ FORBIDDEN = {
     "learnrecon.models": ("learnrecon.training", "learnrecon.benchmark", "learnrecon.cli", "learnrecon.data"),
     "learnrecon.evaluation": ("learnrecon.training", "learnrecon.benchmark", "learnrecon.cli"),
     "learnrecon.training": ("learnrecon.benchmark", "learnrecon.cli"),
+    "learnrecon.robustness": ("learnrecon.training", "learnrecon.benchmark", "learnrecon.cli"),
     "learnrecon.report": ("learnrecon.training", "learnrecon.benchmark", "learnrecon.models"),
 }
 

@@ -117,6 +117,18 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output HDF5 file (the figure goes beside it as .png)")
     p.add_argument("--index", default=None, help="items to reconstruct: N, START:STOP or START:STOP:STEP")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--uncertainty",
+        choices=("ensemble", "dropout", "resample", "langevin"),
+        default=None,
+        help="write a mean and a per-pixel std (HDF5 'mean', 'std') instead: an ensemble (the model and --member "
+        "checkpoints), Monte-Carlo dropout, data resampling y + σξ (any method), or Langevin sampling of the TV "
+        "posterior (--param lam=...); with truth in the file, the coverage of the 90%% interval",
+    )
+    p.add_argument("--member", action="append", default=[], help="--uncertainty ensemble: a further checkpoint")
+    p.add_argument("--samples", type=int, default=16, help="--uncertainty dropout/resample: samples (default 16)")
+    p.add_argument("--noise-level", type=float, default=None, help="σ as a fraction of mean |y| (default: the file's)")
+    p.add_argument("--langevin-steps", type=int, default=6000, help="--uncertainty langevin: ULA steps")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_reconstruct)
@@ -145,6 +157,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     if learned:
         model, device = _learned_model(args)
         _warn_if_another_operator(model.provenance.get("operator"), load(args.source).op, "reconstruct")
+    if args.uncertainty:
+        return _reconstruct_uncertainty(args, model, params)
     summary = reconstruct_file(
         args.source,
         args.out,
@@ -161,6 +175,47 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     print(
         f"{summary['method']} on {summary['n']} items ({1000 * summary['seconds_per_item']:.1f} ms each){quality}; "
         f"wrote {summary['output']} and {summary['figure']}"
+    )
+    return 0
+
+
+def _reconstruct_uncertainty(args: argparse.Namespace, model, params: dict) -> int:
+    from learnrecon.data import load
+    from learnrecon.models import load_model
+    from learnrecon.reconstruction import parse_index
+    from learnrecon.robustness.files import uncertainty_file
+    from learnrecon.solvers.registry import parse_params, reconstruct_batch
+
+    lam = None
+    if model is not None:
+        method = model.cpu()
+    else:
+        kwargs = parse_params(args.method, params)
+        lam = kwargs.get("lam")
+
+        def method(y, op):
+            return reconstruct_batch(args.method, y, op, kwargs)
+
+    members = [load_model(path) for path in args.member]
+    picked = parse_index(args.index, len(load(args.source)))
+    summary = uncertainty_file(
+        args.source,
+        args.out,
+        args.uncertainty,
+        method,
+        members=members,
+        index=picked,
+        n_samples=args.samples,
+        noise_level=args.noise_level,
+        tv_lambda=lam,
+        langevin_steps=args.langevin_steps,
+        overwrite=args.overwrite,
+    )
+    shown = {k: v for k, v in summary.items() if isinstance(v, float)}
+    print(
+        f"{args.uncertainty} on {summary['n']} items: "
+        + ", ".join(f"{k} {v:.3g}" for k, v in shown.items())
+        + f"; wrote {summary['output']} (mean, std)"
     )
     return 0
 
@@ -207,6 +262,7 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
 
 def _run_benchmark(args: argparse.Namespace) -> int:
     from dataclasses import replace
+    from pathlib import Path
 
     from learnrecon.benchmark import dry_run, get_preset, results_table, run_benchmark
     from learnrecon.errors import ParameterError
@@ -261,13 +317,18 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         print(f"report written to {out}/report.md")
         return 0
     preset = replace(get_preset(args.preset), checkpoints=tuple(args.checkpoint))
+    if preset.is_sweep and args.checkpoint:
+        raise ParameterError(f"preset {preset.name} sweeps the shipped models; --checkpoint is not part of it")
     if args.dry_run:
         print("\n".join(dry_run(preset)))
         print(f"preset {preset.name}: every part builds (nothing trained or written)")
         return 0
     out = args.out or f"results/{preset.name}"
     summary = run_benchmark(preset, out, overwrite=args.overwrite, progress=not args.quiet)
-    print(results_table(summary))
+    if preset.is_sweep:
+        print((Path(out) / "report.md").read_text())
+    else:
+        print(results_table(summary))
     print(f"report written to {out}/report.md")
     return 0
 
@@ -465,6 +526,112 @@ def _warn_if_another_operator(trained_with: dict | None, op, command: str) -> No
         )
 
 
+def _add_attack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "attack",
+        help="worst-case data perturbations of a method (Antun et al. 2020): error against the bound ε",
+        description="Search, by projected gradient ascent through the method, for the perturbation e with "
+        "‖e‖ ≤ ε‖y‖ that most changes the reconstruction of each item, for each ε; report the PSNR with e and with "
+        "Gaussian noise of the same norm, the change and the amplification ‖f(y+e) − f(y)‖/‖A⁺e‖, and figures of the "
+        "perturbation and the failed reconstruction. A classical method is attacked through autograd (TV through "
+        "--search-iterations PDHG iterations, then scored with its own).",
+    )
+    method = p.add_mutually_exclusive_group(required=True)
+    method.add_argument("--pretrained", help="a shipped model, e.g. lpd-ellipses")
+    method.add_argument("--checkpoint", help="a trained checkpoint (.safetensors with its .json)")
+    method.add_argument("--method", help="a classical method, e.g. fbp or tv (see 'learnrecon reconstruct')")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a --method parameter (repeat)")
+    p.add_argument("--data", required=True, help="HDF5 data file with truth (learnrecon simulate)")
+    p.add_argument("--index", default="0:4", help="items attacked: N, START:STOP or START:STOP:STEP (default 0:4)")
+    p.add_argument("--eps", default="0.005,0.01,0.02", help="bounds, fractions of ‖y‖ (default 0.005,0.01,0.02)")
+    p.add_argument("--steps", type=int, default=12, help="gradient-ascent steps per bound (default 12)")
+    p.add_argument("--search-iterations", type=int, default=100, help="tv: PDHG iterations the search differentiates")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output folder (attack.md, attack.json, attack-<method>.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace files in an existing --out")
+    p.set_defaults(run=_run_attack)
+
+
+def _parse_eps(text: str) -> list[float]:
+    from learnrecon.errors import ParameterError
+    from learnrecon.robustness.attack import check_eps
+
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ParameterError(f"--eps must be numbers separated by commas, got {text!r}") from None
+    if not values:
+        raise ParameterError("--eps needs at least one bound")
+    return [check_eps(v) for v in values]
+
+
+def _run_attack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from learnrecon.data import load
+    from learnrecon.data.sources import check_pairs_file
+    from learnrecon.errors import DataFileError, ParameterError
+    from learnrecon.reconstruction import parse_index
+    from learnrecon.report import markdown_table, write_json
+    from learnrecon.robustness.study import attack_study
+    from learnrecon.solvers.registry import parse_params, reconstruct_batch
+
+    eps_values = _parse_eps(args.eps)
+    if args.steps < 1 or args.search_iterations < 1:
+        raise ParameterError("--steps and --search-iterations must be positive integers")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite and (out / "attack.json").exists():
+        raise DataFileError(f"{out} already holds an attack; choose another --out or pass --overwrite")
+    dataset = load(args.data)
+    check_pairs_file(dataset, dataset.op, "--data")
+    picked = parse_index(args.index, len(dataset))
+    sample = dataset.tensors(picked.numpy())
+    x, y = sample.x.float(), sample.y.float()
+    search = {}
+    if args.method:
+        params = dict(item.partition("=")[::2] for item in args.param)
+        if any(not key for key in params):
+            raise ParameterError("--param must look like KEY=VALUE")
+        kwargs = parse_params(args.method, params)
+        label = args.method
+
+        def method(y, op):
+            return reconstruct_batch(args.method, y, op, kwargs)
+
+        if args.method == "tv":
+            cheap = {**kwargs, "n_iter": args.search_iterations, "differentiable": True}
+            search[label] = lambda y, op: reconstruct_batch("tv", y, op, cheap)
+    else:
+        args.device = "cpu"
+        method, _ = _learned_model(args)
+        label = args.pretrained or args.checkpoint
+        _warn_if_another_operator(method.provenance.get("operator"), dataset.op, "attack")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = attack_study(
+        {label: method},
+        y,
+        dataset.op,
+        eps_values,
+        x,
+        n_steps=args.steps,
+        search_methods=search,
+        figures=out,
+        seed=args.seed,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    record = {"method": label, "data": args.data, "index": picked.tolist(), "steps": args.steps, "rows": rows}
+    write_json(out / "attack.json", record)
+    columns = ["eps", "PSNR clean", "PSNR noise", "PSNR attack", "relative change (attack)", "amplification (attack)"]
+    table = markdown_table(rows, columns, {"eps": 3, "relative change (attack)": 4})
+    (out / "attack.md").write_text(
+        f"# Worst-case perturbations of {label}\n\nData: {args.data}, items {args.index}; {args.steps} steps of "
+        f"projected gradient ascent per bound.\n\n{table}"
+    )
+    print(table)
+    print(f"wrote {out}/attack.md, attack.json and the figure")
+    return 0
+
+
 def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report",
@@ -498,6 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_attack(sub)
     _add_report(sub)
     _add_adapt(sub)
     return parser

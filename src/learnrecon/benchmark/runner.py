@@ -29,6 +29,7 @@ from learnrecon.benchmark.methods import (
 )
 from learnrecon.benchmark.presets import Preset
 from learnrecon.benchmark.report import write_outputs
+from learnrecon.benchmark.sweeps import run_sweeps, write_sweep_report
 from learnrecon.benchmark.tasks import EvalSet, make_tasks
 from learnrecon.config import load_config
 from learnrecon.data.sources import make_training_data, make_validation_data
@@ -60,8 +61,12 @@ def run_benchmark(preset: Preset, out: str | Path, overwrite: bool = False, prog
         except OSError as err:
             raise DataFileError(f"cannot write the benchmark folder beside {out}: {err}") from err
         try:
-            summary, tests, results = _run(preset, tmp, progress)
-            write_outputs(tmp, preset, tests, results, summary)
+            if preset.is_sweep:
+                summary = run_sweeps(preset, progress)
+                write_sweep_report(tmp, summary)
+            else:
+                summary, tests, results = _run(preset, tmp, progress)
+                write_outputs(tmp, preset, tests, results, summary)
             if out.exists():
                 shutil.rmtree(out)
             tmp.rename(out)
@@ -127,6 +132,11 @@ def dry_run(preset: Preset) -> list[str]:
     runs) the config, its data and its model. Returns a line per part built."""
     op = preset.operator()
     lines = [f"operator: {op!r}"]
+    if preset.is_sweep:
+        lines += [f"sweep: relative noise {', '.join(map(str, preset.sweep_noise))} at {preset.n_angles} angles"]
+        lines += [f"sweep: {', '.join(map(str, preset.sweep_angles))} angles at {preset.noise}"]
+        lines += [f"model: {name}" for name in preset.pretrained]
+        return lines
     lines += [
         f"task: {t.test.name} ({len(t.test.x)} images), tuned on {t.validation.name}" for t in make_tasks(preset, op)
     ]

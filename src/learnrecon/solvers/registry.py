@@ -88,6 +88,7 @@ METHODS: dict[str, MethodSpec] = {
             "lam": (float, "weight λ"),
             "nonneg": (bool, "x ≥ 0"),
             "isotropic": (bool, "isotropic (default) or anisotropic TV"),
+            "differentiable": (bool, "record the iterations for autograd (worst-case perturbation search)"),
             **_STOP,
         },
     ),

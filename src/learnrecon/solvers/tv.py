@@ -81,6 +81,7 @@ def tv_pdhg(
     tau: float = 1.02,
     callback: Callback | None = None,
     return_info: bool = False,
+    differentiable: bool = False,
 ) -> torch.Tensor | SolverResult:
     """Isotropic-TV reconstruction of ``y`` (*batch, *op.range_shape) → (*batch, H, W) by PDHG.
 
@@ -93,6 +94,9 @@ def tv_pdhg(
         nonneg: constrain x ≥ 0 (real images only).
         isotropic: isotropic TV (default) or anisotropic TV.
         x0: starting image (default zero).
+        differentiable: record the iterations for autograd, so that gradients flow from the result back to ``y``
+            (memory grows with ``n_iter``; used by the worst-case perturbation search of
+            :mod:`learnrecon.robustness`). By default the iterations run without gradients.
     """
     y = check_data(y, op)
     if len(op.domain_shape) < 2:
@@ -114,7 +118,7 @@ def tv_pdhg(
     stop = Stopping(n_iter, rtol, delta, tau, callback, 2)
     track = return_info or delta is not None
     k = 0
-    with torch.no_grad():
+    with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
         while k < stop.n_iter:
             k += 1
             residual = op(x_bar) - y
