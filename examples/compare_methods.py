@@ -1,6 +1,6 @@
 """Compare classical and learned methods on one CT problem, with parameters chosen on validation data.
 
-    python examples/compare_methods.py            # 16 test ellipses + Shepp–Logan, TV 1000 iterations (~1 min)
+    python examples/compare_methods.py            # 16 test ellipses + Shepp–Logan, TV 1000 iterations (minutes)
     python examples/compare_methods.py --smoke    # 2 test ellipses, short TV, seconds
 
 The problem is the shipped models' (Adler & Öktem's LGD/LPD setup): 128², parallel beam, 30 angles, 5 % noise.
