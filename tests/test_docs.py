@@ -58,6 +58,8 @@ def test_relative_links_resolve_inside_the_repository(page):
             broken.append(f"{target} (outside the repository)")
         elif not resolved.exists():
             broken.append(f"{target} (no such file)")
+        elif page.is_relative_to(DOCS) and not resolved.is_relative_to(DOCS):
+            broken.append(f"{target} (outside docs/: the site holds only docs/; name the file as code instead)")
         elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
             broken.append(f"{target} (no heading with anchor #{anchor})")
     assert not broken, f"{page.relative_to(ROOT)}: " + "; ".join(broken)
