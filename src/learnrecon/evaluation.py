@@ -180,15 +180,17 @@ def evaluate_batches(
         seconds += time.perf_counter() - started
         reports.append((x_hat.shape[0], diagnostics_of(model)))
         if x is not None:
+            # Kept as Python floats: thousands of small tensors interleaved with each batch's large temporaries
+            # would pin the allocator's heap and grow the memory with the number of images.
             scores = score(x_hat, x, data_range=data_range)
-            psnr.append(scores.psnr)
-            ssim.append(scores.ssim)
+            psnr.extend(scores.psnr.tolist())
+            ssim.extend(scores.ssim.tolist())
         if sink is not None:
             sink(n, x_hat)
         n += x_hat.shape[0]
     result: dict = {"n": n, "ms_per_image": 1000 * seconds / max(n, 1)}
     if psnr:
-        all_psnr, all_ssim = torch.cat(psnr), torch.cat(ssim)
+        all_psnr, all_ssim = torch.tensor(psnr), torch.tensor(ssim)
         result.update(
             psnr=float(all_psnr.mean()),
             psnr_std=float(all_psnr.std()) if all_psnr.numel() > 1 else 0.0,
