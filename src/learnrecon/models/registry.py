@@ -20,6 +20,7 @@ from learnrecon.models.proximal import LearnedProximal
 from learnrecon.models.segmentation import TaskAdapted
 from learnrecon.models.variational import VariationalNetwork
 from learnrecon.models.varnet import E2EVarNet, MRIVariationalNetwork
+from learnrecon.regularisers import AdversarialRegulariser, ConvexRegulariser, PlugAndPlay
 
 __all__ = ["MODELS", "MRI_ONLY", "SMALL_PARAMS", "register_model"]
 
@@ -38,6 +39,9 @@ MODELS: dict[str, type[nn.Module]] = {
     "task-adapted": TaskAdapted,
     "vn-mri": MRIVariationalNetwork,
     "e2e-varnet": E2EVarNet,
+    "ar": AdversarialRegulariser,
+    "acr": ConvexRegulariser,
+    "pnp": PlugAndPlay,
 }
 
 #: Models that only reconstruct Cartesian MRI (they work in its k-space).
@@ -62,6 +66,9 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     },
     "vn-mri": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
     "e2e-varnet": {"n_cascades": 2, "width": 4, "depth": 1},
+    "ar": {"width": 4, "depth": 2, "n_iter": 5},
+    "acr": {"width": 4, "depth": 2, "n_iter": 5},
+    "pnp": {"scheme": "pgd", "n_iter": 3, "width": 4, "levels": 2},
 }
 
 

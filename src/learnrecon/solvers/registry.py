@@ -95,6 +95,66 @@ METHODS: dict[str, MethodSpec] = {
 }
 
 
+def _learned(method: str) -> Callable[..., torch.Tensor]:
+    """The learned regulariser ``method`` of :mod:`learnrecon.regularisers.methods` as a plain function (imported
+    when called: the regularisers' networks build on the solvers)."""
+
+    def run(y: torch.Tensor, op: LinearOperator, **params) -> torch.Tensor:
+        from learnrecon.regularisers.methods import reconstruct_with
+
+        return reconstruct_with(method, y, op, **params)
+
+    run.__name__ = method.replace("-", "_")
+    return run
+
+
+_WEIGHTS = {"weights": (str, "a shipped model's name or a checkpoint path (default: the shipped one)")}
+_PNP = {
+    **_WEIGHTS,
+    "sigma": (float, "the denoiser's noise level σ (HQS: the last)"),
+    "n_iter": (int, "iterations"),
+}
+METHODS.update(
+    {
+        "ar": MethodSpec(
+            _learned("ar"),
+            "adversarial regulariser: argmin ½‖Ax−y‖² + λR(x), R a learned critic (shipped ar-ellipses)",
+            {**_WEIGHTS, "lam": (float, "weight λ (normalised problem)"), "n_iter": (int, "descent iterations")},
+        ),
+        "acr": MethodSpec(
+            _learned("acr"),
+            "adversarial convex regulariser: the convex problem with an input-convex critic (shipped acr-ellipses)",
+            {
+                **_WEIGHTS,
+                "lam": (float, "weight λ (normalised problem)"),
+                "n_iter": (int, "at most this many descent iterations"),
+                "gap_tol": (float, "stop when the certified optimality gap is below this"),
+            },
+        ),
+        "pnp-pgd": MethodSpec(
+            _learned("pnp-pgd"),
+            "plug-and-play proximal gradient with the learned denoiser (shipped pnp-ellipses)",
+            {**_PNP, "step": (float, "step η ≤ 1 (normalised problem)")},
+        ),
+        "pnp-admm": MethodSpec(
+            _learned("pnp-admm"),
+            "plug-and-play ADMM with the learned denoiser (shipped pnp-ellipses)",
+            {**_PNP, "rho": (float, "penalty ρ")},
+        ),
+        "hqs": MethodSpec(
+            _learned("hqs"),
+            "half-quadratic splitting with the learned denoiser, σ decreasing as in DPIR (shipped pnp-ellipses)",
+            {**_PNP, "lam": (float, "weight λ"), "sigma_start": (float, "the first noise level")},
+        ),
+        "red": MethodSpec(
+            _learned("red"),
+            "regularisation by denoising, gradient descent with the learned denoiser (shipped pnp-ellipses)",
+            {**_PNP, "lam": (float, "weight λ")},
+        ),
+    }
+)
+
+
 def _convert(name: str, kind: type, text: object):
     if not isinstance(text, str):
         return text

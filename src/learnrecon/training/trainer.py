@@ -176,6 +176,11 @@ class Trainer:
         if t.task_mode == "sequential":
             self.model.freeze_reconstructor()
         self._check_spaces()
+        if hasattr(self.model, "training_loss") and (self.world > 1 or t.is_task_run or t.greedy_steps):
+            raise ParameterError(
+                f"{self.name} is a learned regulariser trained by its own loss (training_loss): it trains on one "
+                "device, without a task or greedy stages"
+            )
         if t.greedy_steps:
             self._check_greedy()
         if t.checkpoint_activations:
@@ -517,10 +522,10 @@ class Trainer:
             op, y = self._step_operator(y, extra)
             try:
                 with self._autocast():
-                    x_hat = self.net(y, op)
+                    own_loss = getattr(self.model, "training_loss", None)  # a learned regulariser's own loss
+                    loss = own_loss(x, y, op) if own_loss else self._loss(self.net(y, op), x, extra)
             except NonFiniteError as err:
                 raise self._stopped(f"non-finite data ({err})", positions, "check the training data") from err
-            loss = self._loss(x_hat, x, extra)
             self._check_finite(loss, "loss", positions)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -529,6 +534,8 @@ class Trainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
             self._check_finite(grad_norm, "gradient norm", positions)
             self.optimizer.step()
+            if callable(after_step := getattr(self.model, "after_step", None)):
+                after_step()  # e.g. the projection that keeps an input-convex network convex
         self.step += 1
         loss_value = loss.detach()
         if self.world > 1:
