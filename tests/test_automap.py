@@ -91,8 +91,8 @@ def test_the_data_scale_is_divided_out():
         torch.testing.assert_close(model(7.0 * y, OP * 7.0), model(y, OP), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.skipif("automap-ellipses" not in pretrained_names(), reason="automap-ellipses is not shipped")
 def test_the_shipped_weights_load_and_reconstruct_better_than_the_zero_image():
+    assert "automap-ellipses" in pretrained_names()
     model = pretrained("automap-ellipses")
     assert model.provenance["model"]["name"] == "automap" and model.provenance["weights_dtype"] == "float16"
     op = ParallelBeam2D(128, 30, 183)
