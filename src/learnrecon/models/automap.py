@@ -18,7 +18,7 @@ channel on the full ``H × W`` grid (the paper's last deconvolution, here also t
 
 So ``W₁ y`` is a rank-``k`` map instead of a full ``n² × m`` one, and the image it can represent is smooth at the
 scale of ``s`` pixels up to the learned detail the convolutions add. With the defaults (``k = 192``, ``s = 2``,
-``width = 32``) on 128², 30 × 183: ``5490·192 + 192 + 192·4096 + 4096 ≈ 1.84 M`` dense weights and ≈ 28 k
+``width = 32``) on 128², 30 × 183: ``5490·192 + 192 + 192·4096 + 4096 ≈ 1.84 M`` dense weights and ≈ 27 k
 convolution weights, 1.87 M parameters, 3.7 MB in float16. The data are divided by ‖A‖ (the operator's norm, from
 the operator the model is called with) so that their scale is that of the images, whatever the geometry's pixel size.
 
