@@ -140,7 +140,9 @@ def test_shipped_models_load_with_provenance_and_beat_fbp():
     from learnrecon.operators import ParallelBeam2D
     from learnrecon.solvers import fbp
 
-    names = [n for n in pretrained_names() if not n.endswith("-mri")]  # the MRI ones: tests/test_mri_models.py
+    # the MRI ones: tests/test_mri_models.py; the fully learned AUTOMAP is below FBP (docs/automap.md), its own test
+    # is in tests/test_automap.py
+    names = [n for n in pretrained_names() if not n.endswith("-mri") and n != "automap-ellipses"]
     assert names == [
         "deq-grad-ellipses",
         "fbpconvnet-dival",

@@ -5,11 +5,13 @@ Unrolled schemes (:class:`LearnedGradientDescent`, :class:`GeneralisedLGD`, :cla
 share the step interface of
 :class:`~learnrecon.models.base.Unrolled`; :class:`FBPConvNet` post-processes an initial reconstruction;
 :class:`DeepEquilibrium` (``deq-grad``, ``deq-prox``, ``deq-pd``) runs one step to its fixed point.
+:class:`AUTOMAP` learns the whole map from the data to the image (the fully learned baseline).
 :class:`TaskAdapted` follows any of them with a segmentation network (joint reconstruction and segmentation).
 Every convolving model also runs on complex (MRI) images, as two real channels (:mod:`learnrecon.models.complex`);
 :class:`E2EVarNet` works in MRI's k-space only (:data:`MRI_ONLY`).
 """
 
+from learnrecon.models.automap import AUTOMAP
 from learnrecon.models.base import INITS, Unrolled, initial_reconstruction, normalised
 from learnrecon.models.deq import BACKWARDS, Certificate, DeepEquilibrium, DEGrad, DEPrimalDual, DEProx
 from learnrecon.models.ensemble import SymmetryAverage
@@ -27,6 +29,7 @@ from learnrecon.models.variational import VariationalNetwork
 from learnrecon.models.varnet import E2EVarNet, MRIVariationalNetwork
 
 __all__ = [
+    "AUTOMAP",
     "BACKWARDS",
     "Certificate",
     "DEGrad",

@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from learnrecon.errors import ParameterError
+from learnrecon.models.automap import AUTOMAP
 from learnrecon.models.deq import DEGrad, DEPrimalDual, DEProx
 from learnrecon.models.fbpconvnet import FBPConvNet
 from learnrecon.models.gradient import GeneralisedLGD, LearnedGradientDescent
@@ -39,6 +40,7 @@ MODELS: dict[str, type[nn.Module]] = {
     "task-adapted": TaskAdapted,
     "vn-mri": MRIVariationalNetwork,
     "e2e-varnet": E2EVarNet,
+    "automap": AUTOMAP,
     "ar": AdversarialRegulariser,
     "acr": ConvexRegulariser,
     "pnp": PlugAndPlay,
@@ -66,6 +68,8 @@ SMALL_PARAMS: dict[str, dict[str, Any]] = {
     },
     "vn-mri": {"n_stages": 3, "n_filters": 4, "filter_size": 5, "n_rbf": 9},
     "e2e-varnet": {"n_cascades": 2, "width": 4, "depth": 1},
+    # sizes given: built without an operator in tests, for ParallelBeam2D(32, 10) (data (10, 47))
+    "automap": {"image_size": 32, "data_shape": [10, 47], "hidden": 32, "coarse": 2, "width": 4},
     "ar": {"width": 4, "depth": 2, "n_iter": 5},
     "acr": {"width": 4, "depth": 2, "n_iter": 5},
     "pnp": {"scheme": "pgd", "n_iter": 3, "width": 4, "levels": 2},
