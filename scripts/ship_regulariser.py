@@ -1,13 +1,13 @@
 """Tune a trained learned regulariser's reconstruction parameters on validation data and ship it.
 
-    python scripts/ship_regulariser.py /tmp/runs/ar ar-ellipses [--checkpoint best]
+    python scripts/ship_regulariser.py runs/ar ar-ellipses [--checkpoint best]
 
 The weights are the run's (``best`` by default: the best validation PSNR of the reconstruction with the config's
 parameters). The parameters the reconstruction uses are then chosen on the quick preset's validation ellipses (the
-images the benchmark tunes TV's λ on, never its test images), by a grid search: λ for the adversarial and the convex
-regulariser; for plug-and-play each scheme's σ and weight, the best scheme becoming the model's own and the others
-its ``tuned`` settings. The grids and every PSNR tried go into the shipped JSON (``tuning``). Weights are stored
-as float16 (see ship_pretrained.py), and the search runs with them so rounded.
+images the benchmark tunes TV's λ on, never its test images), by a grid search: λ and the iterations for the
+adversarial and the convex regulariser; for plug-and-play each scheme's σ and weight, the best scheme becoming the
+model's own and the others its ``tuned`` settings. The grids and every PSNR tried go into the shipped JSON
+(``tuning``). Weights are stored as float16 (see ship_pretrained.py), and the search runs with them so rounded.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from learnrecon.io.checkpoint import reusable_meta, save_checkpoint  # noqa: E40
 from learnrecon.models.hub import PRETRAINED_DIR, load_model  # noqa: E402
 
 #: The grids searched, per model: settings -> values (every combination is tried).
-VARIATIONAL_GRID = {"lam": [0.01, 0.02, 0.05, 0.1, 0.2, 0.4]}
+VARIATIONAL_GRID = {"lam": [0.005, 0.01, 0.02, 0.03, 0.05, 0.1], "n_iter": [100, 200]}
 PNP_GRIDS = {
-    "pgd": {"sigma": [0.005, 0.01, 0.02, 0.04], "n_iter": [30]},
-    "admm": {"sigma": [0.01, 0.02, 0.04], "rho": [0.1, 0.3, 1.0], "n_iter": [20]},
-    "hqs": {"sigma": [0.005, 0.01, 0.02], "sigma_start": [0.1, 0.2], "lam": [0.01, 0.03, 0.1], "n_iter": [8]},
-    "red": {"sigma": [0.01, 0.02, 0.05], "lam": [0.1, 0.3, 1.0], "n_iter": [50]},
+    "pgd": {"sigma": [0.03, 0.04, 0.05], "n_iter": [30]},
+    "admm": {"sigma": [0.03, 0.04, 0.06], "rho": [0.01, 0.02, 0.03], "n_iter": [30]},
+    "hqs": {"sigma": [0.01, 0.02], "sigma_start": [0.03, 0.05], "lam": [0.0003, 0.001], "n_iter": [12]},
+    "red": {"sigma": [0.05, 0.1, 0.15], "lam": [0.01, 0.03, 0.1], "n_iter": [50]},
 }
 
 
@@ -63,7 +63,8 @@ def tune(model, meta: dict, validation, op) -> dict:
     params = meta["model"]["params"]
     if meta["model"]["name"] in ("ar", "acr"):
         best, tried = _search(model, validation, op, VARIATIONAL_GRID, {})
-        model.lam = params["lam"] = best["lam"]
+        params.update(best)
+        model.lam, model.n_iter = best["lam"], best["n_iter"]
         return {"grid": VARIATIONAL_GRID, "tried": tried, "chosen": best}
     record, chosen = {}, {}
     for scheme, grid in PNP_GRIDS.items():

@@ -141,8 +141,9 @@ def test_shipped_models_load_with_provenance_and_beat_fbp():
     from learnrecon.solvers import fbp
 
     # the MRI ones: tests/test_mri_models.py; the fully learned AUTOMAP is below FBP (docs/automap.md), its own test
-    # is in tests/test_automap.py
-    names = [n for n in pretrained_names() if not n.endswith("-mri") and n != "automap-ellipses"]
+    # is in tests/test_automap.py; the learned regularisers (ar, acr, pnp) in tests/test_paradigms.py
+    elsewhere = ("automap-ellipses", "ar-ellipses", "acr-ellipses", "pnp-ellipses")
+    names = [n for n in pretrained_names() if not n.endswith("-mri") and n not in elsewhere]
     assert names == [
         "deq-grad-ellipses",
         "fbpconvnet-dival",

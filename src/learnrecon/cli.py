@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser"]
 def _methods_text() -> str:
     from learnrecon.solvers.registry import METHODS
 
-    lines = ["methods (--method NAME --param KEY=VALUE ...):"]
+    lines = ["methods (--method NAME --param KEY=VALUE ...; ar ... red are learned regularisers):"]
     for name, spec in METHODS.items():
         params = ", ".join(spec.params) or "-"
         lines.append(f"  {name:14s} {spec.summary}; parameters: {params}")
@@ -105,9 +105,12 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
         help="reconstruct a data file with a classical method or a learned model (writes HDF5 + a PNG figure)",
         description="Reconstruct items of a learnrecon HDF5 data set with a classical method (--method) or a learned "
         "model (--pretrained or --checkpoint); writes the reconstructions, PSNR/SSIM when the file holds truth, and "
-        "a comparison figure beside the output. --method list shows the classical methods.",
+        "a comparison figure beside the output. --method list shows the classical methods and the learned regularisers "
+        "(ar, acr, pnp-pgd, pnp-admm, hqs, red: shipped weights, or --param weights=CHECKPOINT).",
     )
-    p.add_argument("--method", default="list", help="classical method name, or 'list' (default) to show them all")
+    p.add_argument(
+        "--method", default="list", help="a classical method or learned regulariser, or 'list' (default) to show them"
+    )
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a method parameter (repeat)")
     learned = p.add_mutually_exclusive_group()
     learned.add_argument("--pretrained", help="a shipped learned model instead of --method, e.g. lpd-ellipses")

@@ -7,6 +7,7 @@ installed wheel; :func:`preset_config` finds them.
 
 from __future__ import annotations
 
+import functools
 import math
 from importlib import resources
 from pathlib import Path
@@ -27,10 +28,12 @@ from learnrecon.training import Trainer
 
 __all__ = [
     "PRETRAINED_LABELS",
+    "REGULARISER_LABELS",
     "checkpoint_methods",
     "classical_methods",
     "pretrained_methods",
     "preset_config",
+    "regulariser_methods",
     "reproduced_methods",
     "scratch_config",
     "train_from_scratch",
@@ -45,6 +48,17 @@ PRETRAINED_LABELS = {
     "lpd-ellipses": "LPD (shipped)",
     "lpd-dival": "LPD (shipped, adapted to DIVal)",
     "deq-grad-ellipses": "DE-Grad (shipped)",
+    "automap-ellipses": "AUTOMAP (fully learned, shipped)",
+}
+
+#: Report labels of the learned-regulariser methods (:data:`learnrecon.regularisers.methods.LEARNED_METHODS`).
+REGULARISER_LABELS = {
+    "ar": "AR (adversarial regulariser, shipped)",
+    "acr": "ACR (adversarial convex regulariser, shipped)",
+    "pnp-pgd": "PnP-PGD (learned denoiser, shipped)",
+    "pnp-admm": "PnP-ADMM (learned denoiser, shipped)",
+    "hqs": "PnP-HQS (learned denoiser, shipped)",
+    "red": "RED (learned denoiser, shipped)",
 }
 
 
@@ -73,6 +87,26 @@ def pretrained_methods(preset: Preset, op: LinearOperator) -> tuple[dict[str, Re
         label = _noted(PRETRAINED_LABELS.get(name, name), trained_elsewhere(model.provenance, op))
         methods[label] = model
         provenance[label] = {"name": name, **training_record(model.provenance)}
+    return methods, provenance
+
+
+def regulariser_methods(preset: Preset, op: LinearOperator) -> tuple[dict[str, Reconstructor], dict[str, dict]]:
+    """The learned-regulariser methods of ``preset`` (shipped weights, tuned parameters) by their report labels,
+    and their provenance (the shipped checkpoint, its training, the parameters it runs with)."""
+    from learnrecon.regularisers.methods import LEARNED_METHODS, load_regulariser, reconstruct_with
+    from learnrecon.regularisers.pnp import SCHEME_SETTINGS
+
+    methods, provenance = {}, {}
+    for name in preset.learned_regularisers:
+        kind, shipped, scheme = LEARNED_METHODS[name]
+        model = load_regulariser(shipped, kind)
+        label = _noted(REGULARISER_LABELS.get(name, name), trained_elsewhere(model.provenance, op))
+        methods[label] = functools.partial(reconstruct_with, name)
+        if scheme:
+            settings = {k: v for k, v in model.settings(scheme).items() if k in SCHEME_SETTINGS[scheme]}
+        else:
+            settings = {"lam": model.lam, "n_iter": model.n_iter}
+        provenance[label] = {"name": shipped, "method": name, "settings": settings, **training_record(model.provenance)}
     return methods, provenance
 
 

@@ -53,6 +53,8 @@ class Preset:
         sweep_noise, sweep_angles: a robustness sweep instead of the comparison (:mod:`.sweeps`): the relative
             noise levels (at ``n_angles``) and the numbers of angles (at ``noise``) every method is evaluated at.
         tv_tuning_iterations: PDHG iterations while a sweep tunes TV's weight at each point.
+        learned_regularisers: learned-regulariser methods (``learnrecon reconstruct --method`` names: ar, acr,
+            pnp-pgd, pnp-admm, hqs, red) evaluated with their shipped weights and tuned parameters.
     """
 
     name: str
@@ -84,6 +86,7 @@ class Preset:
     sweep_noise: tuple[float, ...] = ()
     sweep_angles: tuple[int, ...] = ()
     tv_tuning_iterations: int = 300
+    learned_regularisers: tuple[str, ...] = ()
 
     @property
     def is_sweep(self) -> bool:
@@ -152,6 +155,17 @@ PRESETS: dict[str, Preset] = {
         train_model=None,
         sweep_noise=(0.005, 0.02, 0.05, 0.1, 0.2),
         sweep_angles=(10, 20, 30, 60, 180),
+    ),
+    "paradigms": Preset(
+        "paradigms",
+        "the four paradigms of learned reconstruction side by side on the quick preset's data (128², 30 angles, 5% "
+        "noise; Shepp–Logan and 100 held-out ellipses): fully learned (AUTOMAP), learned post-processing "
+        "(FBPConvNet), learned iterative schemes (LGD, LPD) and learned regularisers (the adversarial regulariser "
+        "AR, the adversarial convex regulariser ACR, plug-and-play PGD/ADMM/HQS and RED with a learned denoiser), "
+        "beside FBP and TV; every learned model shipped, none trained here",
+        pretrained=("automap-ellipses", "fbpconvnet-ellipses", "lgd-ellipses", "lpd-ellipses"),
+        train_model=None,
+        learned_regularisers=("ar", "acr", "pnp-pgd", "pnp-admm", "hqs", "red"),
     ),
     "smoke": Preset(
         "smoke",

@@ -82,6 +82,22 @@ def _learned_markdown(preset: Preset, summary: dict) -> str:
     if summary["pretrained"]:
         rows = [{"model": label, **info} for label, info in summary["pretrained"].items()]
         text += _template("shipped").substitute(table=markdown_table(rows, ["model", "name", *HISTORY_COLUMNS])) + "\n"
+    settings = [
+        {
+            "method": label,
+            "runs": info["method"],
+            "settings": ", ".join(f"{k} {v}" for k, v in info["settings"].items()),
+        }
+        for label, info in summary["pretrained"].items()
+        if "settings" in info
+    ]
+    if settings:
+        text += (
+            "The learned regularisers run with the parameters chosen on validation ellipses when they were shipped "
+            "(`learnrecon reconstruct --method NAME`; the grids are in each checkpoint's JSON, `tuning`):\n\n"
+            + markdown_table(settings, ["method", "runs", "settings"])
+            + "\n"
+        )
     if summary["checkpoints"]:
         rows = [{"method": label, **info} for label, info in summary["checkpoints"].items()]
         table = markdown_table(rows, ["method", "model", *HISTORY_COLUMNS])

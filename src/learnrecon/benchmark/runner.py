@@ -23,6 +23,7 @@ from learnrecon.benchmark.methods import (
     classical_methods,
     preset_config,
     pretrained_methods,
+    regulariser_methods,
     reproduced_methods,
     scratch_config,
     train_from_scratch,
@@ -94,6 +95,9 @@ def _run(preset: Preset, folder: Path, progress: bool) -> tuple[dict, list[EvalS
     op = preset.operator()
     tasks = make_tasks(preset, op)
     learned, provenance = pretrained_methods(preset, op)
+    regularisers, regulariser_provenance = regulariser_methods(preset, op)
+    learned.update(regularisers)
+    provenance.update(regulariser_provenance)
     given, checkpoints = checkpoint_methods(preset, op)
     reproduced, runs = reproduced_methods(preset, progress)
     learned.update(given)
@@ -140,7 +144,12 @@ def dry_run(preset: Preset) -> list[str]:
     lines += [
         f"task: {t.test.name} ({len(t.test.x)} images), tuned on {t.validation.name}" for t in make_tasks(preset, op)
     ]
-    for label in {**pretrained_methods(preset, op)[0], **checkpoint_methods(preset, op)[0]}:
+    built = {
+        **pretrained_methods(preset, op)[0],
+        **regulariser_methods(preset, op)[0],
+        **checkpoint_methods(preset, op)[0],
+    }
+    for label in built:
         lines.append(f"model: {label}")
     configs = [(f"{preset.train_model} trained here", scratch_config(preset))] if preset.train_model else []
     configs += [(str(preset_config(path)), load_config(preset_config(path))) for path in preset.reproduce]

@@ -53,8 +53,9 @@ def load_regulariser(weights: str | Path, kind: str) -> nn.Module:
 
 def reconstruct_with(method: str, y: torch.Tensor, op: LinearOperator, weights: str | None = None, **overrides):
     """Reconstruct ``y`` with the learned ``method`` (a key of :data:`LEARNED_METHODS`), its parameters overridden
-    by ``overrides`` (e.g. ``lam``, ``n_iter``, ``sigma``)."""
+    by ``overrides`` (e.g. ``lam``, ``n_iter``, ``sigma``). The plug-and-play schemes are differentiable in ``y``
+    (run them under ``torch.no_grad()`` when that is not needed); the variational solves of ``ar`` and ``acr`` are
+    not (each iterate is detached)."""
     kind, shipped, scheme = LEARNED_METHODS[method]
     model = load_regulariser(weights or shipped, kind).to(y.device)
-    with torch.no_grad():
-        return model(y, op, scheme=scheme, **overrides) if scheme else model(y, op, **overrides)
+    return model(y, op, scheme=scheme, **overrides) if scheme else model(y, op, **overrides)

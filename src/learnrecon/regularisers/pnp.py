@@ -32,12 +32,19 @@ from learnrecon.regularisers.denoiser import DRUNet
 from learnrecon.regularisers.variational import check_weight
 from learnrecon.solvers.linear import tikhonov
 
-__all__ = ["SCHEMES", "PlugAndPlay", "run_scheme"]
+__all__ = ["SCHEMES", "SCHEME_SETTINGS", "PlugAndPlay", "run_scheme"]
 
 #: A denoiser: images ``(N, 1, H, W)`` and a noise level -> images.
 Denoise = Callable[[torch.Tensor, float], torch.Tensor]
 
 SCHEMES = ("pgd", "admm", "hqs", "red")
+#: The settings each scheme reads (the others it ignores).
+SCHEME_SETTINGS = {
+    "pgd": ("sigma", "n_iter", "step"),
+    "admm": ("sigma", "n_iter", "rho", "cg_iter"),
+    "hqs": ("sigma", "sigma_start", "lam", "n_iter", "cg_iter"),
+    "red": ("sigma", "lam", "n_iter", "step"),
+}
 
 
 def _gradient(x: torch.Tensor, y: torch.Tensor, op: LinearOperator) -> torch.Tensor:
