@@ -520,12 +520,13 @@ class Trainer:
         with self._out_of_memory_named(f"training step {self.step + 1}"):
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             op, y = self._step_operator(y, extra)
+            own_loss = getattr(self.model, "training_loss", None)  # a learned regulariser's own loss
             try:
                 with self._autocast():
-                    own_loss = getattr(self.model, "training_loss", None)  # a learned regulariser's own loss
-                    loss = own_loss(x, y, op) if own_loss else self._loss(self.net(y, op), x, extra)
+                    output = own_loss(x, y, op) if own_loss else self.net(y, op)
             except NonFiniteError as err:
                 raise self._stopped(f"non-finite data ({err})", positions, "check the training data") from err
+            loss = output if own_loss else self._loss(output, x, extra)
             self._check_finite(loss, "loss", positions)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
