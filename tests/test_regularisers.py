@@ -309,9 +309,13 @@ def _saved(tmp_path, name, params):
 def test_a_checkpoint_of_another_regulariser_kind_is_named(tmp_path):
     acr = _saved(tmp_path, "acr", {"width": 4, "depth": 2, "n_iter": 3})
     pnp = _saved(tmp_path, "pnp", {"width": 4, "levels": 2, "n_iter": 2})
-    with pytest.raises(DataFileError, match=r"holds a adversarial convex regulariser \('acr'\), not a adversarial "):
+    with pytest.raises(
+        DataFileError, match=r"holds the adversarial convex regulariser 'acr', not the adversarial regulariser 'ar'"
+    ):
         load_regulariser(acr, "ar")
-    with pytest.raises(DataFileError, match=r"holds a plug-and-play denoiser \('pnp'\), not a adversarial convex"):
+    with pytest.raises(
+        DataFileError, match=r"holds the plug-and-play denoiser 'pnp', not the adversarial convex regulariser 'acr'"
+    ):
         reconstruct_with("acr", _batch(1)[1], OP, weights=str(pnp))
     _, y = _batch(2)
     direct = build_model("pnp", {"width": 4, "levels": 2, "n_iter": 2})

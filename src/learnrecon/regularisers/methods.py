@@ -38,9 +38,9 @@ def _load(path: Path, kind: str) -> nn.Module:
     _, meta = load_checkpoint(path)
     saved = (meta.get("model") or {}).get("name")
     if saved != kind:
-        held = f"a {KINDS[saved]} ({saved!r})" if saved in KINDS else f"model {saved!r}"
+        held = f"the {KINDS[saved]} {saved!r}" if saved in KINDS else f"the model {saved!r}"
         raise DataFileError(
-            f"checkpoint {path} holds {held}, not a {KINDS[kind]} ({kind!r}); give weights of that kind"
+            f"checkpoint {path} holds {held}, not the {KINDS[kind]} {kind!r}; give weights of that kind"
         )
     return load_model(path)
 
