@@ -76,9 +76,9 @@ class VariationalReconstructor(nn.Module):
     """``model(y, op)``: ``argmin ½‖Ax − y‖² + λ R(x)`` from the FBP for a learned ``R`` (:meth:`value`), on the
     normalised problem; the channels of ``y`` ``(B, C, *range)`` are independent problems.
 
-    Subclasses define :attr:`regulariser` and :meth:`training_loss` (the trainer calls it instead of fitting the
-    reconstruction: these models are trained by their regulariser's loss). ``last_descent`` holds the record of
-    the last solve (:class:`~.variational.Descent`).
+    Subclasses define :attr:`regulariser` (the critic network); :meth:`training_loss` is its critic loss, which the
+    trainer calls instead of fitting the reconstruction (these models are trained by their regulariser's loss).
+    ``last_descent`` holds the record of the last solve (:class:`~.variational.Descent`).
     """
 
     #: Trained by :meth:`training_loss`, not end to end through the reconstruction.
@@ -86,9 +86,9 @@ class VariationalReconstructor(nn.Module):
     #: Added to the objective (μ/2‖x‖²): 0, or the strong convexity of a convex regulariser's problem.
     strong_convexity = 0.0
 
-    def __init__(self, lam: float, n_iter: int, step: float, init: str, fbp_filter: str) -> None:
+    def __init__(self, lam: float, n_iter: int, step: float, penalty: float, init: str, fbp_filter: str) -> None:
         super().__init__()
-        self.lam, self.n_iter, self.step = check_weight(lam), n_iter, step
+        self.lam, self.n_iter, self.step, self.penalty = check_weight(lam), n_iter, step, penalty
         self.init, self.fbp_filter = init, fbp_filter
         self.gap_tol = 0.0
         self.last_descent = None
@@ -167,6 +167,5 @@ class AdversarialRegulariser(VariationalReconstructor):
         init: str = "fbp",
         fbp_filter: str = "hann",
     ) -> None:
-        super().__init__(lam, n_iter, step, init, fbp_filter)
+        super().__init__(lam, n_iter, step, penalty, init, fbp_filter)
         self.regulariser = Critic(width, depth)
-        self.penalty = penalty

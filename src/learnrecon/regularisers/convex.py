@@ -91,9 +91,8 @@ class ConvexRegulariser(VariationalReconstructor):
         init: str = "fbp",
         fbp_filter: str = "hann",
     ) -> None:
-        super().__init__(lam, n_iter, step, init, fbp_filter)
+        super().__init__(lam, n_iter, step, penalty, init, fbp_filter)
         self.regulariser = ICNN(width, depth)
-        self.penalty = penalty
         self.strong_convexity = float(convexity)
         self.gap_tol = float(gap_tol)
 

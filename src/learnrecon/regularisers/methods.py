@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from learnrecon.errors import DataFileError
-from learnrecon.io.checkpoint import load_checkpoint
 from learnrecon.models.hub import checkpoint_location, load_model
 from learnrecon.operators.base import LinearOperator
 
@@ -35,14 +34,14 @@ LEARNED_METHODS = {
 
 @functools.lru_cache(maxsize=8)
 def _load(path: Path, kind: str) -> nn.Module:
-    _, meta = load_checkpoint(path)
-    saved = (meta.get("model") or {}).get("name")
+    model = load_model(path)  # rebuilt from the checkpoint's own spec, whatever kind it holds
+    saved = model.provenance["model"]["name"]
     if saved != kind:
         held = f"the {KINDS[saved]} {saved!r}" if saved in KINDS else f"the model {saved!r}"
         raise DataFileError(
             f"checkpoint {path} holds {held}, not the {KINDS[kind]} {kind!r}; give weights of that kind"
         )
-    return load_model(path)
+    return model
 
 
 def load_regulariser(weights: str | Path, kind: str) -> nn.Module:
