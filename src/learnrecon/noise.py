@@ -1,4 +1,5 @@
-"""Noise models: additive Gaussian (absolute or relative) and Poisson photon noise on pre-log CT data.
+"""Noise models: additive Gaussian (absolute or relative), Poisson photon noise on pre-log CT data, and the
+detector's electronic read-out noise on the counts.
 
 Randomness comes from an explicit ``torch.Generator`` (CPU); the noise is drawn on the CPU and moved to
 the data's device, so the same generator gives the same noise on every device.
@@ -78,11 +79,24 @@ def poisson_counts(
     photons: float,
     mu_max: float = 81.35858,
     generator: torch.Generator | None = None,
+    readout: float = 0.0,
 ) -> torch.Tensor:
     """Pre-log data: photon counts ``N ~ Poisson(N0 · exp(−μ_max · y))`` (the data of
     :class:`~learnrecon.operators.nonlinear.BeerLambert`), in ``y_linear``'s dtype and device; the same
-    generator gives the counts behind :func:`poisson_prelog`'s post-log data."""
-    return _counts(y_linear, photons, mu_max, generator).to(dtype=y_linear.dtype, device=y_linear.device)
+    generator gives the counts behind :func:`poisson_prelog`'s post-log data.
+
+    ``readout`` σ_e > 0 adds the detector's electronic (read-out) noise, ``N + σ_e·n`` with ``n`` standard
+    normal, rounded to the integer read-out and clipped at 0 as an integrating detector's converter reports it.
+    Such data follow the shifted-Poisson model ``N + σ_e² ≈ Poisson(F + σ_e²)`` (Yavuz & Fessler 1998) that
+    :func:`~learnrecon.solvers.poisson.poisson_tv` takes with ``readout=σ_e``. The Gaussian noise is drawn from
+    the same generator after the Poisson counts, so ``readout=0`` gives exactly the counts without it.
+    """
+    counts = _counts(y_linear, photons, mu_max, generator)
+    sigma = _check_nonnegative("readout", readout)
+    if sigma > 0:
+        noise = torch.randn(counts.shape, generator=generator, dtype=counts.dtype)
+        counts = torch.round(counts + sigma * noise).clamp_min(0)
+    return counts.to(dtype=y_linear.dtype, device=y_linear.device)
 
 
 def _counts(y_linear, photons, mu_max, generator) -> torch.Tensor:

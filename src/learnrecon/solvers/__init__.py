@@ -17,7 +17,7 @@ from learnrecon.solvers.fixed_point import (
 )
 from learnrecon.solvers.linear import cgls, landweber, projected_gradient, tikhonov
 from learnrecon.solvers.parameter_choice import ParameterChoice, discrepancy_choice, grid_search, l_curve
-from learnrecon.solvers.poisson import poisson_tv, prelog_fbp
+from learnrecon.solvers.poisson import gauss_newton_tv, poisson_tv, prelog_fbp
 from learnrecon.solvers.registry import METHODS, reconstruct_batch
 from learnrecon.solvers.row_action import kaczmarz, sart, sgd
 from learnrecon.solvers.sparsity import fista, ista, soft_threshold
@@ -42,6 +42,7 @@ __all__ = [
     "discrepancy_choice",
     "fbp",
     "fista",
+    "gauss_newton_tv",
     "grid_search",
     "ista",
     "kaczmarz",
