@@ -325,6 +325,24 @@ def test_reconstruct_writes_results_and_figure(tmp_path):
         assert (fbp_psnr > f["psnr"][:]).all(), "TV beats FBP on noisy ellipses"
 
 
+def test_prelog_counts_simulate_and_reconstruct_end_to_end(tmp_path, capsys):
+    import h5py
+
+    data, out = tmp_path / "counts.h5", tmp_path / "gn.h5"
+    simulate = ["simulate", "--phantom", "dival-ellipses", "--n", "2", "--size", "32", "--angles", "30"]
+    assert main([*simulate, "--noise", "counts:1000:0.08:5", "--out", str(data), "--quiet"]) == 0
+    assert "BeerLambert" in capsys.readouterr().out
+    args = ["reconstruct", "--in", str(data), "--quiet", "--param", "lam=3", "--param", "readout=5"]
+    assert main([*args, "--method", "gauss-newton-tv", "--out", str(out)]) == 0
+    fbp_out = tmp_path / "fbp.h5"
+    assert main(["reconstruct", "--in", str(data), "--quiet", "--method", "prelog-fbp", "--out", str(fbp_out)]) == 0
+    with h5py.File(out) as gn, h5py.File(fbp_out) as fbp:
+        assert gn.attrs["method"] == "gauss-newton-tv" and gn["x_hat"].shape == (2, 1, 32, 32)
+        assert float(gn["psnr"][:].mean()) > float(fbp["psnr"][:].mean()) + 0.5
+    code, _, err = run_cli("reconstruct", "--in", str(data), "--method", "fbp", "--out", str(tmp_path / "no.h5"))
+    assert code != 0 and "BeerLambert" in err and not (tmp_path / "no.h5").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -111,6 +111,7 @@ def test_foreign_hdf5_file(tmp_path):
         ("relative:0.05", "relative", 0.05),
         ("gaussian:0.1", "gaussian", 0.1),
         ("poisson:4096", "poisson", 4096.0),
+        ("counts:1000:0.06:5", "counts", 1000.0),
     ],
 )
 def test_parse_noise(spec, kind, value):
@@ -130,11 +131,33 @@ def test_parse_noise(spec, kind, value):
         "gaussian:nan",
         "gaussian:0.1:2",
         "relative:0.05:1",
+        "counts:0",
+        "counts:1000:0",
+        "counts:1000:0.06:-1",
+        "counts:1000:0.06:5:1",
     ],
 )
 def test_bad_noise_spec(spec):
     with pytest.raises(ParameterError):
         parse_noise(spec)
+
+
+def test_counts_files_hold_the_prelog_model_and_the_counts_behind_the_post_log_data(tmp_path):
+    from learnrecon.operators import ParallelBeam2D
+    from learnrecon.operators.nonlinear import BeerLambert
+
+    ray, x = ParallelBeam2D(16, 8), truth(3, 16)
+    counts = load(simulate(tmp_path / "c.h5", ray, x, noise="counts:500:0.1", seed=4, progress=False))
+    post = load(simulate(tmp_path / "p.h5", ray, x, noise="poisson:500:0.1", seed=4, progress=False))
+    assert isinstance(counts.op, BeerLambert) and (counts.op.photons, counts.op.mu_max) == (500.0, 0.1)
+    c = counts.tensors().y
+    assert bool((c == c.round()).all()) and bool((c >= 0).all()) and float(c.max()) > 100
+    torch.testing.assert_close(counts.op.log_data(c), post.tensors().y)  # the same counts, before and after the log
+    with pytest.raises(ParameterError, match="counts:500:0.1"):
+        simulate(tmp_path / "bad.h5", counts.op, x, noise="relative:0.05", progress=False)
+    with pytest.raises(ParameterError, match="contradicts"):
+        simulate(tmp_path / "bad.h5", counts.op, x, noise="counts:400:0.1", progress=False)
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def test_read_numpy_images(tmp_path):

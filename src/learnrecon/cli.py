@@ -54,7 +54,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extent", type=float, default=None, help="physical image width (default: size, pixel size 1)")
     p.add_argument("--source-distance", type=float, default=None, help="fan beam: source to rotation centre")
     p.add_argument("--detector-distance", type=float, default=None, help="fan beam: rotation centre to detector")
-    p.add_argument("--noise", default="relative:0.05", help="none | relative:F | gaussian:S | poisson:N0[:MU_MAX]")
+    p.add_argument(
+        "--noise",
+        default="relative:0.05",
+        help="none | relative:F | gaussian:S | poisson:N0[:MU_MAX] (post-log) | counts:N0[:MU_MAX[:READOUT]] "
+        "(photon counts, pre-log: the file stores the Beer–Lambert model)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -63,7 +68,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
-    from learnrecon.data.simulate import make_phantoms, parse_noise, simulate
+    from learnrecon.data.simulate import make_phantoms, parse_noise, prelog_operator, simulate
     from learnrecon.errors import ParameterError
     from learnrecon.io.files import check_output_path
     from learnrecon.operators.registry import make_operator
@@ -82,6 +87,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
         source_distance=args.source_distance,
         detector_distance=args.detector_distance,
     )
+    op = prelog_operator(op, noise)
     images = make_phantoms(
         args.phantom,
         n=args.n,

@@ -38,6 +38,7 @@ __all__ = [
     "make_phantoms",
     "measure",
     "parse_noise",
+    "prelog_operator",
     "sample_generator",
     "simulate",
     "simulate_pairs",
@@ -50,49 +51,86 @@ LODOPAB_MU_MAX = 81.35858
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """A noise model: ``kind`` in {"none", "relative", "gaussian", "poisson"} and its parameters."""
+    """A noise model: ``kind`` in {"none", "relative", "gaussian", "poisson", "counts"} and its parameters.
+
+    ``poisson`` gives post-log data (LoDoPaB's convention), ``counts`` the photon counts themselves (pre-log data
+    of :class:`~learnrecon.operators.nonlinear.BeerLambert`, with ``readout`` σ_e photons of electronic noise);
+    both draw the same Poisson counts from the same generator.
+    """
 
     kind: str
     value: float = 0.0
     mu_max: float = LODOPAB_MU_MAX
+    readout: float = 0.0
 
     def __str__(self) -> str:
         if self.kind == "none":
             return "none"
         if self.kind == "poisson":
             return f"poisson:{self.value!r}:{self.mu_max!r}"
+        if self.kind == "counts":
+            return f"counts:{self.value!r}:{self.mu_max!r}:{self.readout!r}"
         return f"{self.kind}:{self.value!r}"
 
     def apply(self, y: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Return noisy data for clean data ``y`` (one sample or a batch)."""
+        """Return noisy data for clean data ``y`` (one sample or a batch; line integrals for poisson and counts)."""
         if self.kind == "none":
             return y
         if self.kind == "relative":
             return noise_models.gaussian(y, relative=self.value, generator=generator)
         if self.kind == "gaussian":
             return noise_models.gaussian(y, sigma=self.value, generator=generator)
+        if self.kind == "counts":
+            return noise_models.poisson_counts(y, self.value, self.mu_max, generator, readout=self.readout)
         return noise_models.poisson_prelog(y, photons=self.value, mu_max=self.mu_max, generator=generator)
 
 
 def parse_noise(spec: str) -> NoiseSpec:
-    """Parse ``none``, ``relative:0.05`` (σ = 0.05·mean|y|), ``gaussian:0.1`` (absolute σ) or
-    ``poisson:4096[:81.35858]`` (photons per detector pixel, optional μ_max; post-log data as in LoDoPaB)."""
-    usage = "use none, relative:<fraction>, gaussian:<sigma> or poisson:<photons>[:<mu_max>]"
+    """Parse ``none``, ``relative:0.05`` (σ = 0.05·mean|y|), ``gaussian:0.1`` (absolute σ),
+    ``poisson:4096[:81.35858]`` (photons per detector pixel, optional μ_max; post-log data as in LoDoPaB) or
+    ``counts:4096[:81.35858[:5]]`` (the photon counts themselves, pre-log data, optional read-out noise σ_e)."""
+    usage = (
+        "use none, relative:<fraction>, gaussian:<sigma>, poisson:<photons>[:<mu_max>] or "
+        "counts:<photons>[:<mu_max>[:<readout>]]"
+    )
     parts = spec.strip().lower().split(":")
     kind = parts[0]
     if kind == "none" and len(parts) == 1:
         return NoiseSpec("none")
-    if kind not in ("relative", "gaussian", "poisson") or len(parts) < 2 or (len(parts) > 2 and kind != "poisson"):
+    most = {"relative": 2, "gaussian": 2, "poisson": 3, "counts": 4}
+    if kind not in most or not 2 <= len(parts) <= most[kind]:
         raise ParameterError(f"cannot parse noise spec {spec!r}; {usage}")
     try:
         values = [float(p) for p in parts[1:]]
     except ValueError as err:
         raise ParameterError(f"noise spec {spec!r} has a non-numeric value; {usage}") from err
-    if len(values) > 2 or any(not v >= 0 for v in values) or any(v == float("inf") for v in values):
+    if any(not v >= 0 for v in values) or any(v == float("inf") for v in values):
         raise ParameterError(f"noise spec {spec!r} needs finite non-negative values; {usage}")
-    if kind == "poisson" and values[0] == 0:
-        raise ParameterError("poisson noise needs a positive photon count")
+    if kind in ("poisson", "counts") and (values[0] == 0 or (len(values) > 1 and values[1] == 0)):
+        raise ParameterError(f"{kind} noise needs a positive photon count and a positive mu_max, got {spec!r}")
     return NoiseSpec(kind, *values)
+
+
+def prelog_operator(op, noise: NoiseSpec):
+    """The operator whose data ``noise`` makes: for ``counts`` noise the pre-log model
+    :class:`~learnrecon.operators.nonlinear.BeerLambert` of the ray transform ``op`` (or ``op`` itself if it is
+    that model, with the same photons and μ_max), else ``op`` (which must then not be a BeerLambert model)."""
+    from learnrecon.operators.nonlinear import BeerLambert
+
+    if noise.kind != "counts":
+        if isinstance(op, BeerLambert):
+            raise ParameterError(
+                f"{op!r} measures photon counts; simulate its data with noise counts:{op.photons:g}:{op.mu_max:g}"
+            )
+        return op
+    if not isinstance(op, BeerLambert):
+        return BeerLambert(op, noise.value, noise.mu_max)
+    if (op.photons, op.mu_max) != (noise.value, noise.mu_max):
+        raise ParameterError(
+            f"noise {noise} contradicts {op!r}: photons and mu_max must be the operator's "
+            f"(counts:{op.photons:g}:{op.mu_max:g})"
+        )
+    return op
 
 
 def sample_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
@@ -202,10 +240,13 @@ def simulate(
         op: the forward operator, storable with :func:`operator_config`; its domain must be the images' ``(H, W)``.
         x: ground truth: :class:`Phantoms` (see :func:`make_phantoms`) or a tensor ``(n, 1, H, W)``.
         labels: with a tensor ``x``, optional ``(n, H, W)`` integer labels.
-        noise: a :class:`NoiseSpec` or its string form (see :func:`parse_noise`).
+        noise: a :class:`NoiseSpec` or its string form (see :func:`parse_noise`); ``counts`` noise writes photon
+            counts and stores the pre-log model :class:`~learnrecon.operators.nonlinear.BeerLambert` of ``op``
+            (:func:`prelog_operator`) as the file's operator.
         seed: seeds the noise of sample ``i`` through :func:`sample_generator`.
     """
     noise = parse_noise(noise) if isinstance(noise, str) else noise
+    op = prelog_operator(op, noise)
     images = x if isinstance(x, Phantoms) else Phantoms.of(x, labels, phantom_info)
     if images.shape != tuple(op.domain_shape):
         raise ShapeError(
@@ -246,7 +287,8 @@ def chunk_bytes(op: LinearOperator, shape: tuple[int, int], chunk: int) -> int:
     """Bytes that simulating ``chunk`` images of ``shape`` with ``op`` holds at once: the images (and their
     labels), their data, and the operator's own memory (its system matrices, for a ray transform)."""
     pixels, data = shape[0] * shape[1], math.prod(op.range_shape)
-    return chunk * (pixels * (4 + 8 + 2 * 8) + 3 * data * 4) + op.memory_estimate(torch.float32)
+    linear = getattr(op, "ray", op)  # a pre-log model holds its ray transform
+    return chunk * (pixels * (4 + 8 + 2 * 8) + 3 * data * 4) + linear.memory_estimate(torch.float32)
 
 
 def measure(op: LinearOperator, x: torch.Tensor, noise: NoiseSpec | str, *, seed: int, start: int = 0) -> torch.Tensor:
@@ -257,7 +299,7 @@ def measure(op: LinearOperator, x: torch.Tensor, noise: NoiseSpec | str, *, seed
     """
     noise = parse_noise(noise) if isinstance(noise, str) else noise
     with torch.no_grad():
-        clean = op(x)
+        clean = prelog_operator(op, noise).ray(x) if noise.kind == "counts" else op(x)  # counts: of line integrals
     return torch.stack([noise.apply(clean[i], sample_generator(seed, start + i)) for i in range(x.shape[0])])
 
 

@@ -11,6 +11,7 @@ from learnrecon.errors import ParameterError
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.fbp import fbp
 from learnrecon.solvers.linear import cgls, landweber, projected_gradient, tikhonov
+from learnrecon.solvers.poisson import gauss_newton_tv, poisson_tv, prelog_fbp
 from learnrecon.solvers.row_action import kaczmarz, sart, sgd
 from learnrecon.solvers.sparsity import fista, ista
 from learnrecon.solvers.spectral import tikhonov_svd, tsvd
@@ -93,6 +94,30 @@ METHODS: dict[str, MethodSpec] = {
         },
     ),
 }
+
+_PRELOG = {
+    "lam": (float, "TV weight λ (per unit of I₀)"),
+    "eps": (float, "TV smoothing ε"),
+    "readout": (float, "electronic read-out noise σ_e in photons (shifted-Poisson model)"),
+    "nonneg": (bool, "x ≥ 0 (default true)"),
+}
+METHODS.update(
+    {
+        "prelog-fbp": MethodSpec(
+            prelog_fbp, "pre-log data: FBP of the log data −log(N/I₀)/μ", {"filter": (str, "the FBP filter")}
+        ),
+        "poisson-tv": MethodSpec(
+            poisson_tv,
+            "pre-log data: Poisson likelihood + TV by FISTA",
+            {**_PRELOG, "n_iter": (int, "iterations (default 300)")},
+        ),
+        "gauss-newton-tv": MethodSpec(
+            gauss_newton_tv,
+            "pre-log data: Poisson likelihood + TV by projected Gauss–Newton (lagged diffusivity, CG)",
+            {**_PRELOG, "n_iter": (int, "outer iterations (default 20)"), "cg_iter": (int, "CG steps each")},
+        ),
+    }
+)
 
 
 def _learned(method: str) -> Callable[..., torch.Tensor]:
