@@ -229,6 +229,25 @@ def _reconstruct_uncertainty(args: argparse.Namespace, model, params: dict) -> i
     return 0
 
 
+def _run_prelog_preset(preset, args: argparse.Namespace) -> int:
+    """``learnrecon benchmark --preset prelog[-full|-smoke]`` (:mod:`learnrecon.benchmark.prelog`)."""
+    from learnrecon.benchmark.prelog import prelog_dry_run, run_prelog_benchmark
+    from learnrecon.errors import ParameterError
+
+    if args.checkpoint:
+        raise ParameterError(f"preset {preset.name} evaluates its own LPDs; --checkpoint is not part of it")
+    if args.dry_run:
+        print("\n".join(prelog_dry_run(preset)))
+        print(f"preset {preset.name}: every part builds (nothing trained or written)")
+        return 0
+    out = args.out or f"results/{preset.name}"
+    summary = run_prelog_benchmark(preset, out, overwrite=args.overwrite, progress=not args.quiet)
+    for photons, by_set in summary["verdict"].items():
+        print(f"I0 = {photons}: pre-log LPD - post-log LPD {by_set['ellipses']['pre_minus_post']:+.2f} dB (ellipses)")
+    print(f"report written to {out}/report.md")
+    return 0
+
+
 def _add_benchmark(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "benchmark",
@@ -247,7 +266,9 @@ def _add_benchmark(sub: argparse._SubParsersAction) -> None:
         "paper (the full reproduction: trains FBPConvNet, LGD and LPD for 100k steps each in runs/paper/, "
         "resumable; needs a GPU), mri (multi-coil MRI at 4x and 8x, docs/mri.md), mri-smoke, task-adapted (joint "
         "reconstruction and segmentation across task weights, with shipped weights) or task-adapted-full (trains "
-        "that sweep for two seeds in runs/task-adapted/, resumable)",
+        "that sweep for two seeds in runs/task-adapted/, resumable), prelog (low-dose pre-log CT: post-log and "
+        "physics-constrained LPD against FBP, TV and the Poisson likelihood, shipped weights), prelog-full (trains "
+        "those LPDs in runs/prelog/, resumable) or prelog-smoke",
     )
     p.add_argument(
         "--checkpoint",
@@ -309,6 +330,11 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         print(results_markdown(summary))
         print(f"report written to {out}/report.md")
         return 0
+
+    from learnrecon.benchmark.prelog import PRELOG_PRESETS
+
+    if args.preset in PRELOG_PRESETS:
+        return _run_prelog_preset(PRELOG_PRESETS[args.preset], args)
 
     from learnrecon.benchmark.task_adapted import FULL_SEEDS, TASK_PRESETS, run_task_benchmark, task_dry_run
 
