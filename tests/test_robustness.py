@@ -11,7 +11,13 @@ from learnrecon.operators import ParallelBeam2D
 from learnrecon.operators.basic import Identity, MatrixOperator
 from learnrecon.operators.fbp import fbp
 from learnrecon.operators.gradient import FiniteDifference2D
-from learnrecon.robustness import add_detail, attack_summary, detail_recovery, worst_case_perturbation
+from learnrecon.robustness import (
+    add_detail,
+    attack_summary,
+    detail_recovery,
+    penalised_perturbation,
+    worst_case_perturbation,
+)
 from learnrecon.robustness.attack import sample_norm
 from learnrecon.robustness.calibration import (
     calibration_report,
@@ -59,6 +65,27 @@ def test_attack_on_a_linear_reconstructor_finds_the_top_singular_vector():
     assert torch.allclose(sample_norm(e), 0.05 * sample_norm(y), rtol=1e-9)
     sigma1 = torch.linalg.svdvals(m)[0]
     assert torch.allclose(result.objective, (sigma1 * 0.05 * sample_norm(y)) ** 2, rtol=1e-6)
+
+
+def test_penalised_attack_on_a_linear_reconstructor_grows_along_the_top_singular_vector_or_vanishes():
+    m, method = _linear_reconstructor()
+    op = MatrixOperator(torch.eye(10, dtype=torch.float64))
+    y = torch.randn(3, 10, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    sigma = torch.linalg.svdvals(m)
+    # λ below σ₁²: J is unbounded above; the ascent climbs to the norm cap along the top singular vector
+    result = penalised_perturbation(method, y, op, float(0.5 * sigma[0] ** 2), n_steps=150, max_norm=0.1)
+    assert bool((result.history[1:] >= result.history[:-1]).all())  # never falls
+    e = result.perturbation
+    cosine = (e @ _top_right_singular_vector(m)).abs() / sample_norm(e)
+    assert torch.allclose(cosine, torch.ones(3, dtype=torch.float64), atol=1e-4)
+    assert torch.allclose(sample_norm(e), 0.1 * sample_norm(y), rtol=1e-6)
+    assert result.penalty == pytest.approx(float(0.5 * sigma[0] ** 2)) and result.eps == pytest.approx(0.1)
+    # λ above σ₁²: J ≤ 0 with its maximum at e = 0; the search shrinks its random start towards 0
+    small = penalised_perturbation(method, y, op, float(2 * sigma[0] ** 2), n_steps=60)
+    assert float(sample_norm(small.perturbation).max()) < 1e-3 * 0.005 * float(sample_norm(y).min())
+    assert float(small.objective.min()) <= 0 and float(small.history[-1].min()) > float(small.history[0].max())
+    with pytest.raises(ParameterError, match="penalty"):
+        penalised_perturbation(method, y, op, -1.0)
 
 
 def test_attack_increases_its_objective_and_respects_the_bound():

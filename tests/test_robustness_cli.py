@@ -69,12 +69,26 @@ def test_attack_on_a_classical_and_a_learned_method_writes_its_report(data, tmp_
     assert "already holds an attack" in capsys.readouterr().err
 
 
+def test_penalised_attack_reports_the_penalty_and_the_norm_reached(data, tmp_path):
+    out = tmp_path / "pen"
+    args = ["attack", "--pretrained", "lgd-ellipses", "--data", str(data), "--index", "0", "--steps", "4"]
+    assert main([*args, "--penalty", "0,1e6", "--out", str(out)]) == 0
+    record = json.loads((out / "attack.json").read_text())
+    assert record["form"] == "penalty" and [row["penalty"] for row in record["rows"]] == [0.0, 1e6]
+    free, priced = record["rows"]
+    assert free["eps"] > priced["eps"]  # a large λ keeps the perturbation small
+    assert free["relative change (attack)"] > free["relative change (noise)"]
+    assert "λ" in (out / "attack.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["--eps", "-0.01"], "ε must be a finite number ≥ 0"),
         (["--eps", "a,b"], "--eps must be numbers"),
         (["--steps", "0"], "positive integers"),
+        (["--penalty", "-1"], "--penalty values"),
+        (["--penalty", ""], "--penalty needs"),
     ],
 )
 def test_attack_bad_arguments(data, tmp_path, capsys, args, message):

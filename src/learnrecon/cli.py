@@ -579,6 +579,12 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="HDF5 data file with truth (learnrecon simulate)")
     p.add_argument("--index", default="0:4", help="items attacked: N, START:STOP or START:STOP:STEP (default 0:4)")
     p.add_argument("--eps", default="0.005,0.01,0.02", help="bounds, fractions of ‖y‖ (default 0.005,0.01,0.02)")
+    p.add_argument(
+        "--penalty",
+        default=None,
+        help="instead of --eps: penalties λ of Antun et al.'s penalised form max ‖f(y+e) − f(y)‖² − λ‖e‖² "
+        "(comma-separated; the report gives the norm ‖e‖/‖y‖ each ends at)",
+    )
     p.add_argument("--steps", type=int, default=12, help="gradient-ascent steps per bound (default 12)")
     p.add_argument("--search-iterations", type=int, default=100, help="tv: PDHG iterations the search differentiates")
     p.add_argument("--seed", type=int, default=0)
@@ -587,16 +593,21 @@ def _add_attack(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_attack)
 
 
-def _parse_eps(text: str) -> list[float]:
+def _parse_eps(text: str, option: str = "--eps") -> list[float]:
+    """The comma-separated bounds (or, for ``--penalty``, penalties) of ``learnrecon attack``: finite and ≥ 0."""
     from learnrecon.errors import ParameterError
     from learnrecon.robustness.attack import check_eps
 
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise ParameterError(f"--eps must be numbers separated by commas, got {text!r}") from None
+        raise ParameterError(f"{option} must be numbers separated by commas, got {text!r}") from None
     if not values:
-        raise ParameterError("--eps needs at least one bound")
+        raise ParameterError(f"{option} needs at least one value")
+    if option == "--penalty":
+        if any(not (math.isfinite(v) and v >= 0) for v in values):
+            raise ParameterError(f"--penalty values λ must be finite numbers ≥ 0, got {text!r}")
+        return values
     return [check_eps(v) for v in values]
 
 
@@ -611,7 +622,7 @@ def _run_attack(args: argparse.Namespace) -> int:
     from learnrecon.robustness.study import attack_study
     from learnrecon.solvers.registry import parse_params, reconstruct_batch
 
-    eps_values = _parse_eps(args.eps)
+    eps_values = _parse_eps(args.eps) if args.penalty is None else _parse_eps(args.penalty, "--penalty")
     if args.steps < 1 or args.search_iterations < 1:
         raise ParameterError("--steps and --search-iterations must be positive integers")
     out = Path(args.out)
@@ -653,14 +664,21 @@ def _run_attack(args: argparse.Namespace) -> int:
         figures=out,
         seed=args.seed,
         log=lambda line: print(line, file=sys.stderr),
+        penalised=args.penalty is not None,
     )
     record = {"method": label, "data": args.data, "index": picked.tolist(), "steps": args.steps, "rows": rows}
+    record["form"] = "bound" if args.penalty is None else "penalty"
     write_json(out / "attack.json", record)
     columns = ["eps", "PSNR clean", "PSNR noise", "PSNR attack", "relative change (attack)", "amplification (attack)"]
+    search = f"{args.steps} steps of projected gradient ascent per bound ε (‖e‖ ≤ ε‖y‖)"
+    if args.penalty is not None:
+        columns.insert(0, "penalty")
+        search = (
+            f"{args.steps} steps of gradient ascent on ‖f(y+e) − f(y)‖² − λ‖e‖² per penalty λ; eps: ‖e‖/‖y‖ reached"
+        )
     table = markdown_table(rows, columns, {"eps": 3, "relative change (attack)": 4})
     (out / "attack.md").write_text(
-        f"# Worst-case perturbations of {label}\n\nData: {args.data}, items {args.index}; {args.steps} steps of "
-        f"projected gradient ascent per bound.\n\n{table}"
+        f"# Worst-case perturbations of {label}\n\nData: {args.data}, items {args.index}; {search}.\n\n{table}"
     )
     print(table)
     print(f"wrote {out}/attack.md, attack.json and the figure")

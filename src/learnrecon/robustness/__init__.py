@@ -7,6 +7,7 @@ from learnrecon.robustness.attack import (
     add_detail,
     attack_summary,
     detail_recovery,
+    penalised_perturbation,
     worst_case_perturbation,
 )
 from learnrecon.robustness.calibration import calibration_report, coverage, recalibration_factor
@@ -34,6 +35,7 @@ __all__ = [
     "gaussian_prior",
     "langevin_sample",
     "mc_dropout",
+    "penalised_perturbation",
     "recalibration_factor",
     "resample_data",
     "tv_prior",

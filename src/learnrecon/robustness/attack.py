@@ -9,9 +9,16 @@ by projected gradient ascent through ``f``: from a random point on the sphere �
 
     e ← P(e + α ε‖y‖ ∇J(e)/‖∇J(e)‖),     P the projection onto the ball,
 
-keeping the best ``e`` seen. For a linear ``f(y) = M y`` this is a damped power iteration on ``MᵀM`` and ends at
-ε‖y‖ times the top right singular vector of ``M`` (tested). The result is compared with Gaussian noise of the
-same norm, and the error is measured against the truth when it is known; the *amplification*
+keeping the best ``e`` seen (:func:`worst_case_perturbation`), or Antun et al.'s penalised form
+
+    J_λ(e) = ‖f(y + e) − f(y)‖² − λ‖e‖²                           (per image, no bound)
+
+by gradient ascent with an adaptive step (:func:`penalised_perturbation`): λ prices the perturbation's size, and
+the search reports the norm it ends at. For a linear ``f = M``, J_λ is unbounded above when λ < σ_max(M)² (the
+perturbation grows along the top singular vector; the search stops at ``max_norm``) and has its maximum at
+``e = 0`` when λ > σ_max(M)² (tested). For a linear ``f(y) = M y`` the bounded search is a damped power iteration
+on ``MᵀM`` and ends at ε‖y‖ times the top right singular vector of ``M`` (tested). The result is compared with
+Gaussian noise of the same norm, and the error is measured against the truth when it is known; the *amplification*
 ``‖f(y + e) − f(y)‖ / ‖A⁺e‖`` divides the change of the reconstruction by the change of the operator's own
 pseudo-inverse (filtered backprojection for a ray transform), so 1 means "as unstable as FBP".
 
@@ -37,6 +44,7 @@ __all__ = [
     "add_detail",
     "attack_summary",
     "detail_recovery",
+    "penalised_perturbation",
     "sample_norm",
     "worst_case_perturbation",
 ]
@@ -77,7 +85,8 @@ class AttackResult:
         reference: ``f(y)``.
         objective: ``‖f(y + e) − f(y)‖²`` ``(n,)`` of the attacked method.
         history: the search's objective after each step ``(n_steps + 1, n)`` (row 0: the random start).
-        eps: the bound, a fraction of ``‖y‖``.
+        eps: the bound, a fraction of ``‖y‖`` (the penalised form: the mean ``‖e_i‖/‖y_i‖`` it ended at).
+        penalty: the penalised form's λ (None for the bounded form).
     """
 
     perturbation: torch.Tensor
@@ -86,6 +95,7 @@ class AttackResult:
     objective: torch.Tensor
     history: torch.Tensor
     eps: float
+    penalty: float | None = None
 
 
 @contextlib.contextmanager
@@ -190,6 +200,73 @@ def _search(method, search, y, op, eps, n_steps, step, seed) -> AttackResult:
     )
 
 
+def penalised_perturbation(
+    method: Reconstructor,
+    y: torch.Tensor,
+    op: LinearOperator,
+    penalty: float,
+    *,
+    n_steps: int = 20,
+    step: float = 0.005,
+    max_norm: float = 0.2,
+    seed: int = 0,
+    search_method: Reconstructor | None = None,
+) -> AttackResult:
+    """The perturbation maximising ``‖f(y + e) − f(y)‖² − λ‖e‖²`` per image (Antun et al.'s penalised form).
+
+    Gradient ascent from a random ``e`` of norm ``step·‖y‖``: each step moves ``e`` by ``t_i`` along the normalised
+    gradient, ``t_i`` starting at ``step·‖y_i‖``, growing by 1.5 after a step that raised the objective and halving
+    after one that did not (which is then undone); ``‖e_i‖`` is capped at ``max_norm·‖y_i‖``. The objective of the
+    returned ``e`` never falls below the start's. Args as :func:`worst_case_perturbation`, and ``penalty`` λ ≥ 0
+    (in units of the image's squared norm per the data's).
+    """
+    if isinstance(penalty, bool) or not isinstance(penalty, int | float) or not math.isfinite(penalty) or penalty < 0:
+        raise ParameterError(f"the penalty λ must be a finite number ≥ 0, got {penalty!r}")
+    if n_steps < 0 or not step > 0 or not max_norm > 0:
+        raise ParameterError(f"need n_steps ≥ 0, step > 0 and max_norm > 0, got {n_steps}, {step}, {max_norm}")
+    search = search_method if search_method is not None else method
+    with _frozen(method, search):
+        y = y.detach()
+        with torch.no_grad():
+            reference = method(y, op)
+            search_reference = reference if search is method else search(y, op)
+        size = sample_norm(y)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        e = torch.randn(y.shape, generator=gen, dtype=y.dtype).to(y.device)
+        e = e * _per_sample(step * size / sample_norm(e), e)
+
+        def objective(e: torch.Tensor) -> torch.Tensor:
+            return sample_norm(search(y + e, op) - search_reference) ** 2 - penalty * sample_norm(e) ** 2
+
+        lengths, best = step * size, e.detach()
+        with torch.no_grad():
+            history = [objective(best)]
+        for _ in range(n_steps):
+            point = best.clone().requires_grad_()
+            value = objective(point)
+            grad = torch.autograd.grad(value.sum(), point)[0]
+            direction = grad / _per_sample(sample_norm(grad).clamp_min(torch.finfo(grad.dtype).tiny), grad)
+            with torch.no_grad():
+                trial = _project(best + _per_sample(lengths, grad) * direction, max_norm * size)
+                trial_value = objective(trial)
+            improved = trial_value > value.detach()
+            lengths = torch.where(improved, 1.5 * lengths, lengths / 2)
+            best = torch.where(_per_sample(improved, grad), trial, best)
+            history.append(torch.where(improved, trial_value, value.detach()))
+        best = best.detach()
+    with torch.no_grad():
+        attacked = method(y + best, op)
+    return AttackResult(
+        perturbation=best,
+        reconstruction=attacked.detach(),
+        reference=reference.detach(),
+        objective=sample_norm(attacked - reference) ** 2 - penalty * sample_norm(best) ** 2,
+        history=torch.stack(history),
+        eps=float((sample_norm(best) / size).mean()),
+        penalty=float(penalty),
+    )
+
+
 def same_norm_noise(e: torch.Tensor, seed: int = 1) -> torch.Tensor:
     """Gaussian noise with each sample scaled to the norm of the same sample of ``e``."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -217,6 +294,7 @@ def attack_summary(
     noise_change = sample_norm(noisy - result.reference)
     size = sample_norm(result.reference).clamp_min(torch.finfo(e.dtype).tiny)
     out = {
+        **({} if result.penalty is None else {"penalty": result.penalty}),
         "eps": result.eps,
         "relative change (attack)": float((change / size).mean()),
         "relative change (noise)": float((noise_change / size).mean()),

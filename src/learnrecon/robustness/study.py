@@ -11,7 +11,13 @@ import torch
 
 from learnrecon.operators.base import LinearOperator
 from learnrecon.report.figures import plt
-from learnrecon.robustness.attack import AttackResult, attack_summary, check_eps, worst_case_perturbation
+from learnrecon.robustness.attack import (
+    AttackResult,
+    attack_summary,
+    check_eps,
+    penalised_perturbation,
+    worst_case_perturbation,
+)
 
 __all__ = ["attack_figure", "attack_study"]
 
@@ -28,21 +34,23 @@ def attack_study(
     figures: str | Path | None = None,
     seed: int = 0,
     log=print,
+    penalised: bool = False,
 ) -> list[dict]:
     """Attack each method of ``methods`` (label -> reconstructor) at each ``ε`` of ``eps_values`` on the data
     ``y`` (truth ``x`` when known); one row of :func:`~learnrecon.robustness.attack_summary` per method and ε,
-    with the seconds the search took. With ``figures`` a folder, writes ``attack-<method>.png`` there: the first
-    image's perturbation and failed reconstruction at the largest ε."""
-    eps_values = [check_eps(e) for e in eps_values]
+    with the seconds the search took. With ``penalised`` the values are penalties λ of the penalised form
+    (:func:`~learnrecon.robustness.attack.penalised_perturbation`) instead of bounds. With ``figures`` a folder,
+    writes ``attack-<method>.png`` there: the first image's perturbation and failed reconstruction at the last
+    value."""
+    eps_values = eps_values if penalised else [check_eps(e) for e in eps_values]
     search_methods = search_methods or {}
     rows = []
     for label, method in methods.items():
         worst: AttackResult | None = None
         for eps in eps_values:
             start = time.perf_counter()
-            result = worst_case_perturbation(
-                method, y, op, eps, n_steps=n_steps, seed=seed, search_method=search_methods.get(label)
-            )
+            search = worst_case_perturbation if not penalised else penalised_perturbation
+            result = search(method, y, op, eps, n_steps=n_steps, seed=seed, search_method=search_methods.get(label))
             seconds = time.perf_counter() - start
             row = {"method": label, **attack_summary(method, result, y, op, x, seed=seed + 1), "seconds": seconds}
             rows.append(row)
