@@ -96,3 +96,25 @@ def test_each_layer_imports_only_layers_below_it(layer):
         if target.startswith(FORBIDDEN[layer])
     )
     assert not wrong, "; ".join(wrong)
+
+
+def test_every_package_imports_first_in_a_fresh_interpreter():
+    """The graph above is of modules; a circle through packages' ``__init__`` files (``import learnrecon.x`` runs
+    ``learnrecon/x/__init__.py`` first) shows only when that package is the first one imported."""
+    import subprocess
+    import sys
+
+    packages = sorted(name for name, path in _modules().items() if path.name == "__init__.py")
+    script = (
+        "import importlib, sys\n"
+        f"for name in {packages!r}:\n"
+        "    for loaded in [m for m in sys.modules if m == 'learnrecon' or m.startswith('learnrecon.')]:\n"
+        "        del sys.modules[loaded]\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except Exception as err:\n"
+        "        print(f'{name}: {err!r}')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and not proc.stdout, proc.stdout + proc.stderr
+    assert len(packages) > 10

@@ -69,3 +69,6 @@ __all__ = [
     "soft_threshold",
     "tv_gradient",
 ]
+
+# Last: the learned regularisers build on the models above and add themselves to MODELS (ar, acr, pnp).
+import learnrecon.regularisers  # noqa: E402, F401

@@ -21,7 +21,6 @@ from learnrecon.models.proximal import LearnedProximal
 from learnrecon.models.segmentation import TaskAdapted
 from learnrecon.models.variational import VariationalNetwork
 from learnrecon.models.varnet import E2EVarNet, MRIVariationalNetwork
-from learnrecon.regularisers import AdversarialRegulariser, ConvexRegulariser, PlugAndPlay
 
 __all__ = ["MODELS", "MRI_ONLY", "SMALL_PARAMS", "register_model"]
 
@@ -41,10 +40,9 @@ MODELS: dict[str, type[nn.Module]] = {
     "vn-mri": MRIVariationalNetwork,
     "e2e-varnet": E2EVarNet,
     "automap": AUTOMAP,
-    "ar": AdversarialRegulariser,
-    "acr": ConvexRegulariser,
-    "pnp": PlugAndPlay,
 }
+# The learned regularisers (ar, acr, pnp) join this table when learnrecon.regularisers is imported, which
+# learnrecon.models does last: they build on the models' layers, so the registry cannot import them.
 
 #: Models that only reconstruct Cartesian MRI (they work in its k-space).
 MRI_ONLY: tuple[str, ...] = ("e2e-varnet",)

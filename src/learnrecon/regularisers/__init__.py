@@ -9,6 +9,7 @@ package of their own, beside :mod:`learnrecon.solvers` (which holds no networks)
 through its ``training_loss(x, y, op)``, checkpointed and shipped as every model is.
 """
 
+from learnrecon.models.registry import MODELS
 from learnrecon.regularisers.adversarial import (
     AdversarialRegulariser,
     Critic,
@@ -21,6 +22,8 @@ from learnrecon.regularisers.convex import ICNN, ConvexRegulariser
 from learnrecon.regularisers.denoiser import DRUNet
 from learnrecon.regularisers.pnp import SCHEMES, PlugAndPlay, run_scheme
 from learnrecon.regularisers.variational import Descent, descend
+
+MODELS.update({"ar": AdversarialRegulariser, "acr": ConvexRegulariser, "pnp": PlugAndPlay})
 
 __all__ = [
     "ICNN",
