@@ -148,6 +148,22 @@ def test_reconstruct_with_uncertainty_writes_mean_std_and_calibration(data, tmp_
         assert f["std"].shape == (1, 1, 32, 32) and f["std"][()].max() > 0
 
 
+def test_langevin_with_the_learned_denoiser_prior(data, tmp_path, capsys):
+    out = tmp_path / "pnp-ula.h5"
+    args = ["reconstruct", "--method", "pnp-admm", "--param", "n_iter=5", "--in", str(data), "--index", "0:2"]
+    assert main([*args, "--out", str(out), "--uncertainty", "langevin", "--langevin-steps", "120"]) == 0
+    with h5py.File(out) as f:
+        assert f["mean"].shape == f["std"].shape == (2, 1, 32, 32) and f["std"][()].min() > 0
+        assert 0 < json.loads(f.attrs["summary"])["coverage"] < 1
+    assert "coverage" in capsys.readouterr().out
+    bad = [*args, "--out", str(tmp_path / "bad.h5"), "--uncertainty", "langevin", "--prior-sigma", "0.5"]
+    assert main(bad) == 1 and "outside the denoiser's trained" in capsys.readouterr().err
+    assert not (tmp_path / "bad.h5").exists()
+    tv = ["reconstruct", "--method", "tv", "--param", "lam=1", "--in", str(data), "--out", str(tmp_path / "tv.h5")]
+    assert main([*tv, "--uncertainty", "langevin", "--prior-sigma", "0.02"]) == 1
+    assert "plug-and-play" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -131,13 +131,21 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
         choices=("ensemble", "dropout", "resample", "langevin"),
         default=None,
         help="write a mean and a per-pixel std (HDF5 'mean', 'std') instead: an ensemble (the model and --member "
-        "checkpoints), Monte-Carlo dropout, data resampling y + σξ (any method), or Langevin sampling of the TV "
-        "posterior (--param lam=...); with truth in the file, the coverage of the 90%% interval",
+        "checkpoints), Monte-Carlo dropout, data resampling y + σξ (any method), or Langevin sampling: of the TV "
+        "posterior with --method tv --param lam=..., of a learned prior with a plug-and-play method (--method "
+        "pnp-admm, pnp-pgd, hqs or red: PnP-ULA with its denoiser); with truth in the file, the coverage of the "
+        "90%% interval",
     )
     p.add_argument("--member", action="append", default=[], help="--uncertainty ensemble: a further checkpoint")
     p.add_argument("--samples", type=int, default=16, help="--uncertainty dropout/resample: samples (default 16)")
     p.add_argument("--noise-level", type=float, default=None, help="σ as a fraction of mean |y| (default: the file's)")
     p.add_argument("--langevin-steps", type=int, default=6000, help="--uncertainty langevin: ULA steps")
+    p.add_argument(
+        "--prior-sigma",
+        type=float,
+        default=None,
+        help="PnP-ULA: the denoiser's noise level of the prior (default 0.02)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_reconstruct)
@@ -190,12 +198,13 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
 
 def _reconstruct_uncertainty(args: argparse.Namespace, model, params: dict) -> int:
     from learnrecon.data import load
+    from learnrecon.errors import ParameterError
     from learnrecon.models import load_model
     from learnrecon.reconstruction import parse_index
-    from learnrecon.robustness.files import uncertainty_file
+    from learnrecon.robustness.files import PNP_PRIOR_SIGMA, uncertainty_file
     from learnrecon.solvers.registry import parse_params, reconstruct_batch
 
-    lam = None
+    lam, denoiser = None, None
     if model is not None:
         method = model.cpu()
     else:
@@ -204,6 +213,14 @@ def _reconstruct_uncertainty(args: argparse.Namespace, model, params: dict) -> i
 
         def method(y, op):
             return reconstruct_batch(args.method, y, op, kwargs)
+
+        if args.uncertainty == "langevin" and args.method in ("pnp-pgd", "pnp-admm", "hqs", "red"):
+            from learnrecon.regularisers.methods import LEARNED_METHODS, load_regulariser
+
+            kind, shipped, _ = LEARNED_METHODS[args.method]
+            denoiser = load_regulariser(kwargs.get("weights") or shipped, kind).denoiser
+    if args.prior_sigma is not None and denoiser is None:
+        raise ParameterError("--prior-sigma belongs to --uncertainty langevin with a plug-and-play --method")
 
     members = [load_model(path) for path in args.member]
     picked = parse_index(args.index, len(load(args.source)))
@@ -218,6 +235,8 @@ def _reconstruct_uncertainty(args: argparse.Namespace, model, params: dict) -> i
         noise_level=args.noise_level,
         tv_lambda=lam,
         langevin_steps=args.langevin_steps,
+        denoiser=denoiser,
+        prior_sigma=args.prior_sigma if args.prior_sigma is not None else PNP_PRIOR_SIGMA,
         overwrite=args.overwrite,
     )
     shown = {k: v for k, v in summary.items() if isinstance(v, float)}

@@ -18,6 +18,7 @@ from learnrecon.robustness.calibration import calibration_report
 from learnrecon.robustness.uncertainty import (
     Ensemble,
     UncertainReconstruction,
+    denoiser_prior,
     langevin_sample,
     mc_dropout,
     resample_data,
@@ -25,10 +26,13 @@ from learnrecon.robustness.uncertainty import (
 )
 from learnrecon.solvers import tv_pdhg
 
-__all__ = ["UNCERTAINTY_KINDS", "noise_sigma", "uncertainty_file"]
+__all__ = ["PNP_PRIOR_SIGMA", "UNCERTAINTY_KINDS", "noise_sigma", "pnp_ula", "uncertainty_file"]
 
 #: The kinds of ``--uncertainty``.
 UNCERTAINTY_KINDS = ("ensemble", "dropout", "resample", "langevin")
+#: The noise level of the learned denoiser whose score is the prior of PnP-ULA (``--prior-sigma``'s default): the
+#: smallest that kept the chains stable in benchmarks/robustness_uncertainty.py (docs/robustness.md).
+PNP_PRIOR_SIGMA = 0.02
 
 
 def noise_sigma(y: torch.Tensor, noise: str | None, level: float | None = None) -> torch.Tensor:
@@ -61,11 +65,15 @@ def uncertainty_file(
     noise_level: float | None = None,
     tv_lambda: float | None = None,
     langevin_steps: int = 6000,
+    denoiser: nn.Module | None = None,
+    prior_sigma: float = PNP_PRIOR_SIGMA,
     overwrite: bool = False,
 ) -> dict:
     """Mean and std of ``method`` (a reconstructor; for ``ensemble``, the first member with ``members`` the others)
     by ``kind`` (:data:`UNCERTAINTY_KINDS`) on the items ``index`` of ``source``; writes ``out`` (HDF5) and returns
-    a summary (with the calibration against the truth where the file has it)."""
+    a summary (with the calibration against the truth where the file has it). ``langevin`` samples the TV posterior
+    of weight ``tv_lambda``, or with ``denoiser`` (a σ-conditioned learned denoiser ``D(x, σ)``) PnP-ULA: the prior's
+    score from Tweedie's formula at ``prior_sigma``, the chains started at ``method``'s reconstruction."""
     if kind not in UNCERTAINTY_KINDS:
         raise ParameterError(f"unknown uncertainty method {kind!r}; choose one of {', '.join(UNCERTAINTY_KINDS)}")
     out = check_output_path(out, overwrite)
@@ -86,6 +94,9 @@ def uncertainty_file(
         result = mc_dropout(method, y, op, n_samples)
     elif kind == "resample":
         result = resample_data(method, y, op, noise_sigma(y, dataset.attrs.get("noise"), noise_level), n_samples)
+    elif denoiser is not None:
+        sigma = noise_sigma(y, dataset.attrs.get("noise"), noise_level)
+        result = pnp_ula(y, op, sigma, denoiser, prior_sigma, langevin_steps, start=method(y, op).detach())
     else:
         result = _langevin(y, op, noise_sigma(y, dataset.attrs.get("noise"), noise_level), tv_lambda, langevin_steps)
     summary: dict = {"uncertainty": kind, "n": int(index.numel()), "output": str(out)}
@@ -119,3 +130,28 @@ def _langevin(y: torch.Tensor, op, sigma: torch.Tensor, lam: float | None, steps
         means.append(r.mean)
         stds.append(r.std)
     return UncertainReconstruction(torch.cat(means), torch.cat(stds))
+
+
+def pnp_ula(
+    y: torch.Tensor,
+    op,
+    sigma: torch.Tensor,
+    denoiser: nn.Module,
+    prior_sigma: float,
+    steps: int,
+    start: torch.Tensor,
+    seed: int = 0,
+) -> UncertainReconstruction:
+    """PnP-ULA (Laumont et al. 2022): ULA on ``exp(−‖Ax − y‖²/(2σ²) − R(x))`` with ``∇R(x) = (x − D(x, s))/s²``,
+    ``s = prior_sigma``, for the images ``y`` ``(n, ...)`` (one chain each, σ ``(n,)``), from ``start``; half the
+    ``steps`` burn-in, then every 20th state a sample."""
+    if steps < 80:
+        raise ParameterError(f"--langevin-steps must be at least 80, got {steps}")
+    low, high = denoiser.sigma_range
+    if not low < prior_sigma <= high:
+        raise ParameterError(f"the prior's noise level {prior_sigma} is outside the denoiser's trained ({low}, {high}]")
+    prior = denoiser_prior(lambda x: denoiser(x, torch.full((x.shape[0],), prior_sigma, dtype=x.dtype)), prior_sigma)
+    with torch.no_grad():
+        return langevin_sample(
+            y, op, sigma, prior, n_samples=steps // 40, thin=20, burn_in=steps // 2, x0=start, seed=seed
+        )
