@@ -68,7 +68,7 @@ class PrelogPreset:
 
     name: str
     train: bool
-    train_steps: int = 2000
+    train_steps: int = 1000
     n_test: int = N_TEST
     tv_iterations: int = 300
     tv_lambdas: tuple[float, ...] = (0.3, 1.0, 3.0, 10.0)
