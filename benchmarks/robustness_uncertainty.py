@@ -2,6 +2,7 @@
 correlation of std and error, on validation ellipses, held-out ellipses and Shepp–Logan.
 
 Usage: python benchmarks/robustness_uncertainty.py [--samples 16] [--langevin-steps 6000] [--threads 1]
+       [--methods resample,langevin-tv,langevin-pnp] [--prior-sigma 0.02] [--name robustness-uncertainty]
 
 Methods (``learnrecon.robustness.uncertainty``):
 - data resampling: each method run on y + σξ, 16 draws, σ = 0.05·mean|y| (the data's own noise level, estimated
@@ -10,11 +11,15 @@ Methods (``learnrecon.robustness.uncertainty``):
   reconstruction is this posterior's mode for s → 0), smoothing s chosen so that the prior's gradient is no
   stiffer than the data term's; each chain starts at the TV reconstruction (1000 PDHG iterations), samples every
   20 steps after a burn-in of half the steps.
+- PnP-ULA (a learned prior): ULA on exp(−‖Ax − y‖²/(2σ²) − R(x)) with ∇R(x) = (x − D(x, s))/s² from the shipped
+  plug-and-play denoiser (pnp-ellipses) at s = --prior-sigma; each chain starts at PnP-ADMM's reconstruction,
+  samples as above.
+--methods picks some of resample, langevin-tv, langevin-pnp (default all); --name the results file.
 Not measured: deep ensembles (one shipped checkpoint per model) and Monte-Carlo dropout (no shipped model has
 dropout layers); see docs/robustness.md.
 The 90 % interval is μ ± 1.645 s. "recalibrated": s scaled by the factor that gives 90 % coverage on the
 validation ellipses, then applied unchanged to the held-out images.
-Writes benchmarks/results/robustness-uncertainty.{json,md} and benchmarks/results/robustness-uncertainty/*.png.
+Writes benchmarks/results/<name>.{json,md} and benchmarks/results/<name>/std-maps.png.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from robustness_common import ellipses, methods, quick_operator, shepp_logan, tu
 
 from learnrecon import metrics
 from learnrecon.data.simulate import measure
+from learnrecon.models import pretrained
 from learnrecon.report import machine_info, markdown_table
 from learnrecon.report.figures import plt
 from learnrecon.robustness.calibration import calibration_report, recalibration_factor
+from learnrecon.robustness.files import pnp_ula
 from learnrecon.robustness.uncertainty import langevin_sample, resample_data, tv_prior
 from learnrecon.runtime import tune_malloc
 from learnrecon.solvers import tv_pdhg
@@ -72,7 +79,14 @@ def main() -> None:
     parser.add_argument("--validation", type=int, default=4, help="validation ellipses (recalibration)")
     parser.add_argument("--test", type=int, default=6, help="held-out ellipses")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--methods", default="resample,langevin-tv,langevin-pnp", help="which kinds to run")
+    parser.add_argument("--prior-sigma", type=float, default=0.02, help="PnP-ULA: the denoiser's noise level")
+    parser.add_argument("--name", default="robustness-uncertainty", help="results file name")
     args = parser.parse_args()
+    kinds = set(args.methods.split(","))
+    unknown = kinds - {"resample", "langevin-tv", "langevin-pnp"}
+    if unknown:
+        parser.error(f"unknown --methods {sorted(unknown)}")
     tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,11 +102,10 @@ def main() -> None:
     lam = tune_tv_lambda(op, noise)
     compared = methods(op, lam)
     compared.pop("TV")  # TV itself is sampled through its posterior (Langevin) below
-    norm2 = float(op.norm(torch.float64) ** 2)
 
     outputs: dict[str, dict] = {}
     seconds: dict[str, float] = {}
-    for label, method in compared.items():
+    for label, method in compared.items() if "resample" in kinds else ():
         name = f"{label}, data resampling"
         outputs[name], start = {}, time.perf_counter()
         for set_name, (_, y) in sets.items():
@@ -102,6 +115,26 @@ def main() -> None:
         seconds[name] = time.perf_counter() - start
         print(name, f"{seconds[name]:.0f} s")
 
+    if "langevin-tv" in kinds:
+        langevin_tv(args, op, lam, sets, outputs, seconds)
+    if "langevin-pnp" in kinds:
+        name = f"PnP-ULA, learned denoiser prior (s = {args.prior_sigma:g})"
+        outputs[name], start = {}, time.perf_counter()
+        pnp = pretrained("pnp-ellipses")
+        for set_name, (_, y) in sets.items():
+            sigma = 0.05 * y.abs().flatten(1).mean(dim=1)
+            with torch.no_grad():
+                begin = pnp(y, op, scheme="admm")
+            out = pnp_ula(y, op, sigma, pnp.denoiser, args.prior_sigma, args.langevin_steps, start=begin)
+            outputs[name][set_name] = (out.mean, out.std)
+        seconds[name] = time.perf_counter() - start
+        print(name, f"{seconds[name]:.0f} s")
+    report(args, sets, outputs, seconds, lam)
+
+
+def langevin_tv(args, op, lam: float, sets: dict, outputs: dict, seconds: dict) -> None:
+    """ULA on the TV posterior for every set (one chain per image, from TV's MAP)."""
+    norm2 = float(op.norm(torch.float64) ** 2)
     name = f"Langevin, TV prior (λ = {lam:g})"
     outputs[name], start = {}, time.perf_counter()
     for set_name, (_, y) in sets.items():
@@ -130,6 +163,9 @@ def main() -> None:
     seconds[name] = time.perf_counter() - start
     print(name, f"{seconds[name]:.0f} s")
 
+
+def report(args, sets: dict, outputs: dict, seconds: dict, lam: float) -> None:
+    """The calibration table, the std maps and the results files."""
     rows = []
     for method_name, per_set in outputs.items():
         v_mean, v_std = per_set["validation ellipses"]
@@ -155,7 +191,7 @@ def main() -> None:
             )
             print({k: v for k, v in rows[-1].items() if k != "curve"})
     std_figure(
-        RESULTS / "robustness-uncertainty" / "std-maps.png",
+        RESULTS / args.name / "std-maps.png",
         {k: sets[k] for k in ("held-out ellipses", "Shepp–Logan")},
         outputs,
     )
@@ -168,14 +204,15 @@ def main() -> None:
         f"{args.validation} validation ellipses (to recalibrate), {args.test} held-out ellipses, Shepp–Logan. "
         f"Data resampling: {args.samples} draws of y + σξ, σ = 0.05·mean|y|. Langevin: ULA, {args.langevin_steps} "
         f"steps (half burn-in, every 20th kept), TV prior with the λ = {lam:g} tuned for TV on 2 validation "
-        "ellipses, smoothed. Coverage: fraction of pixels in μ ± 1.645 s; recalibrated: s times the factor that "
+        f"ellipses, smoothed; PnP-ULA: the shipped denoiser at s = {args.prior_sigma:g}, from PnP-ADMM. "
+        "Coverage: fraction of pixels in μ ± 1.645 s; recalibrated: s times the factor that "
         "gives 90 % on the validation ellipses. Correlations over all pixels of a set. Seconds per method (all "
         "sets): " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items()) + ".\n"
         f"{provenance(info)}\n\n{markdown_table(rows, columns, digits)}\n"
-        "Std maps: robustness-uncertainty/std-maps.png (mean, |error| and std of the first held-out ellipse image "
+        f"Std maps: {args.name}/std-maps.png (mean, |error| and std of the first held-out ellipse image "
         "and of Shepp–Logan; the std map on the scale |error|/1.645).\n"
     )
-    publish("robustness-uncertainty", {"machine": info, "tv_lambda": lam, "rows": rows, "seconds": seconds}, text)
+    publish(args.name, {"machine": info, "tv_lambda": lam, "rows": rows, "seconds": seconds}, text)
 
 
 if __name__ == "__main__":
