@@ -60,8 +60,11 @@ def _proximal_gradient(
     if transform is not None and not threshold_approximation:
         threshold = torch.where(transform.approximation_mask().to(y.device), 0.0, threshold).to(real_dtype)
 
-    def parts(t, f):  # a real-linear map f applied to a complex tensor's real and imaginary parts
-        return torch.complex(f(t.real), f(t.imag)) if t.is_complex() else f(t)
+    def parts(t, f):  # a real-linear map f on a complex tensor's real and imaginary parts (in one batch)
+        if not t.is_complex():
+            return f(t)
+        both = f(torch.stack((t.real, t.imag)))
+        return torch.complex(both[0], both[1])
 
     def synth(c):
         return parts(c, transform.H) if transform is not None else c
