@@ -140,8 +140,9 @@ def sample_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
 
 class Phantoms:
     """``n`` ground-truth images made chunk by chunk: ``chunk(start, stop)`` gives images ``start … stop − 1``
-    ``(k, 1, H, W)`` float32 and their labels ``(k, H, W)`` (or None), so that a data set larger than memory
-    is simulated in memory bounded by the chunk. ``info`` describes them for the file's attributes."""
+    ``(k, 1, H, W)`` float32 (complex64 for MRI phantoms) and their labels ``(k, H, W)`` (or None), so that a
+    data set larger than memory is simulated in memory bounded by the chunk. ``info`` describes them for the
+    file's attributes."""
 
     def __init__(
         self,
@@ -170,6 +171,17 @@ class Phantoms:
             info or {},
             labels is not None,
         )
+
+    @classmethod
+    def drawn(cls, source, n: int, shape: tuple[int, int], *, seed: int, info: dict | None = None) -> Phantoms:
+        """Phantoms ``0 … n − 1`` of ``seed`` from ``source`` (a :class:`~learnrecon.data.sources.PhantomSource`:
+        ``source.draw(k, shape, seed=, start=)``), without labels: the images a training run with that phantom
+        section and seed simulates on the fly."""
+
+        def chunk(start: int, stop: int) -> tuple[torch.Tensor, None]:
+            return source.draw(stop - start, shape, seed=seed, start=start), None
+
+        return cls(n, tuple(shape), chunk, info or {}, False)
 
 
 def make_phantoms(
@@ -244,7 +256,17 @@ def simulate(
             counts and stores the pre-log model :class:`~learnrecon.operators.nonlinear.BeerLambert` of ``op``
             (:func:`prelog_operator`) as the file's operator.
         seed: seeds the noise of sample ``i`` through :func:`sample_generator`.
+
+    An MRI operator (complex data) writes fastMRI's layout instead, with the complex truth and the coil maps
+    (:func:`learnrecon.data.fastmri.simulate_fastmri`; that layout holds no labels, so ``labels`` are refused).
     """
+    if op.range_complex:
+        from learnrecon.data.fastmri import simulate_fastmri
+
+        if labels is not None:
+            raise ParameterError("MRI data are written in fastMRI's layout, which holds no labels; leave out labels")
+        return simulate_fastmri(out, op, x, noise=noise, seed=seed, phantom_info=phantom_info, overwrite=overwrite,
+                                chunk_size=chunk_size, progress=progress)  # fmt: skip
     noise = parse_noise(noise) if isinstance(noise, str) else noise
     op = prelog_operator(op, noise)
     images = x if isinstance(x, Phantoms) else Phantoms.of(x, labels, phantom_info)
