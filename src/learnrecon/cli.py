@@ -90,7 +90,7 @@ def _run_simulate(args: argparse.Namespace) -> int:
     if args.config is not None:
         return _simulate_config(args)
     check_output_path(args.out, args.overwrite)  # fail before any heavy work
-    noise = parse_noise(args.noise)
+    noise, seed = parse_noise(args.noise), 0 if args.seed is None else args.seed
     op = make_operator(
         args.geometry,
         args.size,
@@ -105,13 +105,12 @@ def _run_simulate(args: argparse.Namespace) -> int:
         args.phantom,
         n=args.n,
         size=args.size,
-        seed=args.seed,
+        seed=seed,
         supersample=args.supersample,
         scaling=args.ellipse_scaling,
         truth=args.truth,
         truth_key=args.truth_key,
     )
-    seed = 0 if args.seed is None else args.seed
     path = simulate(args.out, op, images, noise=noise, seed=seed, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {len(images)} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}) to {path}")
     return 0
