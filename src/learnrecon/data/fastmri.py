@@ -352,3 +352,121 @@ def simulate_fastmri(
             peak, energy = max(peak, float(magnitude.max())), energy + float(magnitude.double().pow(2).sum())
         f.attrs.update({**attrs, "max": peak, "norm": math.sqrt(energy)})
     return Path(out)
+
+
+class FastMRIPair(NamedTuple):
+    """One training pair: truth ``x`` ``(1, *op.domain_shape)`` and k-space ``y`` ``(1, *op.range_shape)``,
+    complex64."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def fastmri_operator(slices: FastMRISlices, operator: dict[str, Any] | None = None) -> MRI:
+    """The one :class:`~learnrecon.operators.MRI` operator of the slices of fastMRI-layout files, for training.
+
+    Files of :func:`simulate_fastmri` carry theirs (attribute ``operator``; its mask and coil maps are checked
+    against the file's datasets). Single-coil fastMRI files use their ``mask``, or, when fully sampled (train/val
+    files, no mask), the mask of ``operator`` (an MRI config section: retrospective undersampling). Multi-coil
+    fastMRI files hold no sensitivities, and per-slice maps (``FastMRISlice.operator(coil_maps="estimated")``) do
+    not make one operator, so they are refused. Every file, and ``operator`` when given, must give the same
+    operator. Reads the first slice of each file.
+    """
+    from learnrecon.operators.registry import build_operator
+
+    section = None if operator is None else build_operator(operator)
+    if section is not None and not isinstance(section, MRI):
+        raise ParameterError(f"fastMRI files hold MRI data; data.operator builds a {type(section).__name__}")
+    ops = [
+        _file_operator(slices[int(start)], info, section)
+        for start, info in zip(slices._starts[:-1], slices.files, strict=True)
+    ]
+    first = str(slices.files[0].path)
+    for op, info in zip(ops[1:], slices.files[1:], strict=True):
+        _same_operator(op, ops[0], str(info.path), first)
+    if section is not None and ops[0] is not section:
+        _same_operator(section, ops[0], "data.operator", first)
+    return ops[0]
+
+
+def _file_operator(item: FastMRISlice, info: _FileIndex, section: MRI | None) -> MRI:
+    """The operator of one file (see :func:`fastmri_operator`), from its first slice ``item``."""
+    from learnrecon.operators.registry import build_operator
+
+    shape = tuple(item.kspace.shape[-2:])
+    mask = None if item.mask is None else _mask_2d(item.mask, shape, str(info.path))
+    if "operator" in info.attrs:
+        op = build_operator(json.loads(info.attrs["operator"]))
+        maps = None if op.coil_maps is None else op.coil_maps.to(torch.complex64)
+        same_maps = (maps is None) == (item.coil_maps is None) and (
+            maps is None or torch.allclose(maps, item.coil_maps, atol=1e-6)
+        )
+        if (mask is not None and not torch.equal(op.mask, mask)) or not same_maps:
+            raise DataFileError(f"{info.path}: its 'operator' attribute does not match its mask or coil maps")
+    elif item.multicoil:
+        raise DataFileError(
+            f"{info.path} is multi-coil and holds no coil sensitivities that one operator could use (fastMRI's "
+            "files do not); train on files of learnrecon simulate (they hold the maps), or estimate maps per slice "
+            "with FastMRISlice.operator(coil_maps='estimated') to reconstruct"
+        )
+    elif mask is not None:
+        op = MRI(mask)
+    elif section is None:
+        raise ParameterError(
+            f"{info.path} is fully sampled (no mask); give data.operator {{type: MRI, image_size: {list(shape)}, "
+            "acceleration: ...}} for the mask that undersamples it"
+        )
+    else:
+        op = section
+    if tuple(op.range_shape) != tuple(item.kspace.shape):
+        raise ShapeError(
+            f"{info.path}: its k-space slices are {tuple(item.kspace.shape)} but the operator's data are "
+            f"{tuple(op.range_shape)}"
+        )
+    return op
+
+
+def _same_operator(a: MRI, b: MRI, what: str, other: str) -> None:
+    """A ShapeError unless ``a`` (named ``what``) has the mask and coil maps of ``b`` (that of file ``other``)."""
+    same_maps = (a.coil_maps is None) == (b.coil_maps is None) and (
+        a.coil_maps is None or torch.allclose(a.coil_maps, b.coil_maps, atol=1e-6)
+    )
+    if a.range_shape != b.range_shape or not torch.equal(a.mask, b.mask) or not same_maps:
+        raise ShapeError(f"{what} has another MRI operator (mask or coil maps) than {other}; train on one operator")
+
+
+class FastMRIPairs(torch.utils.data.Dataset):
+    """Training pairs from the slices of fastMRI-layout files for the operator ``op``
+    (:func:`fastmri_operator`), one slice read per item (a data set larger than memory is never loaded).
+
+    Item ``i`` is the :class:`FastMRIPair` of slice ``i``: ``y = M ⊙ k`` (the slice's k-space on ``op``'s mask;
+    undersampled files are already) and ``x`` the file's complex ``truth``, or, for a fully sampled file without
+    one, the fully sampled image ``Σ_c conj(S_c) F⁻¹ k_c`` (single coil: ``F⁻¹ k``).
+    """
+
+    def __init__(self, slices: FastMRISlices, op: MRI) -> None:
+        self.slices, self.op = slices, op
+        self.path = ", ".join(str(f.path) for f in slices.files)
+        full = torch.ones_like(op.mask)
+        self._full = MRI(full) if op.coil_maps is None else MRI(full, op.coil_maps)
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    def __getitem__(self, index: int) -> FastMRIPair:
+        item = self.slices[index]
+        kspace = item.kspace.to(torch.complex128)
+        if item.truth is not None:
+            truth = item.truth
+        elif item.mask is None:
+            truth = self._full.H(kspace).to(torch.complex64)
+        else:
+            raise DataFileError(
+                f"{item.file} slice {item.slice}: undersampled k-space (it holds a mask) and no complex 'truth', so "
+                "there is no image to train towards"
+            )
+        y = torch.where(self.op.mask, kspace, 0).to(torch.complex64)
+        return FastMRIPair(truth.reshape(1, *self.op.domain_shape), y.reshape(1, *self.op.range_shape))
+
+    def close(self) -> None:
+        self.slices.close()
