@@ -9,6 +9,7 @@ import yaml
 from learnrecon.cli import main
 from learnrecon.config import from_dict
 from learnrecon.data import fastmri as fastmri_module
+from learnrecon.data import load
 from learnrecon.data.fastmri import FastMRISlices, simulate_fastmri, zero_filled
 from learnrecon.data.simulate import Phantoms, simulate
 from learnrecon.data.sources import make_training_data, phantom_source
@@ -82,6 +83,18 @@ def test_cli_simulates_a_config_data_section_as_the_training_stream_draws_it(tmp
     assert main(["simulate", "--config", str(config), "--geometry", "fan", "--out", str(tmp_path / "b.h5")]) == 1
     assert "--config gives the operator, phantoms and noise; leave out --geometry" in capsys.readouterr().err
     assert not (tmp_path / "b.h5").exists()
+
+
+def test_cli_simulates_a_ray_transform_config_in_learnrecon_s_layout(tmp_path):
+    data = {"operator": {"type": "ParallelBeam2D", "image_size": 16, "n_angles": 6, "n_detectors": 23},
+            "phantom": {"type": "ellipses", "scaling": "none"}, "noise": "relative:0.05", "seed": 3}  # fmt: skip
+    config = tmp_path / "ct.yaml"
+    config.write_text(yaml.safe_dump({"data": data}))
+    assert main(["simulate", "--config", str(config), "--n", "2", "--out", str(tmp_path / "ct.h5"), "--quiet"]) == 0
+    x, y = make_training_data(from_dict({"data": data}).data)[0].batch(torch.arange(2))
+    stored = load(tmp_path / "ct.h5")
+    torch.testing.assert_close(stored.tensors().x, x)
+    torch.testing.assert_close(stored.tensors().y, y)
 
 
 def test_a_failed_simulation_leaves_no_file_and_bad_operators_are_named(tmp_path, monkeypatch):

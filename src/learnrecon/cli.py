@@ -131,7 +131,8 @@ def _simulate_config(args: argparse.Namespace) -> int:
         raise ParameterError(f"--config gives the operator, phantoms and noise; leave out {options}")
     path = find_config(args.config)
     data = load_config(path).data
-    refused = [key for key in ("simulation", "train_file", "validation_file", "lodopab") if getattr(data, key)]
+    files = ("simulation", "train_file", "validation_file", "lodopab", "fastmri")
+    refused = [key for key in files if getattr(data, key)]
     if refused:
         raise ParameterError(f"simulate --config simulates a data section's operator, phantom and noise; {path} "
                              f"also sets data.{', data.'.join(refused)}, which it does not simulate")  # fmt: skip
