@@ -77,7 +77,7 @@ class MRIPreset:
     n_heads: int = 4
     tikhonov_alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1)
     tv_lambdas: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
-    fista_lambdas: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    fista_lambdas: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
     cg_iterations: int = 50
     tv_iterations: int = 300
     fista_iterations: int = 200
