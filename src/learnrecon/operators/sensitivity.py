@@ -107,11 +107,11 @@ def estimate_coil_maps(
     if window not in WINDOWS:
         raise ParameterError(f"unknown window {window!r}; choose one of {', '.join(WINDOWS)}")
     left, right = _acs(_column_mask(mask, tuple(kspace.shape[-2:])))
-    real = kspace.real.dtype
-    taper = torch.zeros(kspace.shape[-1], dtype=real, device=kspace.device)
+    options = {"dtype": kspace.real.dtype, "device": kspace.device}
+    taper = torch.zeros(kspace.shape[-1], **options)
     n = right - left + 1
-    taper[left : right + 1] = 1 if window == "none" else torch.hann_window(n + 2, periodic=False, dtype=real)[1:-1]
+    taper[left : right + 1] = 1 if window == "none" else torch.hann_window(n + 2, periodic=False, **options)[1:-1]
     images = centred_ifft2(kspace * taper)
     root = images.abs().pow(2).sum(dim=-3, keepdim=True).sqrt()
     floor = eps * root.amax(dim=(-2, -1), keepdim=True)
-    return images / torch.maximum(root, floor).clamp_min(torch.finfo(real).tiny)
+    return images / torch.maximum(root, floor).clamp_min(torch.finfo(options["dtype"]).tiny)
