@@ -1,5 +1,7 @@
 """Simulated MRI data written in fastMRI's layout (simulate_fastmri, learnrecon simulate --config) and read back."""
 
+import importlib
+
 import h5py
 import numpy as np
 import pytest
@@ -8,13 +10,14 @@ import yaml
 
 from learnrecon.cli import main
 from learnrecon.config import from_dict
-from learnrecon.data import fastmri as fastmri_module
 from learnrecon.data import load
-from learnrecon.data.fastmri import FastMRISlices, simulate_fastmri, zero_filled
-from learnrecon.data.simulate import Phantoms, simulate
+from learnrecon.data.fastmri import FastMRISlices, zero_filled
+from learnrecon.data.simulate import Phantoms, simulate, simulate_fastmri
 from learnrecon.data.sources import make_training_data, phantom_source
 from learnrecon.errors import ParameterError
 from learnrecon.operators import MRI, cartesian_mask
+
+simulate_module = importlib.import_module("learnrecon.data.simulate")  # the module, not data.simulate()
 
 DATA = {
     "operator": {"type": "MRI", "image_size": 24, "acceleration": 4, "center_fraction": 0.25, "n_coils": 3},
@@ -107,8 +110,8 @@ def test_a_failed_simulation_leaves_no_file_and_bad_operators_are_named(tmp_path
             raise RuntimeError("interrupted")
         return original(*args, **kwargs)
 
-    original = fastmri_module.measure
-    monkeypatch.setattr(fastmri_module, "measure", failing)
+    original = simulate_module.measure
+    monkeypatch.setattr(simulate_module, "measure", failing)
     with pytest.raises(RuntimeError, match="interrupted"):
         simulate_fastmri(tmp_path / "half.h5", op, _phantoms(4, 16), chunk_size=2, progress=False)
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []  # nothing half-written, no temporary file

@@ -8,8 +8,7 @@ import yaml
 
 from learnrecon.cli import main
 from learnrecon.config import from_dict
-from learnrecon.data.fastmri import simulate_fastmri
-from learnrecon.data.simulate import Phantoms
+from learnrecon.data.simulate import Phantoms, simulate_fastmri
 from learnrecon.data.sources import make_training_data, make_validation_data, phantom_source
 from learnrecon.errors import DataFileError, ParameterError, ShapeError
 from learnrecon.models.hub import load_model

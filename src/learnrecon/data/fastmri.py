@@ -9,7 +9,8 @@ A fastMRI volume file holds::
     /ismrmrd_header       bytes                                   the scan's XML header (not read here)
     attrs                 acquisition, max, norm, patient_id, [acceleration, num_low_frequency]
 
-and files that :func:`simulate_fastmri` (``learnrecon simulate`` with an MRI operator) writes hold besides::
+and the files of :func:`learnrecon.data.simulate.simulate_fastmri` (``learnrecon simulate`` with an MRI operator)
+hold besides::
 
     /truth                complex64 (n_slices, H, W)              the complex ground truth
     /coil_maps            complex64 (n_coils, H, W)               the sensitivities (multi-coil; all slices)
@@ -22,7 +23,7 @@ The k-space is stored centred, so fastMRI's image is ``fftshift(ifft2(ifftshift(
 (shapes and attributes), and reads one slice's arrays per item, so a data set larger than memory is never loaded
 whole (tested by recording the reads).
 
-:func:`simulate_fastmri` writes simulated MRI data in this layout: the k-space of the complex phantoms through an
+``simulate_fastmri`` writes simulated MRI data in this layout: the k-space of the complex phantoms through an
 :class:`~learnrecon.operators.MRI` operator with noise, zero where not sampled (as fastMRI's test files), its mask,
 the magnitude target (``reconstruction_rss`` multi-coil, ``reconstruction_esc`` single-coil: ``rss`` of the
 noiseless coil images, which is ``|x|`` for sensitivities with ``Σ_c |S_c|² = 1``) and the two datasets above.
@@ -31,7 +32,6 @@ noiseless coil images, which is ``|x|`` for sensitivities with ``Σ_c |S_c|² = 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,20 +39,22 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-import learnrecon
 from learnrecon.data.hdf5 import open_h5
-from learnrecon.data.simulate import NoiseSpec, Phantoms, as_images, chunk_bytes, measure, parse_noise
 from learnrecon.errors import DataFileError, ParameterError, ShapeError
-from learnrecon.io.files import atomic_path
-from learnrecon.io.lock import output_lock
 from learnrecon.operators.mri import MRI, centred_ifft2
-from learnrecon.operators.registry import operator_config
-from learnrecon.operators.sensitivity import acs_width, estimate_coil_maps
-from learnrecon.runtime import check_memory
+from learnrecon.operators.sensitivity import estimate_coil_maps
 
-__all__ = ["FastMRISlice", "FastMRISlices", "center_crop", "rss", "simulate_fastmri", "zero_filled"]
+__all__ = [
+    "FastMRIPair",
+    "FastMRIPairs",
+    "FastMRISlice",
+    "FastMRISlices",
+    "center_crop",
+    "fastmri_operator",
+    "rss",
+    "zero_filled",
+]
 
 #: The target datasets of fastMRI files, in the order they are looked for.
 TARGETS = ("reconstruction_rss", "reconstruction_esc")
@@ -61,7 +63,7 @@ TARGETS = ("reconstruction_rss", "reconstruction_esc")
 class FastMRISlice(NamedTuple):
     """One slice: ``kspace`` complex64 ``([n_coils,] H, W)``, ``target`` float32 ``(h, w)`` (None in test
     files), ``mask`` bool ``(W,)`` (None in train/val files), the file's ``attrs``, where it came from, and, in
-    files of :func:`simulate_fastmri`, the complex ``truth`` ``(H, W)`` and the ``coil_maps`` ``(n_coils, H, W)``."""
+    files of ``simulate_fastmri``, the complex ``truth`` ``(H, W)`` and the ``coil_maps`` ``(n_coils, H, W)``."""
 
     kspace: torch.Tensor
     target: torch.Tensor | None
@@ -81,7 +83,7 @@ class FastMRISlice(NamedTuple):
 
         Multi-coil slices need sensitivities: ``coil_maps`` ``(n_coils, H, W)``, ``"estimated"`` (from this
         slice's fully sampled k-space centre, :func:`~learnrecon.operators.estimate_coil_maps`, with the mask's
-        centre lines), or None: the file's own (files of :func:`simulate_fastmri` hold them; fastMRI's do not)."""
+        centre lines), or None: the file's own (files of ``simulate_fastmri`` hold them; fastMRI's do not)."""
         mask = self.mask if mask is None else mask
         if mask is None:
             raise ParameterError(
@@ -272,88 +274,6 @@ class FastMRISlices(torch.utils.data.Dataset):
         return f"FastMRISlices({len(self.files)} files, {len(self)} slices)"
 
 
-def simulate_fastmri(
-    out: str | Path,
-    op: MRI,
-    x: Phantoms | torch.Tensor,
-    *,
-    noise: NoiseSpec | str = "none",
-    seed: int = 0,
-    phantom_info: dict | None = None,
-    overwrite: bool = False,
-    chunk_size: int = 64,
-    progress: bool = True,
-) -> Path:
-    """Write ``y_i = M ⊙ noise(op(x_i))`` for every image, with the mask, the targets, the complex truth and the
-    coil maps, to ``out`` in fastMRI's layout (module docstring), ``chunk_size`` images at a time.
-
-    Args:
-        out: output file; refused if it exists unless ``overwrite``, or while another process writes it;
-            written atomically (nothing is left at ``out`` when writing fails).
-        op: an :class:`~learnrecon.operators.MRI` operator with a line mask (fastMRI stores the mask as its
-            ``(W,)`` sampled columns), storable with :func:`~learnrecon.operators.registry.operator_config`.
-        x: ground truth: :class:`~learnrecon.data.simulate.Phantoms` (real or complex images) or a tensor
-            ``(n, 1, H, W)``; real images get zero phase.
-        noise: a :class:`~learnrecon.data.simulate.NoiseSpec` or its string form (complex Gaussian on k-space).
-        seed: seeds the noise of sample ``i`` through :func:`~learnrecon.data.simulate.sample_generator`.
-    """
-    if not isinstance(op, MRI):
-        raise ParameterError(f"fastMRI files hold MRI data; got a {type(op).__name__} operator")
-    mask = op.mask
-    if not bool((mask == mask[:1]).all()):
-        raise ParameterError(
-            "fastMRI files store the mask as sampled columns (W,), but this operator's mask samples points; "
-            "use a Cartesian line mask (cartesian_mask, or mask_columns in the config)"
-        )
-    noise = parse_noise(noise) if isinstance(noise, str) else noise
-    images = x if isinstance(x, Phantoms) else Phantoms.of(x, None, phantom_info)
-    shape = tuple(op.domain_shape[-2:])
-    if images.shape != shape:
-        raise ShapeError(f"truth has images of {images.shape} but the operator's are {shape}")
-    multicoil = op.coil_maps is not None
-    n, chunk_size = images.n, max(1, min(chunk_size, images.n))
-    check_memory(chunk_bytes(op, shape, chunk_size), f"simulating {chunk_size} MRI images of {shape}")
-    try:
-        acs = acs_width(mask)
-    except ParameterError:
-        acs = 0  # no fully sampled centre
-    attrs = {
-        "format": "fastmri",
-        "acquisition": "simulated",
-        "patient_id": "",
-        "acceleration": float(op.acceleration),
-        "num_low_frequency": acs,
-        "operator": json.dumps(operator_config(op)),
-        "phantom": json.dumps(images.info if isinstance(x, Phantoms) else phantom_info or {}),
-        "noise": str(noise),
-        "seed": seed,
-        "learnrecon_version": learnrecon.__version__,
-    }
-    data_shape = tuple(op.range_shape)  # (n_coils, H, W) or (H, W)
-    target_name = TARGETS[0] if multicoil else TARGETS[1]
-    peak, energy = 0.0, 0.0
-    with output_lock(out, "learnrecon simulate"), atomic_path(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
-        kspace = f.create_dataset("kspace", shape=(n, *data_shape), dtype="complex64", chunks=(1, *data_shape))
-        target = f.create_dataset(target_name, shape=(n, *shape), dtype="float32", chunks=(1, *shape))
-        truth = f.create_dataset("truth", shape=(n, *shape), dtype="complex64", chunks=(1, *shape))
-        f.create_dataset("mask", data=mask[0].numpy().astype(np.uint8))
-        if multicoil:
-            f.create_dataset("coil_maps", data=op.coil_maps.numpy().astype(np.complex64))
-        for start in tqdm(range(0, n, chunk_size), desc="simulating", unit="chunk", disable=not progress):
-            stop = min(n, start + chunk_size)
-            chunk = as_images(images.chunk(start, stop)[0], op)  # (k, 1, *domain) complex
-            y = measure(op, chunk, noise, seed=seed, start=start)[:, 0]  # (k, *range)
-            kspace[start:stop] = (y * mask.to(y.device)).numpy()
-            image = chunk.reshape(stop - start, *shape)
-            coil_images = image[:, None] * op.coil_maps.to(image.dtype) if multicoil else image[:, None]
-            magnitude = rss(coil_images)  # |x| for Σ_c |S_c|² = 1
-            target[start:stop] = magnitude.float().numpy()
-            truth[start:stop] = image.to(torch.complex64).numpy()
-            peak, energy = max(peak, float(magnitude.max())), energy + float(magnitude.double().pow(2).sum())
-        f.attrs.update({**attrs, "max": peak, "norm": math.sqrt(energy)})
-    return Path(out)
-
-
 class FastMRIPair(NamedTuple):
     """One training pair: truth ``x`` ``(1, *op.domain_shape)`` and k-space ``y`` ``(1, *op.range_shape)``,
     complex64."""
@@ -365,7 +285,7 @@ class FastMRIPair(NamedTuple):
 def fastmri_operator(slices: FastMRISlices, operator: dict[str, Any] | None = None) -> MRI:
     """The one :class:`~learnrecon.operators.MRI` operator of the slices of fastMRI-layout files, for training.
 
-    Files of :func:`simulate_fastmri` carry theirs (attribute ``operator``; its mask and coil maps are checked
+    Files of ``simulate_fastmri`` carry theirs (attribute ``operator``; its mask and coil maps are checked
     against the file's datasets). Single-coil fastMRI files use their ``mask``, or, when fully sampled (train/val
     files, no mask), the mask of ``operator`` (an MRI config section: retrospective undersampling). Multi-coil
     fastMRI files hold no sensitivities, and per-slice maps (``FastMRISlice.operator(coil_maps="estimated")``) do
