@@ -19,11 +19,14 @@ def test_mri_smoke_preset_runs_and_orders_the_classical_methods(tmp_path):
     results = json.loads((tmp_path / "mri" / "results.json").read_text())
     assert results["results"] == json.loads(json.dumps(summary["results"]))
     at4 = summary["results"]["4x"]
-    assert set(at4) == {"zero-filled", "CG-SENSE (Tikhonov)", "TV (complex PDHG)"}
+    assert set(at4) == {"zero-filled", "CG-SENSE (Tikhonov)", "TV (complex PDHG)", "FISTA-wavelet"}
     for test in ("ellipses", "Shepp–Logan"):
         assert at4["TV (complex PDHG)"][test]["psnr"] > at4["zero-filled"][test]["psnr"]
+        assert at4["FISTA-wavelet"][test]["psnr"] > at4["zero-filled"][test]["psnr"]
         assert at4["CG-SENSE (Tikhonov)"][test]["nmse"] < at4["zero-filled"][test]["nmse"]
     report = (tmp_path / "mri" / "report.md").read_text()
+    assert summary["tuned"]["4x ellipses"]["FISTA-wavelet lambda"] > 0
+    assert "| FISTA-wavelet |" in report and "FISTA-wavelet is not run" not in report
     assert "| zero-filled |" in report and (tmp_path / "mri" / "figures" / "reconstructions-4x.png").exists()
 
 

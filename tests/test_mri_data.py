@@ -165,8 +165,13 @@ def test_fastmri_reader_reads_one_slice_at_a_time(tmp_path, monkeypatch):
     coils = torch.randn(4, 20, 16, dtype=torch.complex64)
     torch.testing.assert_close(rss(coils), coils.abs().pow(2).sum(0).sqrt())
     assert center_crop(torch.arange(20.0 * 16).reshape(20, 16), (8, 8)).shape == (8, 8)
-    with pytest.raises(ParameterError, match="multi-coil; its operator needs coil sensitivities"):
+    with pytest.raises(ParameterError, match="holds no mask"):
         item.operator()
+    mask = cartesian_mask((20, 16), 4, 0.25)
+    with pytest.raises(ParameterError, match="multi-coil; its operator needs coil sensitivities.*'estimated'"):
+        item.operator(mask)
+    estimated = item.operator(mask, coil_maps="estimated")  # from the slice's 4 centre columns
+    assert estimated.coil_maps.shape == (4, 20, 16) and torch.equal(estimated.mask, mask)
 
 
 def test_fastmri_reader_errors_name_the_problem(tmp_path):

@@ -60,11 +60,22 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         help="none | relative:F | gaussian:S | poisson:N0[:MU_MAX] (post-log) | counts:N0[:MU_MAX[:READOUT]] "
         "(photon counts, pre-log: the file stores the Beer–Lambert model)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--config",
+        help="simulate the data section of a training config instead (its operator, phantom, noise and seed); an MRI "
+        "operator writes fastMRI's HDF5 layout with the complex truth and the coil maps. Not combined with the "
+        "options above but --n",
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed of the phantoms and noise (default 0, or data.seed)")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_run_simulate)
+    p.set_defaults(run=_run_simulate, config_excludes={name: p.get_default(name) for name in _SIMULATION_OPTIONS})
+
+
+#: The simulate options that describe the set-up, which a --config gives instead.
+_SIMULATION_OPTIONS = ("phantom", "truth", "truth_key", "size", "supersample", "ellipse_scaling", "geometry", "angles",
+                       "detectors", "extent", "source_distance", "detector_distance", "noise")  # fmt: skip
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
@@ -76,8 +87,10 @@ def _run_simulate(args: argparse.Namespace) -> int:
     for name in ("n", "size", "angles", "supersample"):
         if getattr(args, name) < 1:
             raise ParameterError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.config is not None:
+        return _simulate_config(args)
     check_output_path(args.out, args.overwrite)  # fail before any heavy work
-    noise = parse_noise(args.noise)
+    noise, seed = parse_noise(args.noise), 0 if args.seed is None else args.seed
     op = make_operator(
         args.geometry,
         args.size,
@@ -92,16 +105,46 @@ def _run_simulate(args: argparse.Namespace) -> int:
         args.phantom,
         n=args.n,
         size=args.size,
-        seed=args.seed,
+        seed=seed,
         supersample=args.supersample,
         scaling=args.ellipse_scaling,
         truth=args.truth,
         truth_key=args.truth_key,
     )
-    path = simulate(
-        args.out, op, images, noise=noise, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet
-    )
+    path = simulate(args.out, op, images, noise=noise, seed=seed, overwrite=args.overwrite, progress=not args.quiet)
     print(f"wrote {len(images)} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}) to {path}")
+    return 0
+
+
+def _simulate_config(args: argparse.Namespace) -> int:
+    """``simulate --config``: the phantoms, operator and noise of a config's data section, ``--n`` samples."""
+    from learnrecon.config import find_config, load_config
+    from learnrecon.data.simulate import Phantoms, parse_noise, simulate
+    from learnrecon.data.sources import phantom_source
+    from learnrecon.errors import ParameterError
+    from learnrecon.io.files import check_output_path
+    from learnrecon.operators.registry import build_operator
+
+    given = [name for name, default in args.config_excludes.items() if getattr(args, name) != default]
+    if given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ParameterError(f"--config gives the operator, phantoms and noise; leave out {options}")
+    path = find_config(args.config)
+    data = load_config(path).data
+    files = ("simulation", "train_file", "validation_file", "lodopab", "fastmri")
+    refused = [key for key in files if getattr(data, key)]
+    if refused:
+        raise ParameterError(f"simulate --config simulates a data section's operator, phantom and noise; {path} "
+                             f"also sets data.{', data.'.join(refused)}, which it does not simulate")  # fmt: skip
+    check_output_path(args.out, args.overwrite)  # fail before any heavy work
+    op, source, noise = build_operator(data.operator_section()), phantom_source(data.phantom), parse_noise(data.noise)
+    seed = data.seed if args.seed is None else args.seed
+    shape = tuple(op.domain_shape[-2:])
+    info = {"config": str(path), **dict(data.phantom), "n": args.n, "seed": seed}
+    images = Phantoms.drawn(source, args.n, shape, seed=seed, info=info)
+    out = simulate(args.out, op, images, noise=noise, seed=seed, overwrite=args.overwrite, progress=not args.quiet)
+    layout = "fastMRI's layout" if op.range_complex else "learnrecon's layout"
+    print(f"wrote {args.n} samples ({op.name} {op.domain_shape} -> {op.range_shape}, noise {noise}; {layout}) to {out}")
     return 0
 
 

@@ -84,6 +84,13 @@ class DataConfig:
     validation on the first ``n_validation`` of the ``validation`` part, the operator LoDoPaB's ray transform with
     that ``backend``; ``operator``, ``train_file`` and ``validation_file`` are then left out.
 
+    With ``fastmri: {train: PATH, validation: PATH}`` (each a file, a folder of ``*.h5`` files or a list of files in
+    fastMRI's layout, e.g. from ``learnrecon simulate --config``) the MRI pairs are read slice by slice from those
+    files (:class:`learnrecon.data.fastmri.FastMRIPairs`: never loaded whole), shuffled per epoch with ``seed``;
+    validation on the first ``n_validation`` slices of ``validation``. The operator is the files'
+    (:func:`learnrecon.data.fastmri.fastmri_operator`); ``operator``, if given, must agree with it, or gives the
+    mask of fully sampled single-coil files.
+
     The flat keys of earlier versions (``geometry``, ``image_size``, ``n_angles``, ``n_detectors``,
     ``ellipse_scaling``, ``supersample``, ``simulation_size``, ``simulation_upsampling`` and ``phantom`` as a
     name) are still read, with a warning that says what to write instead (:func:`upgrade_data_section`).
@@ -99,6 +106,7 @@ class DataConfig:
     validation_seed: int = 999
     validation_file: str | None = None
     lodopab: dict[str, Any] | None = None
+    fastmri: dict[str, Any] | None = None
 
     def operator_section(self) -> dict[str, Any]:
         """The operator section to build: the given one, or :data:`DEFAULT_OPERATOR`."""

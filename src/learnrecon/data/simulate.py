@@ -13,19 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 import learnrecon
 from learnrecon import noise as noise_models
 from learnrecon import phantoms
+from learnrecon.data.fastmri import TARGETS, rss
 from learnrecon.data.hdf5 import FORMAT, FORMAT_VERSION
 from learnrecon.data.readers import read_images
 from learnrecon.errors import DTypeError, ParameterError, ShapeError
 from learnrecon.io.files import atomic_path
 from learnrecon.io.lock import output_lock
 from learnrecon.operators.base import LinearOperator
+from learnrecon.operators.mri import MRI
 from learnrecon.operators.registry import operator_config
+from learnrecon.operators.sensitivity import acs_width
 from learnrecon.runtime import check_memory
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "prelog_operator",
     "sample_generator",
     "simulate",
+    "simulate_fastmri",
     "simulate_pairs",
     "upsample_bilinear",
 ]
@@ -140,8 +145,9 @@ def sample_generator(seed: int, index: int, stream: int = 0) -> torch.Generator:
 
 class Phantoms:
     """``n`` ground-truth images made chunk by chunk: ``chunk(start, stop)`` gives images ``start … stop − 1``
-    ``(k, 1, H, W)`` float32 and their labels ``(k, H, W)`` (or None), so that a data set larger than memory
-    is simulated in memory bounded by the chunk. ``info`` describes them for the file's attributes."""
+    ``(k, 1, H, W)`` float32 (complex64 for MRI phantoms) and their labels ``(k, H, W)`` (or None), so that a
+    data set larger than memory is simulated in memory bounded by the chunk. ``info`` describes them for the
+    file's attributes."""
 
     def __init__(
         self,
@@ -170,6 +176,17 @@ class Phantoms:
             info or {},
             labels is not None,
         )
+
+    @classmethod
+    def drawn(cls, source, n: int, shape: tuple[int, int], *, seed: int, info: dict | None = None) -> Phantoms:
+        """Phantoms ``0 … n − 1`` of ``seed`` from ``source`` (a :class:`~learnrecon.data.sources.PhantomSource`:
+        ``source.draw(k, shape, seed=, start=)``), without labels: the images a training run with that phantom
+        section and seed simulates on the fly."""
+
+        def chunk(start: int, stop: int) -> tuple[torch.Tensor, None]:
+            return source.draw(stop - start, shape, seed=seed, start=start), None
+
+        return cls(n, tuple(shape), chunk, info or {}, False)
 
 
 def make_phantoms(
@@ -244,7 +261,15 @@ def simulate(
             counts and stores the pre-log model :class:`~learnrecon.operators.nonlinear.BeerLambert` of ``op``
             (:func:`prelog_operator`) as the file's operator.
         seed: seeds the noise of sample ``i`` through :func:`sample_generator`.
+
+    An MRI operator (complex data) writes fastMRI's layout instead, with the complex truth and the coil maps
+    (:func:`simulate_fastmri`; that layout holds no labels, so ``labels`` are refused).
     """
+    if op.range_complex:
+        if labels is not None:
+            raise ParameterError("MRI data are written in fastMRI's layout, which holds no labels; leave out labels")
+        return simulate_fastmri(out, op, x, noise=noise, seed=seed, phantom_info=phantom_info, overwrite=overwrite,
+                                chunk_size=chunk_size, progress=progress)  # fmt: skip
     noise = parse_noise(noise) if isinstance(noise, str) else noise
     op = prelog_operator(op, noise)
     images = x if isinstance(x, Phantoms) else Phantoms.of(x, labels, phantom_info)
@@ -391,3 +416,85 @@ def _mirror(i: torch.Tensor, n: int) -> torch.Tensor:
     period = max(2 * (n - 1), 1)
     i = i.remainder(period)
     return torch.where(i > n - 1, period - i, i)
+
+
+def simulate_fastmri(
+    out: str | Path,
+    op: MRI,
+    x: Phantoms | torch.Tensor,
+    *,
+    noise: NoiseSpec | str = "none",
+    seed: int = 0,
+    phantom_info: dict | None = None,
+    overwrite: bool = False,
+    chunk_size: int = 64,
+    progress: bool = True,
+) -> Path:
+    """Write ``y_i = M ⊙ noise(op(x_i))`` for every image, with the mask, the targets, the complex truth and the
+    coil maps, to ``out`` in fastMRI's layout (:mod:`learnrecon.data.fastmri`), ``chunk_size`` images at a time.
+
+    Args:
+        out: output file; refused if it exists unless ``overwrite``, or while another process writes it;
+            written atomically (nothing is left at ``out`` when writing fails).
+        op: an :class:`~learnrecon.operators.MRI` operator with a line mask (fastMRI stores the mask as its
+            ``(W,)`` sampled columns), storable with :func:`~learnrecon.operators.registry.operator_config`.
+        x: ground truth: :class:`Phantoms` (real or complex images) or a tensor
+            ``(n, 1, H, W)``; real images get zero phase.
+        noise: a :class:`NoiseSpec` or its string form (complex Gaussian on k-space).
+        seed: seeds the noise of sample ``i`` through :func:`sample_generator`.
+    """
+    if not isinstance(op, MRI):
+        raise ParameterError(f"fastMRI files hold MRI data; got a {type(op).__name__} operator")
+    mask = op.mask
+    if not bool((mask == mask[:1]).all()):
+        raise ParameterError(
+            "fastMRI files store the mask as sampled columns (W,), but this operator's mask samples points; "
+            "use a Cartesian line mask (cartesian_mask, or mask_columns in the config)"
+        )
+    noise = parse_noise(noise) if isinstance(noise, str) else noise
+    images = x if isinstance(x, Phantoms) else Phantoms.of(x, None, phantom_info)
+    shape = tuple(op.domain_shape[-2:])
+    if images.shape != shape:
+        raise ShapeError(f"truth has images of {images.shape} but the operator's are {shape}")
+    multicoil = op.coil_maps is not None
+    n, chunk_size = images.n, max(1, min(chunk_size, images.n))
+    check_memory(chunk_bytes(op, shape, chunk_size), f"simulating {chunk_size} MRI images of {shape}")
+    try:
+        acs = acs_width(mask)
+    except ParameterError:
+        acs = 0  # no fully sampled centre
+    attrs = {
+        "format": "fastmri",
+        "acquisition": "simulated",
+        "patient_id": "",
+        "acceleration": float(op.acceleration),
+        "num_low_frequency": acs,
+        "operator": json.dumps(operator_config(op)),
+        "phantom": json.dumps(images.info if isinstance(x, Phantoms) else phantom_info or {}),
+        "noise": str(noise),
+        "seed": seed,
+        "learnrecon_version": learnrecon.__version__,
+    }
+    data_shape = tuple(op.range_shape)  # (n_coils, H, W) or (H, W)
+    target_name = TARGETS[0] if multicoil else TARGETS[1]
+    peak, energy = 0.0, 0.0
+    with output_lock(out, "learnrecon simulate"), atomic_path(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        kspace = f.create_dataset("kspace", shape=(n, *data_shape), dtype="complex64", chunks=(1, *data_shape))
+        target = f.create_dataset(target_name, shape=(n, *shape), dtype="float32", chunks=(1, *shape))
+        truth = f.create_dataset("truth", shape=(n, *shape), dtype="complex64", chunks=(1, *shape))
+        f.create_dataset("mask", data=mask[0].numpy().astype(np.uint8))
+        if multicoil:
+            f.create_dataset("coil_maps", data=op.coil_maps.numpy().astype(np.complex64))
+        for start in tqdm(range(0, n, chunk_size), desc="simulating", unit="chunk", disable=not progress):
+            stop = min(n, start + chunk_size)
+            chunk = as_images(images.chunk(start, stop)[0], op)  # (k, 1, *domain) complex
+            y = measure(op, chunk, noise, seed=seed, start=start)[:, 0]  # (k, *range)
+            kspace[start:stop] = (y * mask.to(y.device)).numpy()
+            image = chunk.reshape(stop - start, *shape)
+            coil_images = image[:, None] * op.coil_maps.to(image.dtype) if multicoil else image[:, None]
+            magnitude = rss(coil_images)  # |x| for Σ_c |S_c|² = 1
+            target[start:stop] = magnitude.float().numpy()
+            truth[start:stop] = image.to(torch.complex64).numpy()
+            peak, energy = max(peak, float(magnitude.max())), energy + float(magnitude.double().pow(2).sum())
+        f.attrs.update({**attrs, "max": peak, "norm": math.sqrt(energy)})
+    return Path(out)

@@ -20,6 +20,7 @@ import torch
 
 from learnrecon import phantoms
 from learnrecon.config import DataConfig
+from learnrecon.data.fastmri import FastMRIPairs, FastMRISlices, fastmri_operator
 from learnrecon.data.hdf5 import load
 from learnrecon.data.lodopab import LoDoPaBFiles
 from learnrecon.data.simulate import (
@@ -319,11 +320,38 @@ def lodopab_section(cfg: DataConfig) -> dict[str, Any]:
     return section
 
 
+#: The keys of a ``data.fastmri`` section.
+FASTMRI_KEYS = ("train", "validation")
+
+
+def fastmri_section(cfg: DataConfig, labels: bool) -> dict[str, Any]:
+    """``cfg.fastmri`` checked: ``train`` and ``validation`` given, no other source of data beside it, no task."""
+    section = dict(cfg.fastmri or {})
+    if set(section) != set(FASTMRI_KEYS):
+        raise ParameterError(f"data.fastmri takes train and validation (both required), got {sorted(section)}")
+    clashing = [key for key in ("train_file", "validation_file", "lodopab", "simulation") if getattr(cfg, key)]
+    if clashing:
+        raise ParameterError(f"data.fastmri brings its own data; leave out data.{', data.'.join(clashing)}")
+    if labels:
+        raise DataFileError("fastMRI files hold no label maps, which a task run trains on")
+    return section
+
+
+def _fastmri_pairs(cfg: DataConfig, part: str, labels: bool) -> FastMRIPairs:
+    slices = FastMRISlices(fastmri_section(cfg, labels)[part])
+    return FastMRIPairs(slices, fastmri_operator(slices, cfg.operator))
+
+
 def make_training_data(
     cfg: DataConfig, *, labels: bool = False
 ) -> tuple[SimulatedPairs | FilePairs | LoDoPaBPairs, LinearOperator]:
     """The training stream of a data config and its operator (built from ``cfg.operator``, or the file's, or
-    LoDoPaB's); with ``labels`` (a task run) its batches carry the label maps as ``extra["labels"]``."""
+    LoDoPaB's, or the fastMRI files'); with ``labels`` (a task run) its batches carry the label maps as
+    ``extra["labels"]``."""
+    if cfg.fastmri is not None:
+        pairs = _fastmri_pairs(cfg, "train", labels)
+        operator_config(pairs.op)  # an operator that checkpoints can store, or the error that says why not
+        return FilePairs(pairs, cfg.seed), pairs.op
     if cfg.lodopab is not None:
         section = lodopab_section(cfg)
         if labels:
@@ -376,7 +404,17 @@ def simulation_setting(cfg: DataConfig, op: LinearOperator) -> tuple[LinearOpera
 
 def make_validation_data(cfg: DataConfig, op: LinearOperator, *, labels: bool = False) -> Pairs | Batch:
     """``n_validation`` phantoms of ``validation_seed`` on ``op`` (or the whole ``validation_file``); with
-    ``labels`` a :class:`Batch` with their label maps as ``extra["labels"]``."""
+    ``labels`` a :class:`Batch` with their label maps as ``extra["labels"]``; for ``data.fastmri`` the first
+    ``n_validation`` slices of its validation files."""
+    if cfg.fastmri is not None:
+        pairs = _fastmri_pairs(cfg, "validation", labels)
+        _check_same_operator(pairs.op, op, f"data.fastmri.validation {pairs.path}")
+        if cfg.n_validation < 1:
+            raise ParameterError(f"data.n_validation must be >= 1, got {cfg.n_validation}")
+        validation = read_pairs(pairs, range(min(cfg.n_validation, len(pairs))))
+        pairs.close()
+        check_finite_pairs(validation, f"data.fastmri.validation {pairs.path}")
+        return validation
     if cfg.lodopab is not None:
         section = lodopab_section(cfg)
         if labels:
