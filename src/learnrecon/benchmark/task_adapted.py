@@ -24,6 +24,7 @@ Output folder::
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
@@ -302,7 +303,7 @@ def run_task_benchmark(
     if out.exists() and not overwrite:
         raise ParameterError(f"{out} exists; pass --overwrite to replace it")
     problems = tuple(get_problem(p).name for p in problems)
-    started = time.perf_counter()
+    started, load = time.perf_counter(), _load_average()
     runs = {name: train_sweep(runs_dir, seeds, progress, name) if full else shipped_runs(name) for name in problems}
     results, shown = {}, {}
     for name in problems:
@@ -319,10 +320,10 @@ def run_task_benchmark(
         tmp = out.with_name(f".{out.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "figures").mkdir(parents=True)
-        summary = {"problems": results, "machine": machine_info(), "full": full}
+        summary = {"problems": results, "machine": {**machine_info(), "load_average_at_start": load}, "full": full}
         for name in problems:
             _figures(tmp / "figures", *shown[name], suffix=PROBLEMS[name].figure_suffix)
-        summary["minutes"] = round((time.perf_counter() - started) / 60, 2)
+        summary["seconds"] = round(time.perf_counter() - started, 1)
         write_json(tmp / "results.json", summary)
         (tmp / "report.md").write_text(_report(summary), encoding="utf-8")
         shutil.rmtree(out, ignore_errors=True)
@@ -402,11 +403,26 @@ def _report(summary: dict) -> str:
             f"![trade-off {name}](figures/tradeoff{suffix}.png)\n\n"
             f"![segmentations {name}](figures/segmentations{suffix}.png)\n"
         )
+    m = summary["machine"]
+    load = m.get("load_average_at_start")
+    machine = (
+        f"{m['cpu_count']}-core CPU ({m['processor']}), {m['torch_threads']} torch thread(s), torch {m['torch']}"
+        + (f", load average {load:.1f} at the start" if load is not None else "")
+    )
+    what = "training what was not trained yet, then evaluating" if summary["full"] else "evaluation only"
     return (
         "# Task-adapted reconstruction: joint reconstruction and segmentation\n\n"
-        f"`learnrecon benchmark --preset {command}`; {summary['machine']}; {summary.get('minutes')} minutes in all "
-        "(evaluation, and with the full preset the training).\n\n" + "\n".join(sections)
+        f"`learnrecon benchmark --preset {command}` ({', '.join(summary['problems']).upper()}); {machine}; "
+        f"{summary.get('seconds')} s wall time ({what}).\n\n" + "\n".join(sections)
     )
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (how busy the machine was), where the platform gives one."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
 
 
 def _plane(images: torch.Tensor, i: int) -> torch.Tensor:
