@@ -225,28 +225,43 @@ def test_labels_the_model_cannot_take_and_files_without_labels_are_refused(tmp_p
 
 
 def test_the_task_adapted_benchmark_trains_the_sweep_evaluates_and_reports(tmp_path, monkeypatch):
+    from dataclasses import replace
+
     from learnrecon.benchmark import task_adapted as bench
 
-    small = json.loads(json.dumps(bench.BASE))
+    small = json.loads(json.dumps(bench.CT_BASE))
     small["model"]["params"] = SMALL_PARAMS["task-adapted"]
     small["data"]["operator"] = {"type": "ParallelBeam2D", "image_size": 24, "n_angles": 6, "n_detectors": 35}
     small["data"]["n_validation"] = 2
     small["training"].update(batch_size=2, validate_every=2, checkpoint_every=2, threads=1)
-    for name, value in {"BASE": small, "RECONSTRUCTION_STEPS": 2, "TASK_STEPS": 2, "N_TEST": 3}.items():
-        monkeypatch.setattr(bench, name, value)
+    mri = json.loads(json.dumps(bench.MRI_BASE))
+    mri["model"]["params"]["reconstructor"]["params"].update(depth=2, width=4)
+    mri["model"]["params"]["task"]["width"] = 4
+    mri["data"]["operator"].update(image_size=24, n_coils=2)
+    mri["data"]["n_validation"] = 2
+    mri["training"].update(batch_size=2, validate_every=2, checkpoint_every=2, threads=1)
+    steps = {"reconstruction_steps": 2, "task_steps": 2}
+    problems = {"ct": replace(bench.PROBLEMS["ct"], base=small, **steps),
+                "mri": replace(bench.PROBLEMS["mri"], base=mri, **steps)}  # fmt: skip
+    monkeypatch.setattr(bench, "PROBLEMS", problems)
+    monkeypatch.setattr(bench, "N_TEST", 3)
     summary = bench.run_task_benchmark(tmp_path / "out", full=True, runs_dir=tmp_path / "runs", progress=False)
-    assert sorted(r["C"] for r in summary["rows"]) == sorted(bench.TASK_WEIGHTS)
-    first = load_model(tmp_path / "runs" / "seed0" / "reconstructor" / "last")
-    sequential = load_model(tmp_path / "runs" / "seed0" / "c0" / "last")
-    for a, b in zip(first.reconstructor.parameters(), sequential.reconstructor.parameters(), strict=True):
-        assert torch.equal(a, b)  # C = 0 is the sequential pipeline: the reconstructor as the first stage left it
-    assert sequential.provenance["config"]["training"]["task_mode"] == "sequential"
-    for name in ("report.md", "results.json", "figures/tradeoff.png", "figures/segmentations.png"):
+    for name in ("ct", "mri"):
+        assert sorted(r["C"] for r in summary["problems"][name]["rows"]) == sorted(bench.TASK_WEIGHTS)
+        folder = bench.runs_folder(tmp_path / "runs", 0, name)
+        first, sequential = load_model(folder / "reconstructor" / "last"), load_model(folder / "c0" / "last")
+        for a, b in zip(first.reconstructor.parameters(), sequential.reconstructor.parameters(), strict=True):
+            assert torch.equal(a, b)  # C = 0 is the sequential pipeline: the reconstructor as the first stage left it
+        assert sequential.provenance["config"]["training"]["task_mode"] == "sequential"
+    assert load_model(tmp_path / "runs" / "mri" / "seed0" / "c0.5" / "last").provenance["operator"]["type"] == "MRI"
+    figures = ("tradeoff.png", "segmentations.png", "tradeoff-mri.png", "segmentations-mri.png")
+    for name in ("report.md", "results.json", *(f"figures/{f}" for f in figures)):
         assert (tmp_path / "out" / name).is_file(), name
-    assert "sequential pipeline (C = 0)" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## CT" in report and "## MRI" in report and report.count("sequential pipeline (C = 0)") == 2
     again = bench.run_task_benchmark(tmp_path / "out", full=True, runs_dir=tmp_path / "runs", overwrite=True,
                                      progress=False)  # fmt: skip
-    assert again["rows"] == summary["rows"]  # finished runs are evaluated again, not trained again
+    assert again["problems"] == summary["problems"]  # finished runs are evaluated again, not trained again
     with pytest.raises(ParameterError, match="exists; pass --overwrite"):
         bench.run_task_benchmark(tmp_path / "out", full=True, runs_dir=tmp_path / "runs", progress=False)
 

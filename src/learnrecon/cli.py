@@ -409,8 +409,10 @@ def _run_benchmark(args: argparse.Namespace) -> int:
         out = args.out or f"results/{args.preset}"
         seeds = FULL_SEEDS if full else (0,)
         summary = run_task_benchmark(out, full=full, seeds=seeds, overwrite=args.overwrite, progress=not args.quiet)
-        s = summary["summary"]
-        print(f"best mean Dice at C = {s['best_dice_C']:g} ({s['dice_gain_over_sequential']:+.4f} over sequential)")
+        for name, result in summary["problems"].items():
+            s = result["summary"]
+            print(f"{name}: best mean Dice at C = {s['best_dice_C']:g} ({s['dice_gain_over_sequential']:+.4f} over "
+                  "sequential)")  # fmt: skip
         print(f"report written to {out}/report.md")
         return 0
     preset = replace(get_preset(args.preset), checkpoints=tuple(args.checkpoint))

@@ -320,13 +320,18 @@ def mri_phantoms(
     supersample: int = 1,
     max_phase: float = math.pi,
     dtype: torch.dtype = torch.complex64,
-) -> torch.Tensor:
+    return_labels: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Complex phantoms ``(n, 1, H, W)``: a magnitude in [0, 1] times ``exp(iφ)`` with a smooth random phase φ
     (:func:`smooth_phase` of ``default_rng([seed, i, 1])`` for image ``i``).
 
     ``kind="mri-ellipses"``: the magnitude is :func:`dival_ellipses` image ``i`` of ``seed`` (so the magnitudes
     are those of the "dival-ellipses" stream); ``"mri-shepp-logan"``: the modified Shepp–Logan head (rendered
     ``supersample`` times finer and averaged), the same for every ``i``, only the phase differs.
+
+    With ``return_labels`` also returns the magnitudes' label maps ``(n, H, W)`` int64 (the phase does not change
+    them): those of :func:`dival_ellipses` for ``"mri-ellipses"`` (:data:`ELLIPSE_CLASSES`), those of
+    :func:`shepp_logan_labels` for ``"mri-shepp-logan"``.
     """
     if kind not in MRI_PHANTOMS:
         raise ParameterError(f"unknown MRI phantom {kind!r}; choose one of {', '.join(MRI_PHANTOMS)}")
@@ -334,14 +339,18 @@ def mri_phantoms(
         raise ParameterError(f"max_phase must be in [0, 4π] (radians), got {max_phase}")
     h, w = _shape(size)
     if kind == "mri-ellipses":
-        magnitude = dival_ellipses(n, (h, w), seed=seed, start=start, supersample=supersample, dtype=torch.float64)
+        magnitude, labels = dival_ellipses(
+            n, (h, w), seed=seed, start=start, supersample=supersample, dtype=torch.float64, return_labels=True
+        )
     else:
         if n < 0 or supersample < 1:
             raise ParameterError(f"need n >= 0 and supersample >= 1, got n={n}, supersample={supersample}")
         fine = shepp_logan((supersample * h, supersample * w))
         head = F.avg_pool2d(fine[None, None], supersample)[0, 0] if supersample > 1 else fine
         magnitude = head.expand(n, 1, h, w)
+        labels = shepp_logan_labels((h, w)).expand(n, h, w).clone() if return_labels else None
     phase = torch.stack(
         [smooth_phase(np.random.default_rng([seed, start + i, 1]), (h, w), max_phase) for i in range(n)]
     )
-    return torch.polar(magnitude, phase.reshape(n, 1, h, w).to(magnitude.dtype)).to(dtype)
+    images = torch.polar(magnitude, phase.reshape(n, 1, h, w).to(magnitude.dtype)).to(dtype)
+    return (images, labels) if return_labels else images

@@ -95,7 +95,14 @@ class PhantomSource(NamedTuple):
 
     def draw_labels(self, n: int, shape: tuple[int, int], *, seed: int, start: int = 0) -> torch.Tensor:
         """The label maps ``(n, *shape)`` int64 of the phantoms :meth:`draw` gives (the topmost ellipse's class at
-        each pixel centre, :data:`learnrecon.phantoms.ELLIPSE_CLASSES`)."""
+        each pixel centre, :data:`learnrecon.phantoms.ELLIPSE_CLASSES`; for the complex MRI phantoms, the labels of
+        their magnitudes). ``shape`` may be an operator's image space with leading dimensions: its last two count."""
+        shape = tuple(shape)[-2:]
+        if self.type in phantoms.MRI_PHANTOMS:
+            return phantoms.mri_phantoms(
+                self.type, n=n, size=shape, seed=seed, start=start, supersample=self.supersample,
+                max_phase=self.max_phase, return_labels=True,
+            )[1]  # fmt: skip
         scaling = {"scaling": self.scaling} if self.type == "ellipses" else {}
         _, labels = phantoms.draw_ellipses(
             self.type, n=n, size=shape, seed=seed, start=start, return_labels=True, **scaling

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from learnrecon.errors import ParameterError
+from learnrecon.errors import ParameterError, ShapeError
 from learnrecon.models.nets import UNet
 from learnrecon.models.primal_dual import LearnedPrimalDual
 from learnrecon.operators.base import LinearOperator
@@ -52,8 +52,14 @@ class SegmentationUNet(nn.Module):
         self.unet = UNet(1, n_classes, depth=depth, width=width, batch_norm=batch_norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, n_classes, H, W)`` of images ``(B, 1, H, W)``, or of an MRI operator's ``(B, 1, 1, H, W)``;
+        a complex image is segmented on its magnitude ``|x|``."""
         if x.is_complex():
             x = x.abs()
+        if x.ndim > 4:  # an operator's image space with leading dimensions, e.g. multi-coil MRI's (1, H, W)
+            x = x.reshape(x.shape[0], -1, *x.shape[-2:])
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ShapeError(f"the segmentation network takes images (B, 1, H, W), got shape {tuple(x.shape)}")
         return self.unet(x)
 
 

@@ -100,7 +100,8 @@ class JointLoss:
         """The image loss ``ℓ_X`` and the task loss ``ℓ_D`` (each computed only where its weight is not 0)."""
         terms = {}
         if self.task_weight < 1:
-            terms["image"] = self.image_loss(output.image.float(), x)
+            image = output.image
+            terms["image"] = self.image_loss(image if image.is_complex() else image.float(), x)
         if self.task_weight > 0:
             logits = output.logits.float()
             task = torch.nn.functional.cross_entropy(logits, labels)

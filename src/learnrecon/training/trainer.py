@@ -353,7 +353,7 @@ class Trainer:
         if "labels" not in (extra or {}):
             raise DataFileError(f"the {what} hold no labels, which a task run (training.task_weight) trains on")
         try:
-            check_labels(extra["labels"], self.model.n_classes, tuple(self.op.domain_shape))
+            check_labels(extra["labels"], self.model.n_classes, tuple(self.op.domain_shape[-2:]))
         except LearnreconError as err:
             raise type(err)(f"the {what}: {err}") from err
 
