@@ -2,7 +2,7 @@
 correlation of std and error, on validation ellipses, held-out ellipses and Shepp–Logan.
 
 Usage: python benchmarks/robustness_uncertainty.py [--samples 16] [--langevin-steps 6000] [--threads 1]
-       [--methods resample,langevin-tv,langevin-pnp] [--prior-sigma 0.02] [--name robustness-uncertainty]
+       [--methods resample,langevin-tv,langevin-pnp] [--prior-sigma 0.05] [--name robustness-uncertainty]
 
 Methods (``learnrecon.robustness.uncertainty``):
 - data resampling: each method run on y + σξ, 16 draws, σ = 0.05·mean|y| (the data's own noise level, estimated
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=6, help="held-out ellipses")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--methods", default="resample,langevin-tv,langevin-pnp", help="which kinds to run")
-    parser.add_argument("--prior-sigma", type=float, default=0.02, help="PnP-ULA: the denoiser's noise level")
+    parser.add_argument("--prior-sigma", type=float, default=0.05, help="PnP-ULA: the denoiser's noise level")
     parser.add_argument("--name", default="robustness-uncertainty", help="results file name")
     args = parser.parse_args()
     kinds = set(args.methods.split(","))

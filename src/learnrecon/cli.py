@@ -187,7 +187,7 @@ def _add_reconstruct(sub: argparse._SubParsersAction) -> None:
         "--prior-sigma",
         type=float,
         default=None,
-        help="PnP-ULA: the denoiser's noise level of the prior (default 0.02)",
+        help="PnP-ULA: the denoiser's noise level of the prior (default 0.05)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
