@@ -231,6 +231,7 @@ def run_prelog_benchmark(
     out = Path(out).resolve()
     if out.exists() and not overwrite:
         raise ParameterError(f"{out} exists; pass --overwrite to replace it")
+    start_time = time.perf_counter()
     models = train_models(preset, runs_dir, progress) if preset.train else shipped_models()
     rows, examples = [], {}
     for photons in DOSES:
@@ -254,6 +255,7 @@ def run_prelog_benchmark(
     summary = {"preset": preset.name, "rows": rows, "verdict": verdict(rows), "machine": machine_info()}
     summary["setup"] = {"ray": RAY, "mu_max": MU_MAX, "doses": DOSES, "lpd": LPD, "n_test": preset.n_test}
     summary["models"] = {run_name(*key): str(path) for key, path in models.items()}
+    summary["seconds"] = time.perf_counter() - start_time
     with output_lock(out, f"learnrecon benchmark --preset {preset.name}"):
         tmp = out.with_name(f".{out.name}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -321,7 +323,9 @@ def report_markdown(summary: dict, preset: PrelogPreset) -> str:
         + markdown_table(rows, list(rows[0]))
         + "\n\n## Pre-log against post-log\n\n"
         + "\n".join(lines)
-        + "\n\n![reconstructions at the lowest dose](figures/prelog.png)\n"
+        + "\n\n![reconstructions at the lowest dose](figures/prelog.png)\n\n"
+        + f"Command: `learnrecon benchmark --preset {preset.name}`. Machine: {summary['machine']}; "
+        + f"{summary['seconds'] / 60:.1f} minutes in all (training included).\n"
     )
 
 
