@@ -29,6 +29,7 @@ from learnrecon.robustness.calibration import (
 from learnrecon.robustness.uncertainty import (
     Ensemble,
     denoiser_prior,
+    dropout_layers,
     gaussian_prior,
     langevin_sample,
     mc_dropout,
@@ -225,6 +226,22 @@ def test_mc_dropout_needs_dropout_layers_and_samples_with_them():
     assert float(out.mean.mean()) == pytest.approx(1.0, abs=0.02)
     assert float(out.std.mean()) == pytest.approx(1.0, abs=0.02)
     assert not model.training and not model.drop.training  # left in the mode it was in
+
+
+def test_an_lpd_with_dropout_samples_and_one_without_keeps_the_shipped_layout():
+    from learnrecon.models import LearnedPrimalDual, build_model
+
+    op = ParallelBeam2D(16, 8)
+    plain, dropped = LearnedPrimalDual(n_iter=2, width=4), LearnedPrimalDual(n_iter=2, width=4, dropout=0.3)
+    assert list(plain.state_dict()) == list(build_model("lpd", {"n_iter": 2, "width": 4}).state_dict())
+    assert not dropout_layers(plain) and len(dropout_layers(dropped)) == 2 * 2 * 2  # 2 steps × 2 blocks × 2 layers
+    for p in dropped.parameters():  # non-zero last layers, so that dropped channels change the output
+        torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(0))
+    y = op(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1)))
+    out = mc_dropout(dropped, y, op, n_samples=8)
+    assert out.mean.shape == (2, 1, 16, 16) and float(out.std.min()) > 0
+    with pytest.raises(ParameterError, match="dropout rate"):
+        LearnedPrimalDual(n_iter=1, width=4, dropout=1.0)
 
 
 def test_resampling_a_linear_method_gives_its_noise_propagation():

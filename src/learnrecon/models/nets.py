@@ -19,21 +19,29 @@ class ConvBlock(nn.Sequential):
 
     This is the update block of learned gradient descent and learned primal-dual (Adler & Öktem: 3 layers,
     32 channels, PReLU). The last layer starts at zero, so an untrained block returns zeros and an
-    unrolled scheme built from residual updates starts at its initial reconstruction.
+    unrolled scheme built from residual updates starts at its initial reconstruction. ``dropout`` p > 0 puts a
+    channel dropout (``nn.Dropout2d(p)``) after each hidden activation, for Monte-Carlo dropout
+    (:func:`learnrecon.robustness.mc_dropout`); p = 0 adds no layer (the shipped weights' layout).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, width: int = 32, depth: int = 3) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, width: int = 32, depth: int = 3, dropout: float = 0.0
+    ) -> None:
         if depth < 1 or width < 1 or in_channels < 1 or out_channels < 1:
             raise ParameterError(
                 f"a conv block needs positive channels, width and depth, got in={in_channels}, "
                 f"out={out_channels}, width={width}, depth={depth}"
             )
+        if not 0 <= dropout < 1:
+            raise ParameterError(f"the dropout rate must be in [0, 1), got {dropout}")
         channels = [in_channels] + [width] * (depth - 1) + [out_channels]
         layers: list[nn.Module] = []
         for i, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
             layers.append(nn.Conv2d(c_in, c_out, 3, padding=1))
             if i < depth - 1:
                 layers.append(nn.PReLU(c_out, init=0.0))
+                if dropout > 0:
+                    layers.append(nn.Dropout2d(dropout))
         super().__init__(*layers)
         nn.init.zeros_(layers[-1].weight)
         nn.init.zeros_(layers[-1].bias)

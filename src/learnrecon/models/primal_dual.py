@@ -32,11 +32,19 @@ class PrimalDualStep(nn.Module):
     the channels of one image and one data element (1 for real spaces, 2 per complex slice:
     :mod:`learnrecon.models.complex`); primal copy ``i`` is channels ``[i·c_x, (i+1)·c_x)``, and so on."""
 
-    def __init__(self, n_primal: int, n_dual: int, width: int, depth: int, channels: tuple[int, int] = (1, 1)) -> None:
+    def __init__(
+        self,
+        n_primal: int,
+        n_dual: int,
+        width: int,
+        depth: int,
+        channels: tuple[int, int] = (1, 1),
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.cx, self.cy = cx, cy = channels
-        self.dual = ConvBlock((n_dual + 2) * cy, n_dual * cy, width, depth)
-        self.primal = ConvBlock((n_primal + 1) * cx, n_primal * cx, width, depth)
+        self.dual = ConvBlock((n_dual + 2) * cy, n_dual * cy, width, depth, dropout)
+        self.primal = ConvBlock((n_primal + 1) * cx, n_primal * cx, width, depth, dropout)
 
     def forward(self, state: State, y: torch.Tensor, op: LinearOperator) -> State:
         f, h = state
@@ -60,6 +68,7 @@ class LearnedPrimalDual(Unrolled):
         normalise: work with ``A/‖A‖`` and ``y/‖A‖``.
         operator: the operator whose spaces fix the networks' channels (:mod:`learnrecon.models.complex`; for
             MRI the dual block convolves k-space, 2 channels per coil).
+        dropout: channel dropout in every block (0: none), for Monte-Carlo dropout.
     """
 
     convolved_spaces = ("images", "data")
@@ -75,10 +84,12 @@ class LearnedPrimalDual(Unrolled):
         init: str = "zero",
         normalise: bool = True,
         operator: LinearOperator | None = None,
+        dropout: float = 0.0,
     ) -> None:
         channels = network_channels(operator)
         steps = [
-            PrimalDualStep(n_primal, n_dual, width, depth, channels) for _ in range(1 if share_weights else n_iter)
+            PrimalDualStep(n_primal, n_dual, width, depth, channels, dropout)
+            for _ in range(1 if share_weights else n_iter)
         ]
         super().__init__(steps, n_iter, init, normalise, operator)
         self.n_primal, self.n_dual = n_primal, n_dual
