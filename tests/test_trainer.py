@@ -420,3 +420,20 @@ def test_clip_grad_norm_zero_leaves_the_gradient_alone(tmp_path):
     trainer.train()
     logged = float(next(csv.DictReader((tmp_path / "metrics.csv").open()))["grad_norm"])
     assert logged > 1 and seen[0] == pytest.approx(logged, rel=1e-5)
+
+
+def test_train_to_completion_finishes_a_run_resumes_a_stopped_one_and_leaves_a_finished_one(tmp_path):
+    from learnrecon.training import run_finished, train_to_completion
+
+    run = tmp_path / "run"
+    stopped = Trainer.from_config(small_config(steps=6), run, progress=False)
+    stopped.train(until=3)  # stopped after its first checkpoint
+    stopped.close()
+    assert not run_finished(run, 6)
+    train_to_completion(small_config(steps=6), run, progress=False)
+    assert run_finished(run, 6)
+    assert len((run / "metrics.csv").read_text().splitlines()) - 1 == 6  # steps 1-3, then 4-6 resumed, none twice
+    before = model_weights(run / "last")
+    train_to_completion(small_config(steps=6), run, progress=False)
+    after = model_weights(run / "last")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # a finished run is left as it is

@@ -36,7 +36,7 @@ from learnrecon.config import Config, from_dict
 from learnrecon.data.simulate import measure
 from learnrecon.errors import ParameterError
 from learnrecon.evaluation import predict, score
-from learnrecon.io.checkpoint import checkpoint_paths, load_checkpoint
+from learnrecon.io.checkpoint import checkpoint_paths
 from learnrecon.io.lock import output_lock
 from learnrecon.models.hub import PRETRAINED_DIR, load_model
 from learnrecon.operators.nonlinear import BeerLambert
@@ -44,7 +44,7 @@ from learnrecon.operators.registry import build_operator
 from learnrecon.phantoms import draw_ellipses, shepp_logan
 from learnrecon.report import machine_info, markdown_table, write_json
 from learnrecon.solvers import gauss_newton_tv, poisson_tv, prelog_fbp, tv_pdhg
-from learnrecon.training import Trainer
+from learnrecon.training import train_to_completion
 
 __all__ = ["PRELOG_PRESETS", "PrelogPreset", "prelog_dry_run", "run_prelog_benchmark", "training_config"]
 
@@ -141,26 +141,13 @@ def training_config(photons: float, physics: str, steps: int) -> Config:
     )
 
 
-def _finished(run: Path, steps: int) -> bool:
-    return checkpoint_paths(run / "last")[1].exists() and load_checkpoint(run / "last")[1].get("step") == steps
-
-
 def train_models(preset: PrelogPreset, runs_dir: str | Path, progress: bool = True) -> dict[tuple[float, str], Path]:
     """Train (or finish) the four LPDs in ``runs_dir/<run name>``; returns ``{(I₀, physics): best checkpoint}``."""
     paths = {}
     for photons in DOSES:
         for physics in PHYSICS:
-            config, run = (
-                training_config(photons, physics, preset.train_steps),
-                Path(runs_dir) / run_name(photons, physics),
-            )
-            if not _finished(run, config.training.steps):
-                resume = checkpoint_paths(run / "last")[1].exists()
-                trainer = Trainer.from_config(config, run, resume=resume, overwrite=not resume, progress=progress)
-                try:
-                    trainer.train()
-                finally:
-                    trainer.close()
+            run = Path(runs_dir) / run_name(photons, physics)
+            train_to_completion(training_config(photons, physics, preset.train_steps), run, progress)
             paths[(photons, physics)] = run / "best"
     return paths
 

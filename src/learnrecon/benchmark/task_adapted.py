@@ -37,13 +37,13 @@ from learnrecon.config import Config, from_dict
 from learnrecon.data.sources import make_validation_data
 from learnrecon.errors import ParameterError
 from learnrecon.evaluation import predict_task, score, segmentation_scores
-from learnrecon.io.checkpoint import checkpoint_paths, load_checkpoint
+from learnrecon.io.checkpoint import checkpoint_paths
 from learnrecon.io.lock import output_lock
 from learnrecon.models.hub import PRETRAINED_DIR, load_model
 from learnrecon.operators.base import LinearOperator
 from learnrecon.operators.registry import build_operator
 from learnrecon.report import machine_info, markdown_table, write_json
-from learnrecon.training import Trainer
+from learnrecon.training import train_to_completion
 from learnrecon.training.losses import JointLoss
 
 __all__ = [
@@ -201,11 +201,6 @@ def sweep_config(c: float | None, seed: int, start: str | None = None, problem: 
     return from_dict(values)
 
 
-def _finished(run: Path, steps: int) -> bool:
-    last = checkpoint_paths(run / "last")[1]
-    return last.exists() and load_checkpoint(run / "last")[1].get("step") == steps
-
-
 def runs_folder(runs_dir: str | Path, seed: int, problem: str | TaskProblem = "ct") -> Path:
     """The folder of one seed's runs of ``problem``: ``runs_dir[/<runs_subdir>]/seed<s>``."""
     return Path(runs_dir) / get_problem(problem).runs_subdir / f"seed{seed}"
@@ -222,14 +217,8 @@ def train_sweep(
         stages = [(None, None), *((c, str(folder / run_name(None) / "last")) for c in TASK_WEIGHTS)]
         runs[seed] = {}
         for c, start in stages:
-            config, run = sweep_config(c, seed, start, problem), folder / run_name(c)
-            if not _finished(run, config.training.steps):
-                resume = checkpoint_paths(run / "last")[1].exists()
-                trainer = Trainer.from_config(config, run, resume=resume, overwrite=not resume, progress=progress)
-                try:
-                    trainer.train()
-                finally:
-                    trainer.close()
+            run = folder / run_name(c)
+            train_to_completion(sweep_config(c, seed, start, problem), run, progress)
             if c is not None:
                 runs[seed][c] = run / "last"
     return runs

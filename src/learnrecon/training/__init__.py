@@ -2,6 +2,7 @@
 scoring :mod:`learnrecon.evaluation`'s)."""
 
 from learnrecon.training.losses import LOSSES, get_loss
+from learnrecon.training.runs import run_finished, train_to_completion
 from learnrecon.training.subsampling import AngleSubsets, RescaledSubset
 from learnrecon.training.trainer import (
     OperatorSource,
@@ -21,6 +22,8 @@ __all__ = [
     "TrainingError",
     "get_loss",
     "learning_rate",
+    "run_finished",
     "step_positions",
     "synchronise_batch_norm",
+    "train_to_completion",
 ]
