@@ -362,7 +362,11 @@ def _verdict(s: dict, several_seeds: bool) -> str:
         verdict += (
             f" Among the C in (0, 1) whose PSNR is within 1 dB of the sequential pipeline's, the best mean Dice is at "
             f"C = {s['best_dice_C_within_1dB']:g}: {gain:+.4f}, PSNR {s['psnr_change_within_1dB']:+.2f} dB"
-            + (" (above the sequential pipeline's)." if gain > 0 else " (not above the sequential pipeline's).")
+            + (
+                " (a Dice above the sequential pipeline's)."
+                if gain > 0
+                else " (a Dice not above the sequential pipeline's)."
+            )
         )
     else:
         verdict += " No C in (0, 1) keeps the PSNR within 1 dB of the sequential pipeline's."
