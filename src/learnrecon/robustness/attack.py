@@ -146,22 +146,32 @@ def worst_case_perturbation(
     eps = check_eps(eps)
     if n_steps < 0 or not step > 0:
         raise ParameterError(f"need n_steps ≥ 0 and step > 0, got n_steps={n_steps}, step={step}")
-    if y.ndim < len(op.range_shape) + 1:
-        raise ParameterError(f"y has shape {tuple(y.shape)}; the attack needs a batch (n, ..., *op.range_shape)")
+    _check_batch(y, op)
     search = search_method if search_method is not None else method
     with _frozen(method, search):
         return _search(method, search, y, op, eps, n_steps, step, seed)
 
 
-def _search(method, search, y, op, eps, n_steps, step, seed) -> AttackResult:
-    y = y.detach()
+def _check_batch(y: torch.Tensor, op: LinearOperator) -> None:
+    if y.ndim < len(op.range_shape) + 1:
+        raise ParameterError(f"y has shape {tuple(y.shape)}; the attack needs a batch (n, ..., *op.range_shape)")
+
+
+def _references_and_start(method, search, y, op, radius: torch.Tensor, seed: int):
+    """``f(y)`` of the attacked method and of the search's, and the random start: a point on each sphere
+    ``‖e_i‖ = radius_i``, drawn from ``seed``."""
     with torch.no_grad():
         reference = method(y, op)
         search_reference = reference if search is method else search(y, op)
-    radius = eps * sample_norm(y)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     e = torch.randn(y.shape, generator=gen, dtype=y.dtype).to(y.device)
-    e = e * _per_sample(radius / sample_norm(e), e)
+    return reference, search_reference, e * _per_sample(radius / sample_norm(e), e)
+
+
+def _search(method, search, y, op, eps, n_steps, step, seed) -> AttackResult:
+    y = y.detach()
+    radius = eps * sample_norm(y)
+    reference, search_reference, e = _references_and_start(method, search, y, op, radius, seed)
 
     def objective(e: torch.Tensor) -> torch.Tensor:
         return sample_norm(search(y + e, op) - search_reference) ** 2
@@ -224,16 +234,12 @@ def penalised_perturbation(
         raise ParameterError(f"the penalty λ must be a finite number ≥ 0, got {penalty!r}")
     if n_steps < 0 or not step > 0 or not max_norm > 0:
         raise ParameterError(f"need n_steps ≥ 0, step > 0 and max_norm > 0, got {n_steps}, {step}, {max_norm}")
+    _check_batch(y, op)
     search = search_method if search_method is not None else method
     with _frozen(method, search):
         y = y.detach()
-        with torch.no_grad():
-            reference = method(y, op)
-            search_reference = reference if search is method else search(y, op)
         size = sample_norm(y)
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        e = torch.randn(y.shape, generator=gen, dtype=y.dtype).to(y.device)
-        e = e * _per_sample(step * size / sample_norm(e), e)
+        reference, search_reference, e = _references_and_start(method, search, y, op, step * size, seed)
 
         def objective(e: torch.Tensor) -> torch.Tensor:
             return sample_norm(search(y + e, op) - search_reference) ** 2 - penalty * sample_norm(e) ** 2
